@@ -1,0 +1,94 @@
+"""Bronze: every parseable landing row, as raw strings, with its source file, row number, batch and ingestion time.
+
+Daily sources are partitioned by landing day; a run replaces its days, so re-ingesting a day never duplicates it.
+Reference sources are replaced whole by their newest snapshot.
+"""
+
+
+import datetime as dt
+
+import dagster as dg
+
+from mlops_platform.defs.quality import HAS_ROWS, check_spec
+from mlops_platform.defs.tables import BACKFILL_POLICY, daily_partitions, days_of_run, table_metadata
+from mlops_platform.ingest import read_bronze_batch
+from mlops_platform.landing import files_for_day, latest_snapshot, source_dir
+from mlops_platform.resources.landing_zone import LandingZone
+from mlops_platform.resources.warehouse import DeltaWarehouse
+from mlops_platform.settings import SourceConfig, UseCaseConfig
+from mlops_platform.transforms.conform import LANDING_DATE
+
+
+def _landing_files(landing: LandingZone, usecase: UseCaseConfig, name: str, spec: SourceConfig,
+                   context: dg.AssetExecutionContext) -> list[tuple]:
+    if not spec.is_daily:
+        snapshot = latest_snapshot(landing.path, usecase.name, name, spec)
+        if snapshot is None:
+            raise FileNotFoundError(
+                f"no {name} snapshot in {source_dir(landing.path, usecase.name, name)}: land one with `mlops land`"
+            )
+        return [(snapshot, None)]
+    days = days_of_run(context, LANDING_DATE)
+    files, missing = [], []
+    day = days.first
+    while day <= days.last:
+        found = files_for_day(landing.path, usecase.name, name, spec, day)
+        files += [(path, day) for path in found]
+        if not found:
+            missing.append(day.isoformat())
+        day += dt.timedelta(days=1)
+    if missing:
+        raise FileNotFoundError(
+            f"no {name} file landed for {', '.join(missing)} in {source_dir(landing.path, usecase.name, name)}: "
+            "land those days with `mlops land` first"
+        )
+    return files
+
+
+def _bronze_asset(usecase: UseCaseConfig, name: str, spec: SourceConfig) -> dg.AssetsDefinition:
+    key = dg.AssetKey(["bronze", name])
+    grain = "one row per landed record and day" if spec.is_daily else "one row per record of the newest snapshot"
+
+    @dg.asset(
+        key=key,
+        deps=[dg.AssetKey(["landing", name])],
+        description=f"Raw {name} records as landed ({grain}). {spec.description} Read by silver/{name}.",
+        group_name="bronze",
+        kinds={"delta", "polars"},
+        owners=usecase.owners,
+        tags={"usecase": usecase.name},
+        partitions_def=daily_partitions(usecase) if spec.is_daily else None,
+        backfill_policy=BACKFILL_POLICY if spec.is_daily else None,
+        check_specs=[check_spec(HAS_ROWS, key, "the landed files held at least one record", "WARN")],
+    )
+    def bronze(context: dg.AssetExecutionContext, warehouse: DeltaWarehouse, landing: LandingZone
+               ) -> dg.MaterializeResult:
+        files = _landing_files(landing, usecase, name, spec, context)
+        batch = read_bronze_batch(files, spec, batch_id=context.run_id, ingested_at=dt.datetime.now(dt.UTC))
+        context.log.info(f"read {batch.table.num_rows} {name} records from {len(batch.files)} file(s)")
+        for path, columns in batch.unexpected_columns.items():
+            context.log.warning(f"{path}: columns {columns} are not in the configuration and were not ingested")
+        allow = spec.allow_schema_evolution
+        if spec.is_daily:
+            write = warehouse.replace_days("bronze", name, batch.table, days_of_run(context, LANDING_DATE),
+                                           allow_evolution=allow)
+        else:
+            write = warehouse.overwrite("bronze", name, batch.table, allow_evolution=allow)
+        return dg.MaterializeResult(
+            metadata=table_metadata(
+                write, batch.table,
+                source_files=dg.MetadataValue.json(batch.files),
+                empty_files=dg.MetadataValue.json(batch.empty_files),
+                unexpected_columns=dg.MetadataValue.json(batch.unexpected_columns),
+            ),
+            check_results=[dg.AssetCheckResult(
+                check_name=HAS_ROWS, passed=write.rows_written > 0, severity=dg.AssetCheckSeverity.WARN,
+                metadata={"rows": write.rows_written, "empty_files": len(batch.empty_files)},
+            )],
+        )
+
+    return bronze
+
+
+def bronze_assets(usecase: UseCaseConfig) -> list[dg.AssetsDefinition]:
+    return [_bronze_asset(usecase, name, spec) for name, spec in usecase.sources.items()]

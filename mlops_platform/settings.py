@@ -1,0 +1,231 @@
+"""Typed configuration: environments and use cases under ``config/``, and the one place that picks the environment.
+
+``MLOPS_ENV`` names the environment (``local`` when unset). Every file is validated when it is loaded; a wrong
+value fails with the file, the field and what was expected, before any asset runs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+from typing import Annotated, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR_ENV = "MLOPS_CONFIG_DIR"
+ENV_VAR = "MLOPS_ENV"
+DATA_DIR_ENV = "MLOPS_DATA_DIR"
+
+ColumnType = Literal["string", "int", "float", "bool", "date", "datetime"]
+Severity = Literal["ERROR", "WARN"]
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+class ConfigError(ValueError):
+    """A configuration file is missing or holds a value that does not fit its schema."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Rule(_Strict):
+    """A row-level data-quality rule. Nulls pass ``range`` and ``accepted_values``; ``not_null`` catches them."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    kind: Literal["not_null", "range", "accepted_values"]
+    column: str
+    min: float | None = None
+    max: float | None = None
+    values: list[str | int | float | bool] | None = None
+    severity: Severity = "ERROR"
+    # A table-level check built from the rule passes while at most this share of rows breaks it.
+    max_failing_share: float = Field(default=0.0, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _arguments_fit_kind(self) -> Rule:
+        if self.kind == "range" and self.min is None and self.max is None:
+            raise ValueError(f"rule '{self.name}': a range rule needs min, max or both")
+        if self.kind == "accepted_values" and not self.values:
+            raise ValueError(f"rule '{self.name}': an accepted_values rule needs a non-empty 'values' list")
+        return self
+
+
+class DailyPartition(_Strict):
+    """How a source's rows map to a day: the date is assembled from year/month/day columns."""
+
+    column: str
+    from_parts: Annotated[list[str], Field(min_length=3, max_length=3)]
+
+
+class SourceConfig(_Strict):
+    """A source the landing zone receives: its file format, typed columns, natural keys and quality rules."""
+
+    description: str
+    format: Literal["csv", "jsonl"]
+    columns: dict[str, ColumnType]
+    keys: list[str] = Field(min_length=1)
+    partition: DailyPartition | None = None
+    rules: list[Rule] = []
+    max_quarantine_share: float = Field(default=0.01, ge=0.0, le=1.0)
+    allow_schema_evolution: bool = False
+
+    @model_validator(mode="after")
+    def _columns_exist(self) -> SourceConfig:
+        known = set(self.columns) | ({self.partition.column} if self.partition else set())
+        for name in self.keys:
+            if name not in known:
+                raise ValueError(f"key column '{name}' is not among the declared columns")
+        for rule in self.rules:
+            if rule.column not in known:
+                raise ValueError(f"rule '{rule.name}' names unknown column '{rule.column}'")
+        if self.partition:
+            missing = [p for p in self.partition.from_parts if p not in self.columns]
+            if missing:
+                raise ValueError(f"partition parts {missing} are not among the declared columns")
+        return self
+
+    @property
+    def is_daily(self) -> bool:
+        return self.partition is not None
+
+
+class GoldConfig(_Strict):
+    """A gold table built by a function of the use case's module from silver tables."""
+
+    description: str
+    builder: str
+    inputs: list[str] = Field(min_length=1)
+    partition_column: str
+    keys: list[str] = Field(min_length=1)
+    reconcile_with: str
+    checks: list[Rule] = []
+
+
+class PartitionWindow(_Strict):
+    start: dt.date
+    end: dt.date
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PartitionWindow:
+        if self.end <= self.start:
+            raise ValueError(f"end {self.end} must be after start {self.start}")
+        return self
+
+
+class UseCaseConfig(_Strict):
+    """A use case: configuration plus, at most, a small module of its own logic."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    description: str
+    owners: list[str] = Field(min_length=1)
+    module: str
+    partitions: PartitionWindow
+    freshness_hours: float = Field(default=36, gt=0)
+    sources: dict[str, SourceConfig] = Field(min_length=1)
+    gold: dict[str, GoldConfig] = {}
+
+    @model_validator(mode="after")
+    def _gold_inputs_exist(self) -> UseCaseConfig:
+        for table, spec in self.gold.items():
+            unknown = [name for name in [*spec.inputs, spec.reconcile_with] if name not in self.sources]
+            if unknown:
+                raise ValueError(f"gold table '{table}' reads unknown sources {unknown}")
+        return self
+
+    @property
+    def daily_sources(self) -> dict[str, SourceConfig]:
+        return {name: s for name, s in self.sources.items() if s.is_daily}
+
+    @property
+    def snapshot_sources(self) -> dict[str, SourceConfig]:
+        return {name: s for name, s in self.sources.items() if not s.is_daily}
+
+
+class DatabricksConfig(_Strict):
+    """Names of the environment variables holding the workspace credentials; their values never enter config."""
+
+    host_env: str = "DATABRICKS_HOST"
+    token_env: str = "DATABRICKS_TOKEN"
+
+
+class EnvironmentConfig(_Strict):
+    name: str
+    catalog: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    engine: Literal["polars", "spark"]
+    data_dir: Path
+    usecases: list[str] = Field(min_length=1)
+    databricks: DatabricksConfig | None = None
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value if value.is_absolute() else PROJECT_ROOT / value
+
+
+class Settings(BaseModel):
+    """The chosen environment with its use cases, and the folders derived from it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    environment: EnvironmentConfig
+    usecases: dict[str, UseCaseConfig]
+
+    @property
+    def data_dir(self) -> Path:
+        return self.environment.data_dir
+
+    @property
+    def landing_dir(self) -> Path:
+        return self.data_dir / "landing"
+
+    @property
+    def warehouse_dir(self) -> Path:
+        return self.data_dir / "warehouse"
+
+    @property
+    def mlflow_dir(self) -> Path:
+        return self.data_dir / "mlflow"
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        field = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        lines.append(f"  field '{field}': {item['msg']} (got {item.get('input')!r})")
+    return "\n".join(lines)
+
+
+def load_yaml_model(path: Path, model: type[ModelT], **overrides: object) -> ModelT:
+    """Parse one YAML file into ``model``; every problem names the file and the field."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such configuration file")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    try:
+        return model.model_validate({**raw, **overrides})
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: invalid {model.__name__}:\n{_describe(exc)}") from exc
+
+
+def load_settings(environment: str | None = None, config_dir: Path | None = None) -> Settings:
+    """Load the environment named by ``MLOPS_ENV`` (or the argument) and the use cases it enables.
+
+    ``MLOPS_DATA_DIR`` relocates all data (tests point it at a temporary folder).
+    """
+    config_dir = config_dir or Path(os.environ.get(CONFIG_DIR_ENV, PROJECT_ROOT / "config"))
+    name = environment or os.environ.get(ENV_VAR, "local")
+    overrides = {"data_dir": os.environ[DATA_DIR_ENV]} if os.environ.get(DATA_DIR_ENV) else {}
+    env = load_yaml_model(config_dir / "environments" / f"{name}.yaml", EnvironmentConfig, **overrides)
+    usecases = {
+        usecase: load_yaml_model(config_dir / "usecases" / f"{usecase}.yaml", UseCaseConfig)
+        for usecase in env.usecases
+    }
+    return Settings(environment=env, usecases=usecases)
