@@ -7,6 +7,7 @@ automated runs.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 import dagster as dg
@@ -34,7 +35,8 @@ def rule_check_spec(rule: Rule, asset: dg.AssetKey) -> dg.AssetCheckSpec:
 
 def sample_rows(frame: pl.DataFrame, columns: Sequence[str] | None = None) -> dg.MetadataValue:
     rows = frame.select(columns) if columns else frame
-    return dg.MetadataValue.json(rows.head(SAMPLE_ROWS).to_dicts() if rows.height else [])
+    # Through polars' JSON writer so dates and timestamps arrive as ISO strings.
+    return dg.MetadataValue.json(json.loads(rows.head(SAMPLE_ROWS).write_json()) if rows.height else [])
 
 
 def _failing(frame: pl.DataFrame, rule: Rule) -> pl.DataFrame:

