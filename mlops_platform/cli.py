@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import sys
 import warnings
@@ -80,6 +81,25 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_features(args: argparse.Namespace, settings: Settings) -> int:
+    from mlops_platform.features import feature_registry
+    from mlops_platform.resources import build_resources
+
+    usecase = _usecase(settings, args.usecase)
+    entries = feature_registry(usecase, build_resources(settings)["warehouse"])
+    if args.json:
+        print(json.dumps(entries, indent=2))
+        return 0
+    for entry in entries:
+        print(f"{entry['table']}  ({entry['kind']}, version {entry['version']}, {entry['rows']:,} rows, "
+              f"updated {entry['last_updated'] or 'never'})")
+        print(f"    keys: {', '.join(entry['keys'])}" + (f"; timestamp key: {entry['timestamp_key']}"
+                                                          if entry["timestamp_key"] else ""))
+        print(f"    features: {', '.join(entry['features'])}")
+        print(f"    used by models: {', '.join(entry['used_by_models']) or '-'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlops", description=__doc__)
     parser.add_argument("--env", help="environment name under config/environments (default: $MLOPS_ENV or local)")
@@ -98,6 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="tables and their Delta versions")
     status.add_argument("--usecase")
     status.set_defaults(handler=cmd_status)
+    features = commands.add_parser("features", help="the feature registry: tables, keys, freshness, models")
+    features.add_argument("--usecase")
+    features.add_argument("--json", action="store_true", help="machine-readable output")
+    features.set_defaults(handler=cmd_features)
     return parser
 
 

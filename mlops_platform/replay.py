@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from mlops_platform.defs.jobs import medallion_job_name
+from mlops_platform.defs.jobs import daily_job_name
 from mlops_platform.landing import land_day, load_source_data
 from mlops_platform.resources.warehouse import DeltaWarehouse
 from mlops_platform.settings import Settings, UseCaseConfig
@@ -62,7 +62,7 @@ def replay(
     progress: Callable[[DayOutcome], None] = lambda _: None,
 ) -> list[DayOutcome]:
     """Land and process each day in order; stop at the first day whose run fails (later days would build on it)."""
-    job = definitions.resolve_job_def(medallion_job_name(usecase))
+    job = definitions.resolve_job_def(daily_job_name(usecase))
     data = load_source_data(usecase)
     outcomes = []
     for day in days:

@@ -105,6 +105,97 @@ class GoldConfig(_Strict):
     checks: list[Rule] = []
 
 
+class FeatureTableConfig(_Strict):
+    """A governed feature table. Two kinds, both pure configuration:
+
+    - ``rolling``: aggregates of a daily ``source`` table over windows of days strictly before each day, per
+      ``group_by``; keyed by ``group_by`` + ``feature_date``. Knowable before any flight of ``feature_date``.
+    - ``lookup``: columns of a silver table by its keys (``rename`` maps source to feature column names).
+    """
+
+    description: str
+    kind: Literal["rolling", "lookup"]
+    source: str
+    layer: Literal["silver", "gold"] = "gold"
+    keys: list[str] = Field(min_length=1)
+    timestamp_key: str | None = None
+    group_by: list[str] = []
+    prefix: str = ""
+    windows_days: list[int] = []
+    aggregations: dict[str, Literal["mean", "sum", "count", "max"]] = {}
+    rename: dict[str, str] = {}
+    columns: dict[str, str] = Field(min_length=1, description="feature column -> description")
+
+    @model_validator(mode="after")
+    def _kind_arguments(self) -> FeatureTableConfig:
+        if self.kind == "rolling":
+            if not (self.group_by and self.prefix and self.windows_days and self.aggregations):
+                raise ValueError("a rolling feature table needs group_by, prefix, windows_days and aggregations")
+            produced = set(self.rolling_columns())
+            if produced != set(self.columns):
+                raise ValueError(f"columns must describe exactly the produced features {sorted(produced)}")
+        return self
+
+    def rolling_columns(self) -> list[str]:
+        """Names of a rolling table's features: ``<prefix>_<column>_<agg>_<N>d`` and ``<prefix>_flights_<N>d``."""
+        return [
+            name
+            for days in self.windows_days
+            for name in [
+                *(f"{self.prefix}_{column}_{agg}_{days}d" for column, agg in self.aggregations.items()),
+                f"{self.prefix}_rows_{days}d",
+            ]
+        ]
+
+
+class FeatureLookup(_Strict):
+    """Join a feature table into the training set: ``keys`` maps training-set columns to the table's keys."""
+
+    table: str
+    keys: dict[str, str] = Field(min_length=1)
+
+
+class TrainingSetConfig(_Strict):
+    source: str = Field(description="gold table holding the labels and request-time fields")
+    lookups: list[FeatureLookup] = Field(min_length=1)
+    request_fields: list[str] = Field(description="columns a caller knows at request time, used as features")
+    labels: list[str] = Field(min_length=1)
+    window_days: int = Field(default=120, gt=0, description="days of history, ending at the newest gold day")
+    validation_days: int = Field(default=7, gt=0)
+    test_days: int = Field(default=7, gt=0)
+
+
+class MetricGate(_Strict):
+    """Thresholds of one metric: an absolute floor, and the least improvement over the champion."""
+
+    min_value: float | None = None
+    max_value: float | None = None
+    min_absolute_change: float | None = Field(default=None, gt=0)
+    min_relative_change: float | None = Field(default=None, gt=0)
+    greater_is_better: bool = True
+
+
+class TuningConfig(_Strict):
+    max_trials: int = Field(default=8, ge=1)
+    timeout_seconds: float = Field(default=300, gt=0)
+    seed: int = 42
+    space: dict[str, tuple[float, float]] = Field(
+        default_factory=dict, description="hyperparameter -> (low, high); integers when both bounds are integers"
+    )
+
+
+class ModelConfig(_Strict):
+    """A model trained from the use case's training set and registered in MLflow under ``registered_name``."""
+
+    description: str
+    registered_name: str
+    task: Literal["classification", "regression"]
+    label: str
+    categorical: list[str] = []
+    tuning: TuningConfig = TuningConfig()
+    gate: dict[str, MetricGate] = Field(min_length=1, description="metric name -> thresholds")
+
+
 class PartitionWindow(_Strict):
     start: dt.date
     end: dt.date
@@ -127,6 +218,9 @@ class UseCaseConfig(_Strict):
     freshness_hours: float = Field(default=36, gt=0)
     sources: dict[str, SourceConfig] = Field(min_length=1)
     gold: dict[str, GoldConfig] = {}
+    features: dict[str, FeatureTableConfig] = {}
+    training_set: TrainingSetConfig | None = None
+    models: dict[str, ModelConfig] = {}
 
     @model_validator(mode="after")
     def _gold_inputs_exist(self) -> UseCaseConfig:
@@ -134,6 +228,17 @@ class UseCaseConfig(_Strict):
             unknown = [name for name in [*spec.inputs, spec.reconcile_with] if name not in self.sources]
             if unknown:
                 raise ValueError(f"gold table '{table}' reads unknown sources {unknown}")
+        for name, feature in self.features.items():
+            known = self.gold if feature.layer == "gold" else self.sources
+            if feature.source not in known:
+                raise ValueError(f"feature table '{name}' reads unknown {feature.layer} table '{feature.source}'")
+        if self.training_set:
+            unknown = [lookup.table for lookup in self.training_set.lookups if lookup.table not in self.features]
+            if unknown or self.training_set.source not in self.gold:
+                raise ValueError(f"training_set reads unknown tables {unknown or [self.training_set.source]}")
+            for name, model in self.models.items():
+                if model.label not in self.training_set.labels:
+                    raise ValueError(f"model '{name}' label '{model.label}' is not a training_set label")
         return self
 
     @property

@@ -55,7 +55,7 @@ def definitions(settings: Settings) -> dg.Definitions:
 
 
 def run_day(definitions: dg.Definitions, day: dt.date, instance: dg.DagsterInstance | None = None,
-            job_name: str = "flights_medallion") -> dg.ExecuteInProcessResult:
+            job_name: str = "flights_daily") -> dg.ExecuteInProcessResult:
     """Run a job for one day's partition, as the daily schedule would, without raising on failure."""
     job = definitions.resolve_job_def(job_name)
     return job.execute_in_process(

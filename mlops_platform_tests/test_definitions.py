@@ -69,4 +69,4 @@ def test_error_checks_block_downstream_and_warnings_do_not(definitions):
 def test_every_environment_builds_without_touching_the_network():
     for environment in ("local", "dev", "staging", "prod"):
         definitions = build_definitions(load_settings(environment))
-        assert definitions.resolve_job_def("flights_medallion")
+        assert definitions.resolve_job_def("flights_daily")

@@ -73,7 +73,7 @@ def test_days_accumulate_and_each_day_keeps_its_own_rows(landed_settings, defini
 
 
 def test_a_range_backfill_runs_once_and_matches_day_by_day(landed_settings, definitions, warehouse):
-    job = definitions.resolve_job_def("flights_medallion")
+    job = definitions.resolve_job_def("flights_daily")
     result = job.execute_in_process(
         instance=dg.DagsterInstance.ephemeral(),
         run_config=QUIET,
