@@ -18,7 +18,7 @@ from typing import TypeVar
 
 import dagster as dg
 import pyarrow as pa
-from deltalake import DeltaTable, Schema, write_deltalake
+from deltalake import CommitProperties, DeltaTable, Schema, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
 ResultT = TypeVar("ResultT")
@@ -140,9 +140,11 @@ class DeltaWarehouse(dg.ConfigurableResource):
         return self._write(schema, table, data, mode="overwrite", predicate=days.predicate,
                            allow_evolution=allow_evolution)
 
-    def overwrite(self, schema: str, table: str, data: pa.Table, *, allow_evolution: bool = False) -> TableWrite:
-        """Replace the whole table (a full snapshot) in one commit."""
-        return self._write(schema, table, data, mode="overwrite", allow_evolution=allow_evolution)
+    def overwrite(self, schema: str, table: str, data: pa.Table, *, allow_evolution: bool = False,
+                  commit_metadata: dict[str, str] | None = None) -> TableWrite:
+        """Replace the whole table (a full snapshot) in one commit; ``commit_metadata`` lands in the Delta log."""
+        return self._write(schema, table, data, mode="overwrite", allow_evolution=allow_evolution,
+                           commit_metadata=commit_metadata)
 
     def append(self, schema: str, table: str, data: pa.Table, *, allow_evolution: bool = False) -> TableWrite:
         return self._write(schema, table, data, mode="append", allow_evolution=allow_evolution)
@@ -182,7 +184,7 @@ class DeltaWarehouse(dg.ConfigurableResource):
 
     def _write(
         self, schema: str, table: str, data: pa.Table, *, mode: str, allow_evolution: bool,
-        predicate: str | None = None,
+        predicate: str | None = None, commit_metadata: dict[str, str] | None = None,
     ) -> TableWrite:
         self._check_schema(schema, table, data.schema, allow_evolution=allow_evolution)
         path = self.path(schema, table)
@@ -192,6 +194,7 @@ class DeltaWarehouse(dg.ConfigurableResource):
             write_deltalake(
                 str(path), data, mode=mode, predicate=predicate,
                 schema_mode="merge" if allow_evolution and self.exists(schema, table) else None,
+                commit_properties=CommitProperties(custom_metadata=commit_metadata) if commit_metadata else None,
             )
             return DeltaTable(str(path)).version()
 
