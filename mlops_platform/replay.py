@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from mlops_platform.defs.jobs import daily_job_name
+from mlops_platform.defs.jobs import daily_job_name, reference_job_name
 from mlops_platform.landing import land_day, load_source_data
 from mlops_platform.resources.warehouse import DeltaWarehouse
 from mlops_platform.settings import Settings, UseCaseConfig
@@ -21,6 +21,7 @@ from mlops_platform.settings import Settings, UseCaseConfig
 
 # Runs are logged in full to the instance (and the UI); the terminal gets one line per day instead.
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+REFERENCE_REFRESH_DAYS = 7
 
 
 @dataclass
@@ -61,13 +62,23 @@ def replay(
     days: list[dt.date],
     progress: Callable[[DayOutcome], None] = lambda _: None,
 ) -> list[DayOutcome]:
-    """Land and process each day in order; stop at the first day whose run fails (later days would build on it)."""
-    job = definitions.resolve_job_def(daily_job_name(usecase))
+    """Land and process each day in order; stop at the first day whose run fails (later days would build on it).
+
+    Reference snapshots are refreshed on the first day and then weekly, as their schedule would.
+    """
+    daily = definitions.resolve_job_def(daily_job_name(usecase))
+    reference = definitions.resolve_job_def(reference_job_name(usecase))
     data = load_source_data(usecase)
     outcomes = []
-    for day in days:
+    for index, day in enumerate(days):
         land_day(usecase, settings.landing_dir, day, data)
-        result = job.execute_in_process(
+        if index % REFERENCE_REFRESH_DAYS == 0:
+            refreshed = reference.execute_in_process(instance=instance, raise_on_error=False, run_config=QUIET)
+            if not refreshed.success:
+                outcomes.append(DayOutcome(day=day, success=False, errors=failure_messages(refreshed)))
+                progress(outcomes[-1])
+                break
+        result = daily.execute_in_process(
             partition_key=day.isoformat(), instance=instance, raise_on_error=False, run_config=QUIET
         )
         outcome = DayOutcome(day=day, success=result.success)

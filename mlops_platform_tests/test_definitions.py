@@ -70,3 +70,17 @@ def test_every_environment_builds_without_touching_the_network():
     for environment in ("local", "dev", "staging", "prod"):
         definitions = build_definitions(load_settings(environment))
         assert definitions.resolve_job_def("flights_daily")
+
+
+def test_the_daily_job_holds_daily_tables_and_the_reference_job_the_snapshots(definitions):
+    graph = _graph(definitions)
+
+    def keys(job_name: str) -> set[str]:
+        job = definitions.resolve_job_def(job_name)
+        return {key.to_user_string() for key in job.asset_layer.selected_asset_keys}
+
+    daily, reference = keys("flights_daily"), keys("flights_reference")
+    assert {"bronze/flights", "silver/weather", "gold/flights", "features/carrier_delays"} <= daily
+    assert {"bronze/planes", "silver/airlines", "features/plane_attributes"} <= reference
+    assert not daily & reference
+    assert all(graph.get(dg.AssetKey(key.split("/"))).partitions_def is not None for key in daily)

@@ -7,7 +7,7 @@ import dagster as dg
 from mlops_platform.defs.bronze.assets import bronze_assets
 from mlops_platform.defs.features.assets import feature_assets
 from mlops_platform.defs.gold.assets import gold_assets
-from mlops_platform.defs.jobs import daily_job
+from mlops_platform.defs.jobs import daily_job, reference_job
 from mlops_platform.defs.landing.assets import landing_specs
 from mlops_platform.defs.silver.assets import silver_assets
 from mlops_platform.resources import build_resources
@@ -18,7 +18,7 @@ def usecase_definitions(usecase: UseCaseConfig) -> dg.Definitions:
     return dg.Definitions(
         assets=[*landing_specs(usecase), *bronze_assets(usecase), *silver_assets(usecase), *gold_assets(usecase),
                 *feature_assets(usecase)],
-        jobs=[daily_job(usecase)],
+        jobs=[daily_job(usecase), reference_job(usecase)],
     )
 
 

@@ -1,4 +1,8 @@
-"""Jobs a person or schedule launches by name."""
+"""Jobs a person, schedule or sensor launches by name.
+
+The daily job holds only day-partitioned assets; reference snapshots (planes, airlines, ...) change rarely and
+have their own job, so a day's run does not re-ingest them.
+"""
 
 from __future__ import annotations
 
@@ -7,19 +11,43 @@ import dagster as dg
 from mlops_platform.defs.tables import daily_partitions
 from mlops_platform.settings import UseCaseConfig
 
-DAILY_GROUPS = ("bronze", "silver", "gold", "features")
-
 
 def daily_job_name(usecase: UseCaseConfig) -> str:
     return f"{usecase.name}_daily"
 
 
+def reference_job_name(usecase: UseCaseConfig) -> str:
+    return f"{usecase.name}_reference"
+
+
+def _table_keys(usecase: UseCaseConfig, *, daily: bool) -> list[dg.AssetKey]:
+    sources = usecase.daily_sources if daily else usecase.snapshot_sources
+    keys = [dg.AssetKey([layer, name]) for name in sources for layer in ("bronze", "silver")]
+    keys += [dg.AssetKey(["silver", f"{name}_quarantine"]) for name in sources]
+    if daily:
+        keys += [dg.AssetKey(["gold", table]) for table in usecase.gold]
+    keys += [
+        dg.AssetKey(["features", name])
+        for name, spec in usecase.features.items()
+        if (spec.kind == "rolling" or usecase.sources[spec.source].is_daily) == daily
+    ]
+    return keys
+
+
 def daily_job(usecase: UseCaseConfig) -> dg.UnresolvedAssetJobDefinition:
-    """A day's work: bronze -> silver -> gold -> feature tables, with every check; snapshots refreshed alongside."""
-    selection = dg.AssetSelection.groups(*DAILY_GROUPS) & dg.AssetSelection.tag("usecase", usecase.name)
+    """A day's work: bronze -> silver -> gold -> feature tables, with every check."""
     return dg.define_asset_job(
         daily_job_name(usecase),
-        selection=selection,
+        selection=dg.AssetSelection.assets(*_table_keys(usecase, daily=True)),
         partitions_def=daily_partitions(usecase),
         description=f"One day of the {usecase.name} use case, landing files to feature tables, guarded by checks.",
+    )
+
+
+def reference_job(usecase: UseCaseConfig) -> dg.UnresolvedAssetJobDefinition:
+    """Reference snapshots (bronze, silver and their lookup feature tables) from the newest landed export."""
+    return dg.define_asset_job(
+        reference_job_name(usecase),
+        selection=dg.AssetSelection.assets(*_table_keys(usecase, daily=False)),
+        description=f"Refresh the {usecase.name} use case's reference tables from their newest snapshot.",
     )

@@ -16,7 +16,7 @@ from mlops_platform.features import build_training_set
 from mlops_platform.landing import day_range, land_days, landing_file
 from mlops_platform.resources import build_resources
 from mlops_platform.resources.engine import PolarsEngine
-from mlops_platform_tests.conftest import FIRST_DAY, QUIET
+from mlops_platform_tests.conftest import FIRST_DAY, QUIET, run_reference
 
 DAYS = day_range(FIRST_DAY, 10)
 CUTOFF = DAYS[5]
@@ -33,6 +33,7 @@ def run_range(definitions, first: dt.date, last: dt.date, instance=None) -> dg.E
 @pytest.fixture
 def ten_days(settings, flights, definitions):
     land_days(flights, settings.landing_dir, DAYS)
+    assert run_reference(definitions).success
     assert run_range(definitions, DAYS[0], DAYS[-1]).success
     return build_resources(settings)["warehouse"]
 

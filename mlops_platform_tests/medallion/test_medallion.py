@@ -11,7 +11,7 @@ import pytest
 
 from mlops_platform.replay import failure_messages
 from mlops_platform.resources import build_resources
-from mlops_platform_tests.conftest import LANDED_DAYS, QUIET, check_results, run_day
+from mlops_platform_tests.conftest import LANDED_DAYS, QUIET, check_results, run_day, run_reference
 
 DAY = LANDED_DAYS[1]
 
@@ -73,9 +73,10 @@ def test_days_accumulate_and_each_day_keeps_its_own_rows(landed_settings, defini
 
 
 def test_a_range_backfill_runs_once_and_matches_day_by_day(landed_settings, definitions, warehouse):
-    job = definitions.resolve_job_def("flights_daily")
-    result = job.execute_in_process(
-        instance=dg.DagsterInstance.ephemeral(),
+    instance = dg.DagsterInstance.ephemeral()
+    assert run_reference(definitions, instance).success
+    result = definitions.resolve_job_def("flights_daily").execute_in_process(
+        instance=instance,
         run_config=QUIET,
         tags={"dagster/asset_partition_range_start": LANDED_DAYS[0].isoformat(),
               "dagster/asset_partition_range_end": LANDED_DAYS[-1].isoformat()},
