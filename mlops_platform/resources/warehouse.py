@@ -19,7 +19,7 @@ from typing import TypeVar
 import dagster as dg
 import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, Schema, write_deltalake
-from deltalake.exceptions import CommitFailedError, TableNotFoundError
+from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
 ResultT = TypeVar("ResultT")
 
@@ -137,8 +137,16 @@ class DeltaWarehouse(dg.ConfigurableResource):
         self, schema: str, table: str, data: pa.Table, days: DayRange, *, allow_evolution: bool = False
     ) -> TableWrite:
         """Replace the rows of ``days`` with ``data`` in one commit; other days are untouched."""
-        return self._write(schema, table, data, mode="overwrite", predicate=days.predicate,
-                           allow_evolution=allow_evolution)
+        try:
+            return self._write(schema, table, data, mode="overwrite", predicate=days.predicate,
+                               allow_evolution=allow_evolution)
+        except DeltaError as exc:
+            if "failed validation check" not in str(exc):
+                raise
+            raise ValueError(
+                f"refusing to write {self.full_name(schema, table)}: some rows are outside the days being replaced "
+                f"({days.predicate}); nothing was written"
+            ) from exc
 
     def overwrite(self, schema: str, table: str, data: pa.Table, *, allow_evolution: bool = False,
                   commit_metadata: dict[str, str] | None = None) -> TableWrite:
