@@ -51,3 +51,16 @@ def reference_job(usecase: UseCaseConfig) -> dg.UnresolvedAssetJobDefinition:
         selection=dg.AssetSelection.assets(*_table_keys(usecase, daily=False)),
         description=f"Refresh the {usecase.name} use case's reference tables from their newest snapshot.",
     )
+
+
+def schedules(usecase: UseCaseConfig, daily: dg.UnresolvedAssetJobDefinition,
+              reference: dg.UnresolvedAssetJobDefinition) -> list[dg.ScheduleDefinition]:
+    """Wall-clock cadence for live data: yesterday's partition every morning, reference tables every Monday.
+
+    Stopped by default: replayed history arrives through the landing sensor, not the calendar.
+    """
+    return [
+        dg.build_schedule_from_partitioned_job(daily, hour_of_day=2, default_status=dg.DefaultScheduleStatus.STOPPED),
+        dg.ScheduleDefinition(name=f"{reference_job_name(usecase)}_weekly", job=reference, cron_schedule="0 1 * * 1",
+                              default_status=dg.DefaultScheduleStatus.STOPPED),
+    ]
