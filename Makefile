@@ -7,7 +7,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 export PYTHONWARNINGS := ignore
 
-.PHONY: install run test ui bench lint
+.PHONY: install run test ui mlflow-ui bench lint
 
 install: $(VENV)/.installed
 
@@ -29,8 +29,11 @@ ui: install
 	$(BIN)/python -c "from mlops_platform.instance import ensure_home; ensure_home()"
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
+mlflow-ui: install
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/data/mlflow/mlflow.db -h 127.0.0.1 -p 5000
+
 bench: install
-	$(BIN)/python benchmarks/bench_medallion.py
+	for script in benchmarks/bench_*.py; do $(BIN)/python $$script || exit 1; done
 
 lint: install
 	$(BIN)/ruff check mlops_platform mlops_platform_tests benchmarks

@@ -11,7 +11,7 @@ import warnings
 
 from mlops_platform.settings import ConfigError, Settings, UseCaseConfig, load_settings
 
-DEFAULT_DAYS = 21
+DEFAULT_DAYS = 35
 
 
 def _usecase(settings: Settings, name: str | None) -> UseCaseConfig:
@@ -41,7 +41,7 @@ def cmd_land(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from mlops_platform.defs import build_definitions
     from mlops_platform.instance import persistent_instance
-    from mlops_platform.replay import layer_counts, replay
+    from mlops_platform.replay import failure_messages, layer_counts, replay, train_and_promote
     from mlops_platform.resources import build_resources
 
     usecase = _usecase(settings, args.usecase)
@@ -58,14 +58,25 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         for error in outcome.errors:
             print(f"      {error}", flush=True)
 
-    outcomes = replay(settings, usecase, build_definitions(settings), instance, days, progress)
+    definitions = build_definitions(settings)
+    outcomes = replay(settings, usecase, definitions, instance, days, progress)
     counts = layer_counts(build_resources(settings)["warehouse"], usecase)
     passed = sum(o.checks["passed"] for o in outcomes)
     failed = sum(o.checks["failed"] for o in outcomes)
     print("\nrows per layer: " + ", ".join(f"{layer} {rows:,}" for layer, rows in counts.items()))
     print(f"checks: {passed} passed, {failed} failed")
-    print("open the UI:  make ui   (then http://127.0.0.1:3000)")
-    return 0 if all(o.success for o in outcomes) else 1
+    succeeded = all(o.success for o in outcomes)
+    if succeeded and usecase.models and not args.skip_training:
+        print("\ntraining: training set, tuning, registration, champion gate, promotion ...", flush=True)
+        result, champions = train_and_promote(usecase, definitions, instance)
+        for error in failure_messages(result):
+            print(f"      {error}")
+        for champion in champions:
+            metrics = ", ".join(f"{name} {value:.4f}" for name, value in champion.metrics.items())
+            print(f"  {champion.model}: champion version {champion.version or '-'}  {metrics}")
+        succeeded = result.success
+    print("\nopen the UI:  make ui   (then http://127.0.0.1:3000);  MLflow:  make mlflow-ui")
+    return 0 if succeeded else 1
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
@@ -100,6 +111,35 @@ def cmd_features(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _move_champion(args: argparse.Namespace, settings: Settings, action: str) -> int:
+    from mlflow.exceptions import MlflowException
+
+    from mlops_platform.ml.gate import RegistryError, promote, rollback
+    from mlops_platform.resources import build_resources
+
+    usecase = _usecase(settings, args.usecase)
+    if args.model not in usecase.models:
+        raise ConfigError(f"use case '{usecase.name}' has no model '{args.model}' (models: {sorted(usecase.models)})")
+    name = usecase.models[args.model].registered_name
+    client = build_resources(settings)["mlflow"].client()
+    try:
+        move = (promote if action == "promote" else rollback)(client, name)
+    except (RegistryError, MlflowException) as exc:
+        print(f"{action} failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"{name}: champion {move.previous or 'none'} -> {move.current}  "
+          f"(earlier champions: {', '.join(move.history) or 'none'})")
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace, settings: Settings) -> int:
+    return _move_champion(args, settings, "promote")
+
+
+def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
+    return _move_champion(args, settings, "rollback")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlops", description=__doc__)
     parser.add_argument("--env", help="environment name under config/environments (default: $MLOPS_ENV or local)")
@@ -113,8 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     with_days(commands.add_parser("land", help="write days of source data into the landing zone")).set_defaults(
         handler=cmd_land)
-    with_days(commands.add_parser("run", help="land and process days, bronze to gold, with checks")).set_defaults(
-        handler=cmd_run)
+    run = with_days(commands.add_parser("run", help="land and process days, then train and promote the models"))
+    run.add_argument("--skip-training", action="store_true", help="stop after the daily tables")
+    run.set_defaults(handler=cmd_run)
     status = commands.add_parser("status", help="tables and their Delta versions")
     status.add_argument("--usecase")
     status.set_defaults(handler=cmd_status)
@@ -122,6 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
     features.add_argument("--usecase")
     features.add_argument("--json", action="store_true", help="machine-readable output")
     features.set_defaults(handler=cmd_features)
+    for name, handler, text in (("promote", cmd_promote, "move a model's champion alias to its challenger"),
+                                ("rollback", cmd_rollback, "move a model's champion alias back to the previous one")):
+        command = commands.add_parser(name, help=text)
+        command.add_argument("--model", required=True, help="model name under the use case's 'models'")
+        command.add_argument("--usecase")
+        command.set_defaults(handler=handler)
     return parser
 
 

@@ -100,3 +100,36 @@ def layer_counts(warehouse: DeltaWarehouse, usecase: UseCaseConfig) -> dict[str,
         "quarantine": sum(rows("silver", f"{name}_quarantine") for name in usecase.sources),
         "gold": sum(rows("gold", table) for table in usecase.gold),
     }
+
+
+@dataclass
+class ChampionSummary:
+    model: str
+    version: str | None
+    metrics: dict[str, float]
+
+
+def train_and_promote(usecase: UseCaseConfig, definitions: dg.Definitions, instance: dg.DagsterInstance
+                      ) -> tuple[dg.ExecuteInProcessResult, list[ChampionSummary]]:
+    """Run the training job (training set, tuned models, gates, promotions) and read back each champion."""
+    from mlflow.exceptions import MlflowException
+
+    from mlops_platform.defs.training.assets import training_job_name
+    from mlops_platform.ml.gate import CHAMPION
+
+    result = definitions.resolve_job_def(training_job_name(usecase)).execute_in_process(
+        instance=instance, raise_on_error=False, run_config=QUIET
+    )
+    client = definitions.resources["mlflow"].client()
+    champions = []
+    for config in usecase.models.values():
+        try:
+            version = client.get_model_version_by_alias(config.registered_name, CHAMPION)
+        except MlflowException:
+            champions.append(ChampionSummary(config.registered_name, None, {}))
+            continue
+        metrics = client.get_run(version.run_id).data.metrics
+        champions.append(ChampionSummary(config.registered_name, version.version,
+                                         {name: value for name, value in sorted(metrics.items())
+                                          if name.startswith("test_")}))
+    return result, champions

@@ -8,6 +8,10 @@ from mlops_platform.defs import build_definitions
 from mlops_platform.settings import load_settings
 
 SOURCES = {"flights", "weather", "planes", "airlines", "airports"}
+# Asset keys name tables; groups name lifecycle stages (a model belongs to training, its predictions to inference).
+STAGE_OF = {"landing": "landing", "bronze": "bronze", "silver": "silver", "gold": "gold", "features": "features",
+            "training": "training", "models": "training", "registry": "registry", "predictions": "inference",
+            "monitoring": "monitoring"}
 
 
 def _graph(definitions: dg.Definitions):
@@ -38,7 +42,7 @@ def test_assets_carry_group_kinds_owner_and_a_description(definitions):
     graph = _graph(definitions)
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
-        assert node.group_name == key.path[0], key
+        assert node.group_name == STAGE_OF[key.path[0]], key
         assert node.owners == ["team:flight-ops"], key
         assert node.description and len(node.description) > 30, key
         assert node.kinds, key

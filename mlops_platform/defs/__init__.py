@@ -7,18 +7,30 @@ import dagster as dg
 from mlops_platform.defs.bronze.assets import bronze_assets
 from mlops_platform.defs.features.assets import feature_assets
 from mlops_platform.defs.gold.assets import gold_assets
-from mlops_platform.defs.jobs import daily_job, reference_job
+from mlops_platform.defs.inference.assets import inference_assets
+from mlops_platform.defs.jobs import daily_job, reference_job, schedules
 from mlops_platform.defs.landing.assets import landing_specs
+from mlops_platform.defs.landing.sensors import landing_sensor
+from mlops_platform.defs.monitoring.assets import monitoring_assets
+from mlops_platform.defs.monitoring.sensors import retraining_sensor
+from mlops_platform.defs.registry.assets import registry_assets
 from mlops_platform.defs.silver.assets import silver_assets
+from mlops_platform.defs.training.assets import training_assets, training_job
 from mlops_platform.resources import build_resources
 from mlops_platform.settings import Settings, UseCaseConfig
 
 
 def usecase_definitions(usecase: UseCaseConfig) -> dg.Definitions:
+    daily, reference = daily_job(usecase), reference_job(usecase)
+    training = training_job(usecase) if usecase.models else None
     return dg.Definitions(
         assets=[*landing_specs(usecase), *bronze_assets(usecase), *silver_assets(usecase), *gold_assets(usecase),
-                *feature_assets(usecase)],
-        jobs=[daily_job(usecase), reference_job(usecase)],
+                *feature_assets(usecase), *training_assets(usecase), *registry_assets(usecase),
+                *inference_assets(usecase), *monitoring_assets(usecase)],
+        jobs=[daily, reference, *([training] if training else [])],
+        schedules=schedules(usecase, daily, reference),
+        sensors=[landing_sensor(usecase, daily, reference),
+                 *([retraining_sensor(usecase, training)] if training and usecase.monitoring else [])],
     )
 
 

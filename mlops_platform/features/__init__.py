@@ -20,10 +20,12 @@ from mlops_platform.transforms.features import (
     rolling_features,
     training_set,
     window_pairs,
+    with_features,
 )
 
 __all__ = [
-    "TrainingSetBuild", "build_feature_rows", "build_training_set", "feature_columns", "feature_registry", "input_tables",
+    "TrainingSetBuild", "build_feature_rows", "build_scoring_rows", "build_training_set", "feature_columns",
+    "feature_registry", "input_tables",
 ]
 
 
@@ -101,6 +103,18 @@ def build_training_set(usecase: UseCaseConfig, runner: Engine, warehouse: DeltaW
     )
     return TrainingSetBuild(rows, dict(versions), first_day, validation_start, test_start, last_day)
 
+
+
+def build_scoring_rows(usecase: UseCaseConfig, runner: Engine, warehouse: DeltaWarehouse, days: DayRange
+                       ) -> pa.Table:
+    """The gold rows of ``days`` with their features, joined exactly as the training set joins them."""
+    spec = usecase.training_set
+    assert spec is not None, f"use case '{usecase.name}' has no training_set"
+    gold = usecase.gold[spec.source]
+    rows = runner.read(warehouse, "gold", spec.source, days)
+    features = {lookup.table: runner.read(warehouse, "features", lookup.table) for lookup in spec.lookups}
+    keys = list(dict.fromkeys([gold.partition_column, *gold.keys]))
+    return runner.to_arrow(with_features(rows, features, usecase, keys).sort(*keys))
 
 
 def feature_registry(usecase: UseCaseConfig, warehouse: DeltaWarehouse) -> list[dict[str, object]]:

@@ -114,6 +114,25 @@ def split_by_date(date: nw.Expr, validation_start: dt.date, test_start: dt.date)
     )
 
 
+def with_features(rows: nw.LazyFrame, features: Mapping[str, nw.LazyFrame], usecase: UseCaseConfig,
+                  keys: Sequence[str]) -> nw.LazyFrame:
+    """``rows`` (gold rows: keys, request fields, labels) joined with every feature lookup by key.
+
+    The one join that both training and batch scoring use, so a model is scored on exactly what it learnt from.
+    """
+    spec: TrainingSetConfig = usecase.training_set  # type: ignore[assignment]
+    frame = rows
+    for lookup in spec.lookups:
+        to_row_names = {feature_key: row_key for row_key, feature_key in lookup.keys.items()}
+        columns = usecase.features[lookup.table].columns
+        frame = frame.join(
+            features[lookup.table].rename(to_row_names).select(*to_row_names.values(), *columns),
+            on=list(lookup.keys), how="left",
+        )
+    labels = [label for label in spec.labels if label in frame.columns]
+    return frame.select(*dict.fromkeys([*keys, *feature_columns(usecase), *labels]))
+
+
 def training_set(
     labels: nw.LazyFrame,
     features: Mapping[str, nw.LazyFrame],
@@ -124,16 +143,7 @@ def training_set(
     validation_start: dt.date,
     test_start: dt.date,
 ) -> nw.LazyFrame:
-    """Label rows joined with every feature lookup by key, split into train / validation / test by date."""
-    spec: TrainingSetConfig = usecase.training_set  # type: ignore[assignment]
-    frame = labels
-    for lookup in spec.lookups:
-        table = features[lookup.table]
-        to_label_names = {feature_key: label_key for label_key, feature_key in lookup.keys.items()}
-        columns = usecase.features[lookup.table].columns
-        frame = frame.join(
-            table.rename(to_label_names).select(*to_label_names.values(), *columns),
-            on=list(lookup.keys), how="left",
-        )
-    ordered = list(dict.fromkeys([*keys, *feature_columns(usecase), *spec.labels]))
-    return frame.select(*ordered, split_by_date(nw.col(date_column), validation_start, test_start).alias(SPLIT))
+    """Label rows with their features, split into train / validation / test by date."""
+    return with_features(labels, features, usecase, keys).with_columns(
+        split_by_date(nw.col(date_column), validation_start, test_start).alias(SPLIT)
+    )

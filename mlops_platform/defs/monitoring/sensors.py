@@ -1,0 +1,74 @@
+"""Closing the loop: when a drift or quality check fails, rematerialise training, gate and promotion.
+
+Dagster has no "check failed" trigger (a failing non-blocking check leaves its run successful), so a plain sensor
+reads the latest evaluation of each watched check, remembers the last one it saw in its cursor, and applies the
+guardrails from configuration: one retraining at a time, a cooldown in data days, a daily maximum. Every request
+is tagged with the evaluation that caused it; the run key makes a second request for the same evaluation a no-op.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import dagster as dg
+
+from mlops_platform.defs.monitoring.assets import FEATURE_DRIFT, QUALITY_DROP, monitoring_key
+from mlops_platform.monitoring.decisions import retraining_decision
+from mlops_platform.settings import UseCaseConfig
+
+WATCHED_CHECKS = (FEATURE_DRIFT, QUALITY_DROP)
+ACTIVE_STATUSES = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+                   dg.DagsterRunStatus.STARTED]
+TRIGGER_TAG = "mlops/retraining_trigger"
+
+
+def retraining_sensor(usecase: UseCaseConfig, training_job: dg.UnresolvedAssetJobDefinition
+                      ) -> dg.SensorDefinition:
+    spec = usecase.monitoring
+    assert spec is not None
+    watched = [dg.AssetCheckKey(monitoring_key(spec.model), name) for name in WATCHED_CHECKS]
+
+    @dg.sensor(
+        name=f"{usecase.name}_retraining_sensor",
+        job=training_job,
+        minimum_interval_seconds=30,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"Requests {training_job.name} when {', '.join(WATCHED_CHECKS)} fails on "
+                    f"{monitoring_key(spec.model).to_user_string()}, within the retraining guardrails "
+                    f"(cooldown {spec.retraining.cooldown_days} days, at most {spec.retraining.max_per_day} a day).",
+    )
+    def sensor(context: dg.SensorEvaluationContext):
+        state = json.loads(context.cursor) if context.cursor else {"seen": {}, "last_day": None, "per_day": {}}
+        for key in watched:
+            record = context.instance.get_latest_asset_check_evaluation_record(key)
+            name = key.to_user_string()
+            if record is None or record.evaluation is None or record.id <= state["seen"].get(name, 0):
+                continue
+            state["seen"][name] = record.id
+            if record.evaluation.passed:
+                continue
+            day = dt.date.fromisoformat(str(record.evaluation.metadata["day"].value))
+            active = context.instance.get_run_ids(dg.RunsFilter(job_name=training_job.name,
+                                                                statuses=ACTIVE_STATUSES))
+            decision = retraining_decision(
+                day,
+                last_retraining_day=dt.date.fromisoformat(state["last_day"]) if state["last_day"] else None,
+                requested_on_day=state["per_day"].get(day.isoformat(), 0),
+                runs_in_progress=active,
+                rule=spec.retraining,
+            )
+            context.log.info(f"{name} failed for {day}: {'retraining' if decision.retrain else 'not retraining'} "
+                             f"({decision.reason})")
+            if not decision.retrain:
+                continue
+            state["last_day"] = day.isoformat()
+            state["per_day"][day.isoformat()] = state["per_day"].get(day.isoformat(), 0) + 1
+            yield dg.RunRequest(
+                run_key=f"retrain:{name}:{record.id}",
+                tags={TRIGGER_TAG: name, "mlops/trigger_day": day.isoformat(),
+                      "mlops/trigger_evaluation_id": str(record.id), "mlops/trigger_run_id": record.run_id},
+            )
+        context.update_cursor(json.dumps(state))
+
+    return sensor

@@ -1,0 +1,120 @@
+"""The model registry: a blocking gate on every new model version, and the promotion of those that pass.
+
+``beats_champion`` evaluates the version a model asset just registered against the current ``champion`` on the
+held-out test days of the same training-set version. It is blocking, so when it fails the promotion asset of
+that model is skipped in the same run and ``champion`` stays where it is.
+"""
+
+import dagster as dg
+
+from mlops_platform.defs.training.assets import (
+    champion_key,
+    experiment_name,
+    model_key,
+    read_training_set,
+    sort_keys,
+)
+from mlops_platform.features import feature_columns
+from mlops_platform.ml.gate import CHAMPION, evaluate_against_champion, promote
+from mlops_platform.ml.training import held_out, model_frame
+from mlops_platform.resources.mlflow import MlflowTracking
+from mlops_platform.resources.warehouse import DeltaWarehouse
+from mlops_platform.settings import ModelConfig, UseCaseConfig
+
+BEATS_CHAMPION = "beats_champion"
+REGISTRY_GROUP = "registry"
+
+
+def _latest_candidate(context: dg.AssetCheckExecutionContext, key: dg.AssetKey) -> tuple[str, int]:
+    """The model version and training-set version the model asset's latest materialization recorded."""
+    event = context.instance.get_latest_materialization_event(key)
+    if event is None or event.asset_materialization is None:
+        raise dg.Failure(f"{key.to_user_string()} has never been materialized: there is no candidate to gate")
+    metadata = event.asset_materialization.metadata
+    return str(metadata["model_version"].value), int(metadata["training_set_version"].value)
+
+
+def _describe(decision_metrics: dict[str, float], gate_metrics: list[str], prefix: str) -> dict[str, object]:
+    return {f"{prefix}_{name}": dg.MetadataValue.float(decision_metrics[name])
+            for name in gate_metrics if name in decision_metrics}
+
+
+def _gate_check(usecase: UseCaseConfig, model_name: str, config: ModelConfig) -> dg.AssetChecksDefinition:
+    key = model_key(model_name)
+    rules = "; ".join(f"{metric}: {rule.model_dump(exclude_none=True)}" for metric, rule in config.gate.items())
+
+    @dg.asset_check(
+        asset=key,
+        name=BEATS_CHAMPION,
+        blocking=True,
+        description=f"The new version of {config.registered_name} meets its floors and beats the current "
+                    f"'{CHAMPION}' on the same held-out test days ({rules}). On success it becomes 'challenger'.",
+    )
+    def beats_champion(context: dg.AssetCheckExecutionContext, warehouse: DeltaWarehouse,
+                       mlflow: MlflowTracking) -> dg.AssetCheckResult:
+        version, training_set_version = _latest_candidate(context, key)
+        table, _ = read_training_set(warehouse, usecase, training_set_version)
+        rows = held_out(model_frame(table, config, feature_columns(usecase), sort_keys(usecase)))
+        experiment_id = mlflow.experiment_id(experiment_name(usecase, model_name))
+        decision = evaluate_against_champion(mlflow.client(), config, version, rows, experiment_id=experiment_id)
+        gate_metrics = list(config.gate)
+        return dg.AssetCheckResult(
+            passed=decision.passed,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=("passed: now 'challenger'" if decision.passed else " ".join(decision.failures)),
+            metadata={
+                "candidate_version": int(decision.candidate_version),
+                "champion_version": int(decision.champion_version) if decision.champion_version else "none",
+                **_describe(decision.candidate_metrics, gate_metrics, "candidate"),
+                **_describe(decision.champion_metrics, gate_metrics, "champion"),
+                "candidate_metrics": dg.MetadataValue.json(decision.candidate_metrics),
+                "champion_metrics": dg.MetadataValue.json(decision.champion_metrics),
+                "thresholds": dg.MetadataValue.json(decision.thresholds),
+                "failures": dg.MetadataValue.json(list(decision.failures)),
+                "held_out_rows": len(rows),
+                "training_set_version": training_set_version,
+                "evaluation_run": dg.MetadataValue.url(mlflow.run_url(experiment_id, decision.evaluation_run_id)),
+            },
+        )
+
+    return beats_champion
+
+
+def _champion_asset(usecase: UseCaseConfig, model_name: str, config: ModelConfig) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=champion_key(model_name),
+        deps=[model_key(model_name)],
+        description=(
+            f"The '{CHAMPION}' alias of {config.registered_name} in the MLflow registry: the one version serving "
+            f"loads (models:/{config.registered_name}@{CHAMPION}). Materializing it promotes the 'challenger' that "
+            f"passed {BEATS_CHAMPION}, records the version it replaces in the 'champion_history' tag (what "
+            f"`mlops rollback` restores) and clears 'challenger'. Read by serving and monitoring."
+        ),
+        group_name=REGISTRY_GROUP,
+        kinds={"mlflow"},
+        owners=usecase.owners,
+        tags={"usecase": usecase.name},
+    )
+    def champion(context: dg.AssetExecutionContext, mlflow: MlflowTracking) -> dg.MaterializeResult:
+        move = promote(mlflow.client(), config.registered_name)
+        context.log.info(f"{config.registered_name}: champion {move.previous or 'none'} -> {move.current}")
+        return dg.MaterializeResult(metadata={
+            "champion_version": int(move.current),
+            "previous_champion": int(move.previous) if move.previous else "none",
+            "champion_history": dg.MetadataValue.json([int(v) for v in move.history]),
+            "model_uri": f"models:/{config.registered_name}@{CHAMPION}",
+            "model_version": dg.MetadataValue.url(mlflow.model_version_url(config.registered_name, move.current)),
+        })
+
+    return champion
+
+
+def registry_assets(usecase: UseCaseConfig) -> list[dg.AssetsDefinition | dg.AssetChecksDefinition]:
+    if usecase.training_set is None:
+        return []
+    return [
+        definition
+        for name, config in usecase.models.items()
+        for definition in (_gate_check(usecase, name, config), _champion_asset(usecase, name, config))
+    ]
+

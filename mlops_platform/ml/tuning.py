@@ -1,0 +1,103 @@
+"""Hyperparameter search behind one small interface, so the search library can change without touching training.
+
+Hyperopt is unmaintained and Databricks recommends Optuna after ML runtime 16.4; a replacement only has to
+implement ``Tuner.minimize``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import partial
+from typing import Protocol
+
+import numpy as np
+
+Params = dict[str, float | int]
+Space = Mapping[str, tuple[float, float]]
+Objective = Callable[[Params], float]
+
+
+@dataclass(frozen=True)
+class Trial:
+    number: int
+    params: Params
+    loss: float
+    seconds: float
+
+
+@dataclass(frozen=True)
+class TuningResult:
+    best_params: Params
+    trials: tuple[Trial, ...]
+
+    @property
+    def best_loss(self) -> float:
+        return min(trial.loss for trial in self.trials)
+
+
+class Tuner(Protocol):
+    def minimize(
+        self, objective: Objective, space: Space, max_trials: int, timeout_seconds: float, seed: int
+    ) -> TuningResult:
+        """Call ``objective`` on at most ``max_trials`` points of ``space`` and return the lowest one.
+
+        ``space`` maps a parameter to inclusive (low, high) bounds; the parameter is an integer when both
+        bounds are integers. The search stops early once ``timeout_seconds`` have passed. The same seed
+        and objective give the same trials.
+        """
+        ...
+
+
+def is_integer_range(bounds: tuple[float, float]) -> bool:
+    # YAML turns `[100, 300]` into ints and `[0.0, 1.0]` into floats: the author's spelling decides the type.
+    return all(isinstance(bound, int) and not isinstance(bound, bool) for bound in bounds)
+
+
+def _check_space(space: Space) -> None:
+    if not space:
+        raise ValueError("the tuning space is empty: give at least one hyperparameter with (low, high) bounds")
+    for name, (low, high) in space.items():
+        if not low < high:
+            raise ValueError(f"hyperparameter '{name}': low bound {low} must be below high bound {high}")
+
+
+class HyperoptTuner:
+    """Tree-structured Parzen estimator (Hyperopt's TPE), seeded, one trial at a time."""
+
+    def minimize(
+        self, objective: Objective, space: Space, max_trials: int, timeout_seconds: float, seed: int
+    ) -> TuningResult:
+        from hyperopt import STATUS_OK, Trials, fmin, hp, tpe
+
+        _check_space(space)
+        search_space = {
+            name: hp.quniform(name, low, high, 1) if is_integer_range((low, high)) else hp.uniform(name, low, high)
+            for name, (low, high) in space.items()
+        }
+        trials: list[Trial] = []
+
+        def typed(raw: Mapping[str, float]) -> Params:
+            # quniform yields floats such as 137.0; estimators want ints for counts.
+            return {name: round(float(raw[name])) if is_integer_range(space[name]) else float(raw[name])
+                    for name in space}
+
+        def evaluate(raw: Mapping[str, float]) -> dict[str, object]:
+            params = typed(raw)
+            started = time.perf_counter()
+            loss = float(objective(params))
+            if not np.isfinite(loss):
+                raise ValueError(f"the objective returned {loss} for {params}: a loss must be a finite number")
+            trials.append(Trial(len(trials), params, loss, time.perf_counter() - started))
+            return {"loss": loss, "status": STATUS_OK}
+
+        # TPE only models the space after its random start-up trials (20 by default); with the small budgets
+        # we run, that default would make every trial random. Half the budget explores, half exploits.
+        algorithm = partial(tpe.suggest, n_startup_jobs=max(1, max_trials // 2))
+        fmin(
+            evaluate, search_space, algo=algorithm, max_evals=max_trials, timeout=timeout_seconds,
+            trials=Trials(), rstate=np.random.default_rng(seed), show_progressbar=False,
+        )
+        best = min(trials, key=lambda trial: trial.loss)
+        return TuningResult(best_params=dict(best.params), trials=tuple(trials))

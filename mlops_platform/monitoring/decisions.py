@@ -1,0 +1,49 @@
+"""When drift means action: the debounce rule and the retraining guardrails, as pure functions of history.
+
+Counted in data days (partitions), not wall-clock time, so a replay of a year behaves as that year would have.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+
+from mlops_platform.settings import Debounce, RetrainingConfig
+
+
+def debounced(drifted_by_day: Mapping[dt.date, bool], latest: dt.date, rule: Debounce) -> bool:
+    """Drift on the latest day and on at least ``rule.days`` of the last ``rule.of_last`` days.
+
+    Days without a report count as not drifted: a gap in monitoring must not turn one noisy day into a retrain.
+    """
+    if not drifted_by_day.get(latest, False):
+        return False
+    window = [latest - dt.timedelta(days=offset) for offset in range(rule.of_last)]
+    return sum(drifted_by_day.get(day, False) for day in window) >= rule.days
+
+
+@dataclass(frozen=True)
+class RetrainingDecision:
+    retrain: bool
+    reason: str
+
+
+def retraining_decision(
+    day: dt.date,
+    *,
+    last_retraining_day: dt.date | None,
+    requested_on_day: int,
+    runs_in_progress: Collection[str],
+    rule: RetrainingConfig,
+) -> RetrainingDecision:
+    """Whether a failed drift or quality check on ``day`` may start a retraining now, and why (not)."""
+    if runs_in_progress:
+        return RetrainingDecision(False, f"a retraining is already running ({', '.join(sorted(runs_in_progress))})")
+    if requested_on_day >= rule.max_per_day:
+        return RetrainingDecision(False, f"{requested_on_day} retraining(s) already requested for {day} "
+                                         f"(max_per_day {rule.max_per_day})")
+    if last_retraining_day is not None and (day - last_retraining_day).days < rule.cooldown_days:
+        return RetrainingDecision(False, f"in cooldown: last retraining for {last_retraining_day}, "
+                                         f"{rule.cooldown_days} days must pass")
+    return RetrainingDecision(True, "drift confirmed and guardrails clear")

@@ -1,0 +1,144 @@
+"""Training against a real MLflow store: trials as nested runs, a servable model, plots, lineage, reproducibility."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from mlops_platform.ml.gate import CHALLENGER, evaluate_against_champion
+from mlops_platform.ml.training import TrainingLineage, held_out, model_frame, search_space, train_model
+from mlops_platform_tests.training.conftest import ORDER_BY, small_budget
+
+LINEAGE = TrainingLineage(
+    table="dev.training.flights", path="/data/warehouse/training/flights", version=4,
+    input_versions={"gold.flights": 12, "features.carrier_delays": 7, "features.origin_weather": 3},
+    dagster_run_id="0f1e2d3c-run",
+)
+CLASSIFIER_PLOTS = {"roc_curve.png", "precision_recall_curve.png", "confusion_matrix.png", "feature_importance.png"}
+REGRESSOR_PLOTS = {"residuals.png", "predicted_vs_actual.png", "feature_importance.png"}
+
+
+@pytest.fixture(scope="module")
+def trained(module_registry, classifier_config, classifier_frame, features):
+    experiment_id = module_registry.experiment_id("/flights/flights_delay")
+    return train_model(classifier_config, classifier_frame, features, experiment_id=experiment_id, lineage=LINEAGE)
+
+
+def _artifact_names(client, run_id: str, folder: str | None = None) -> set[str]:
+    return {Path(item.path).name for item in client.list_artifacts(run_id, folder)}
+
+
+def test_tuning_runs_exactly_the_configured_trials_as_nested_runs(module_registry, trained, classifier_config):
+    client = module_registry.client()
+    trials = client.search_runs([trained.experiment_id],
+                                filter_string=f"tags.mlflow.parentRunId = '{trained.run_id}'")
+
+    assert len(trials) == classifier_config.tuning.max_trials == trained.trials == 3
+    for trial in trials:
+        assert set(classifier_config.tuning.space) <= set(trial.data.params)
+        assert "validation_roc_auc" in trial.data.metrics
+    # The parent reports the validation score of the best trial, and refits that trial's parameters.
+    best = max(trials, key=lambda run: run.data.metrics["validation_roc_auc"])
+    assert trained.metrics["validation_roc_auc"] == best.data.metrics["validation_roc_auc"]
+    assert {name: str(value) for name, value in trained.best_params.items()} == {
+        name: best.data.params[name] for name in classifier_config.tuning.space}
+
+
+def test_the_registered_model_has_a_signature_an_input_example_and_predicts(
+        module_registry, trained, classifier_config, classifier_frame, features):
+    client = module_registry.client()
+    name, version = trained.registered_name, trained.registered_version
+    assert client.get_model_version(name, version).run_id == trained.run_id
+    info = mlflow.models.get_model_info(f"models:/{name}/{version}")
+    assert info.signature.inputs.input_names() == features
+    assert not any(spec.required for spec in info.signature.inputs.inputs)
+    assert info.saved_input_example_info is not None
+
+    served = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+    example = served.input_example
+    assert list(example.columns) == features and len(served.predict(example)) == len(example)
+    # A request with an unseen carrier and missing features (JSON nulls) still gets an answer.
+    odd = example.head(1).assign(carrier="ZZ", dest=None, temp=None)
+    assert served.predict(odd).tolist()[0] in (0, 1)
+
+    test = held_out(classifier_frame)
+    probability = mlflow.sklearn.load_model(f"models:/{name}/{version}").predict_proba(test[features])[:, 1]
+    assert roc_auc_score(test[classifier_config.label], probability) == pytest.approx(
+        trained.metrics["test_roc_auc"], abs=1e-12)
+
+
+def test_plots_lineage_and_datasets_are_logged_under_the_artifact_root(module_registry, trained):
+    client = module_registry.client()
+    run = client.get_run(trained.run_id)
+
+    assert _artifact_names(client, trained.run_id, "plots") == CLASSIFIER_PLOTS
+    png = Path(client.download_artifacts(trained.run_id, "plots/roc_curve.png"))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    lineage = mlflow.artifacts.load_dict(f"runs:/{trained.run_id}/lineage.json")
+    assert lineage["training_set"] == {"table": LINEAGE.table, "path": LINEAGE.path, "version": 4}
+    assert lineage["input_versions"] == dict(LINEAGE.input_versions)
+    assert lineage["dagster_run_id"] == LINEAGE.dagster_run_id
+    assert run.data.tags["dagster_run_id"] == LINEAGE.dagster_run_id
+    assert run.data.tags["training_set.version"] == "4"
+    assert run.data.tags["input_version.gold.flights"] == "12"
+
+    datasets = {item.tags[0].value: item.dataset for item in run.inputs.dataset_inputs}
+    assert set(datasets) == {"training", "test"}
+    for dataset in datasets.values():
+        assert dataset.source_type == "delta_table"
+        source = json.loads(dataset.source)
+        assert source["path"] == LINEAGE.path and source["delta_table_version"] == 4
+    # Nothing may land in MLflow's default ./mlruns: every artifact sits under the configured root.
+    assert run.info.artifact_uri.startswith(Path(module_registry.artifact_root).resolve().as_uri())
+
+
+def test_retraining_from_the_same_table_version_reproduces_the_logged_metrics(
+        module_registry, trained, classifier_config, training_table, features):
+    # Rows shuffled on the way in, as another Delta file order would return them: model_frame re-sorts them.
+    shuffled = training_table.take(np.random.default_rng(0).permutation(training_table.num_rows))
+    again = train_model(classifier_config, model_frame(shuffled, classifier_config, features, ORDER_BY), features,
+                        experiment_id=trained.experiment_id, lineage=LINEAGE)
+
+    client = module_registry.client()
+    assert again.registered_version != trained.registered_version
+    assert client.get_run(again.run_id).data.metrics == client.get_run(trained.run_id).data.metrics
+    assert again.best_params == trained.best_params
+
+
+def test_the_regression_template_trains_registers_and_passes_its_floor(
+        module_registry, usecase, training_table, features):
+    config = small_budget(usecase.models["flights_arrival_delay"], trials=2)
+    frame = model_frame(training_table, config, features, ORDER_BY)
+    experiment_id = module_registry.experiment_id("/flights/flights_arrival_delay")
+
+    outcome = train_model(config, frame, features, experiment_id=experiment_id, lineage=LINEAGE)
+    client = module_registry.client()
+    decision = evaluate_against_champion(client, config, outcome.registered_version, held_out(frame),
+                                         experiment_id=experiment_id)
+
+    assert outcome.trials == 2
+    assert _artifact_names(client, outcome.run_id, "plots") == REGRESSOR_PLOTS
+    assert decision.passed, decision.failures
+    assert decision.champion_version is None
+    assert decision.candidate_metrics["root_mean_squared_error"] <= config.gate["root_mean_squared_error"].max_value
+    # The held-out RMSE the gate measured is the one training logged.
+    assert decision.candidate_metrics["root_mean_squared_error"] == pytest.approx(
+        outcome.metrics["test_root_mean_squared_error"], rel=1e-9)
+    assert str(client.get_model_version_by_alias(config.registered_name, CHALLENGER).version) == outcome.registered_version
+
+
+def test_integer_hyperparameters_stay_integers_although_the_config_parses_bounds_as_floats(usecase):
+    for config in usecase.models.values():
+        space = search_space(config)
+        assert set(space) == set(config.tuning.space)
+        assert all(type(bound) is int for bound in space["max_iter"] + space["max_leaf_nodes"])
+        assert all(type(bound) is float for bound in space["learning_rate"])
+
+    typo = small_budget(usecase.models["flights_delay"], space={"max_leafs": (15, 63)})
+    with pytest.raises(ValueError, match="not a hyperparameter"):
+        search_space(typo)
