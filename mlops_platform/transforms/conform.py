@@ -20,17 +20,19 @@ LANDING_DATE = "_landing_date"
 LINEAGE_COLUMNS = ("_source_file", "_source_row", "_ingested_at", "_batch_id")
 RULE_COLUMN = "_rule"
 RULE_DETAIL_COLUMN = "_rule_detail"
-DATETIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+# Parsed without the trailing "Z" (the pattern checks it): narwhals would hand Spark a zone-offset letter for it.
+DATETIME_FORMAT = "%Y-%m-%dT%H:%M:%S"
 
 # A raw value must match its type's pattern before it is cast: the cast itself is strict on Polars and, with ANSI
 # mode, on Spark, and a pattern gives both engines the same verdict on the same string.
 TYPE_PATTERNS: dict[ColumnType, str] = {
-    "string": r"^.*$",
-    "int": r"^[+-]?[0-9]+$",
-    "float": r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$",
-    "bool": r"^(true|false|True|False)$",
-    "date": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$",
-    "datetime": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$",
+    # \A and \z, not ^ and $: Java's $ also matches before a trailing newline, Rust's does not.
+    "string": r"(?s)\A.*\z",
+    "int": r"\A[+-]?[0-9]+\z",
+    "float": r"\A[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?\z",
+    "bool": r"\A(true|false|True|False)\z",
+    "date": r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}\z",
+    "datetime": r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z\z",
 }
 
 
@@ -45,7 +47,7 @@ def _typed(raw: nw.Expr, kind: ColumnType) -> nw.Expr:
         return raw.str.to_lowercase() == nw.lit("true")
     if kind == "date":
         return raw.str.to_date(format="%Y-%m-%d")
-    return raw.str.to_datetime(format=DATETIME_FORMAT)
+    return raw.str.slice(0, 19).str.to_datetime(format=DATETIME_FORMAT)
 
 
 def _parseable(column: str, kind: ColumnType) -> nw.Expr:
@@ -82,9 +84,14 @@ class Check:
     fails: nw.Expr
 
 
+def _parse_flag(column: str) -> str:
+    return f"_parses_{column}"
+
+
 def _type_checks(source: SourceConfig) -> list[Check]:
+    # Over the parse verdicts ``tag_rows`` keeps in temporary columns, so each pattern runs once per value.
     return [
-        Check(f"type_{column}", f"{column} must be a valid {kind}", ~_parseable(column, kind))
+        Check(f"type_{column}", f"{column} must be a valid {kind}", ~nw.col(_parse_flag(column)))
         for column, kind in source.columns.items()
     ]
 
@@ -110,12 +117,19 @@ def _typed_checks(source: SourceConfig) -> list[Check]:
     return checks
 
 
-def _first_failure(checks: Sequence[Check]) -> tuple[nw.Expr, nw.Expr]:
+def _first_failure(checks: Sequence[Check], offset: int = 0) -> nw.Expr:
+    """The position (``offset`` + index) of the first check a row fails, null if it passes them all."""
     if not checks:
-        return nw.lit(None, dtype=nw.String()), nw.lit(None, dtype=nw.String())
-    name = nw.coalesce(*(nw.when(check.fails).then(nw.lit(check.name)) for check in checks))
-    detail = nw.coalesce(*(nw.when(check.fails).then(nw.lit(check.detail)) for check in checks))
-    return name, detail
+        return nw.lit(None, dtype=nw.Int64())
+    return nw.coalesce(*(nw.when(check.fails).then(nw.lit(offset + i, dtype=nw.Int64()))
+                         for i, check in enumerate(checks)))
+
+
+def _by_position(position: nw.Expr, values: Sequence[str]) -> nw.Expr:
+    if not values:
+        return nw.lit(None, dtype=nw.String())
+    return nw.coalesce(*(nw.when(position == nw.lit(i, dtype=nw.Int64())).then(nw.lit(value))
+                         for i, value in enumerate(values)))
 
 
 def tag_rows(bronze: nw.LazyFrame, source: SourceConfig) -> nw.LazyFrame:
@@ -123,26 +137,35 @@ def tag_rows(bronze: nw.LazyFrame, source: SourceConfig) -> nw.LazyFrame:
 
     Type failures are judged on the raw strings, the configured rules on the typed values; a row whose value does
     not parse is reported for that, not for a rule its nulled value might then trip.
+
+    Each condition is written once: parse verdicts are kept in temporary columns and the rule's name and
+    description are looked up from the position of the first failing check. Polars deduplicated the repeated copies
+    (name, description, typed value) itself; Spark's analyzer and optimizer spent seconds per query on them.
     """
-    type_rule, type_detail = _first_failure(_type_checks(source))
+    flags = {column: _parse_flag(column) for column in source.columns}
+    type_checks, typed_checks = _type_checks(source), _typed_checks(source)
     typed = bronze.with_columns(
-        type_rule.alias("_type_rule"),
-        type_detail.alias("_type_detail"),
+        *(_parseable(column, kind).alias(flags[column]) for column, kind in source.columns.items())
+    ).with_columns(
+        _first_failure(type_checks).alias("_type_failure"),
         *(
-            nw.when(_parseable(column, kind) & ~nw.col(column).is_null())
+            nw.when(nw.col(flags[column]) & ~nw.col(column).is_null())
             .then(_typed(nw.col(column), kind))
             .alias(f"_typed_{column}")
             for column, kind in source.columns.items()
         ),
-    )
+    ).drop(*flags.values())
     typed = typed.rename({column: f"_raw_{column}" for column in source.columns}).rename(
         {f"_typed_{column}": column for column in source.columns}
     )
-    rule, detail = _first_failure(_typed_checks(source))
+    checks = [*type_checks, *typed_checks]
+    failure = nw.col("_failure")
     return typed.with_columns(
-        nw.coalesce(nw.col("_type_rule"), rule).alias(RULE_COLUMN),
-        nw.coalesce(nw.col("_type_detail"), detail).alias(RULE_DETAIL_COLUMN),
-    ).drop("_type_rule", "_type_detail")
+        nw.coalesce(nw.col("_type_failure"), _first_failure(typed_checks, offset=len(type_checks))).alias("_failure")
+    ).with_columns(
+        _by_position(failure, [check.name for check in checks]).alias(RULE_COLUMN),
+        _by_position(failure, [check.detail for check in checks]).alias(RULE_DETAIL_COLUMN),
+    ).drop("_type_failure", "_failure")
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from mlops_platform.defs.tables import BACKFILL_POLICY, daily_partitions, days_o
 from mlops_platform.resources.engine import ComputeEngine
 from mlops_platform.resources.warehouse import DayRange, DeltaWarehouse
 from mlops_platform.settings import SourceConfig, UseCaseConfig
-from mlops_platform.transforms.conform import LANDING_DATE, RULE_COLUMN, conform, tag_rows
+from mlops_platform.transforms.conform import LANDING_DATE, RULE_COLUMN, conform
 
 
 def quarantine_table(name: str) -> str:
@@ -63,9 +63,6 @@ def _silver_asset(usecase: UseCaseConfig, name: str, spec: SourceConfig) -> dg.A
         conformed = conform(bronze, spec)
         silver_rows = runner.to_arrow(conformed.silver)
         quarantined = runner.to_arrow(conformed.quarantine)
-        clean_rows = runner.to_arrow(
-            tag_rows(bronze, spec).filter(nw.col(RULE_COLUMN).is_null()).select(nw.len())
-        ).column(0)[0].as_py()
         bronze_rows = runner.to_arrow(bronze.select(nw.len())).column(0)[0].as_py()
 
         if partitioned:
@@ -76,7 +73,8 @@ def _silver_asset(usecase: UseCaseConfig, name: str, spec: SourceConfig) -> dg.A
             write = warehouse.overwrite("silver", name, silver_rows)
             quarantine_write = warehouse.overwrite("silver", quarantine_table(name), quarantined)
 
-        duplicates = clean_rows - silver_rows.num_rows
+        # Every bronze row is either quarantined or clean; clean rows not in silver were superseded duplicates.
+        duplicates = bronze_rows - quarantined.num_rows - silver_rows.num_rows
         share = quarantined.num_rows / bronze_rows if bronze_rows else 0.0
         if quarantined.num_rows:
             context.log.warning(f"{quarantined.num_rows} {name} rows quarantined in {quarantine_write.full_name}")
