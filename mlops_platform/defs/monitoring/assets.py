@@ -216,7 +216,8 @@ def _labels(warehouse: DeltaWarehouse, usecase: UseCaseConfig, day: dt.date) -> 
     keys = list(dict.fromkeys([gold.partition_column, *gold.keys]))
     table = warehouse.read("gold", spec.source, days=DayRange(gold.partition_column, day, day),
                            columns=[*keys, *spec.labels])
-    return table.to_pandas()
+    # Through polars, as the predictions are, so the join keys get the same pandas types on both sides.
+    return pl.from_arrow(table).to_pandas()
 
 
 def _reference_predictions(mlflow: MlflowTracking, config, reference_features: pd.DataFrame, version: str):
