@@ -8,9 +8,10 @@ from mlops_platform.defs.bronze.assets import bronze_assets
 from mlops_platform.defs.features.assets import feature_assets
 from mlops_platform.defs.gold.assets import gold_assets
 from mlops_platform.defs.inference.assets import inference_assets
-from mlops_platform.defs.jobs import daily_job, reference_job, schedules
+from mlops_platform.defs.jobs import daily_job, freshness_keys, reference_job, schedules
 from mlops_platform.defs.landing.assets import landing_specs
 from mlops_platform.defs.landing.sensors import landing_sensor
+from mlops_platform.defs.quality import freshness_checks
 from mlops_platform.defs.monitoring.assets import monitoring_assets
 from mlops_platform.defs.monitoring.sensors import retraining_sensor
 from mlops_platform.defs.registry.assets import registry_assets
@@ -28,6 +29,7 @@ def usecase_definitions(usecase: UseCaseConfig) -> dg.Definitions:
                 *feature_assets(usecase), *training_assets(usecase), *registry_assets(usecase),
                 *inference_assets(usecase), *monitoring_assets(usecase)],
         jobs=[daily, reference, *([training] if training else [])],
+        asset_checks=freshness_checks(usecase, freshness_keys(usecase)),
         schedules=schedules(usecase, daily, reference),
         sensors=[landing_sensor(usecase, daily, reference),
                  *([retraining_sensor(usecase, training)] if training and usecase.monitoring else [])],

