@@ -7,7 +7,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 export PYTHONWARNINGS := ignore
 
-.PHONY: install run test ui mlflow-ui bench lint
+.PHONY: install home run test ui mlflow-ui bench lint
 
 install: $(VENV)/.installed
 
@@ -20,13 +20,16 @@ $(VENV)/.installed: pyproject.toml
 run: install
 	$(BIN)/mlops run
 
-test: install
+# The persistent instance folder, with dagster.yaml linked in (the dagster CLI refuses a missing DAGSTER_HOME).
+home: install
+	$(BIN)/python -c "from mlops_platform.instance import ensure_home; ensure_home()"
+
+test: home
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
 	$(BIN)/dagster definitions validate -w workspace.yaml
 	cd $(CURDIR) && $(BIN)/dg check defs
 
-ui: install
-	$(BIN)/python -c "from mlops_platform.instance import ensure_home; ensure_home()"
+ui: home
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 mlflow-ui: install
