@@ -19,7 +19,6 @@ import polars as pl
 
 from mlops_platform.settings import SourceConfig, UseCaseConfig
 
-EXTENSIONS = {"csv": "csv", "jsonl": "jsonl"}
 _POLARS_TYPES = {"int": pl.Int64, "float": pl.Float64, "bool": pl.Boolean, "string": pl.String}
 
 
@@ -28,17 +27,17 @@ def source_dir(landing_dir: Path, usecase: str, source: str) -> Path:
 
 
 def landing_file(landing_dir: Path, usecase: str, source: str, spec: SourceConfig, day: dt.date) -> Path:
-    return source_dir(landing_dir, usecase, source) / f"{source}_{day.isoformat()}.{EXTENSIONS[spec.format]}"
+    return source_dir(landing_dir, usecase, source) / f"{source}_{day.isoformat()}.{spec.format}"
 
 
 def files_for_day(landing_dir: Path, usecase: str, source: str, spec: SourceConfig, day: dt.date) -> list[Path]:
     """Every file landed for ``day`` (a day may arrive in several parts: ``<source>_<day>*.<ext>``)."""
-    pattern = f"{source}_{day.isoformat()}*.{EXTENSIONS[spec.format]}"
+    pattern = f"{source}_{day.isoformat()}*.{spec.format}"
     return sorted(source_dir(landing_dir, usecase, source).glob(pattern))
 
 
 def latest_snapshot(landing_dir: Path, usecase: str, source: str, spec: SourceConfig) -> Path | None:
-    files = sorted(source_dir(landing_dir, usecase, source).glob(f"{source}_*.{EXTENSIONS[spec.format]}"))
+    files = sorted(source_dir(landing_dir, usecase, source).glob(f"{source}_*.{spec.format}"))
     return files[-1] if files else None
 
 

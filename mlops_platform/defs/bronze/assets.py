@@ -6,6 +6,7 @@ Reference sources are replaced whole by their newest snapshot.
 
 
 import datetime as dt
+from pathlib import Path
 
 import dagster as dg
 
@@ -20,7 +21,7 @@ from mlops_platform.transforms.conform import LANDING_DATE
 
 
 def _landing_files(landing: LandingZone, usecase: UseCaseConfig, name: str, spec: SourceConfig,
-                   context: dg.AssetExecutionContext) -> list[tuple]:
+                   context: dg.AssetExecutionContext) -> list[tuple[Path, dt.date | None]]:
     if not spec.is_daily:
         snapshot = latest_snapshot(landing.path, usecase.name, name, spec)
         if snapshot is None:

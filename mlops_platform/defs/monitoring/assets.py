@@ -118,6 +118,7 @@ def _monitoring_asset(usecase: UseCaseConfig, spec: MonitoringConfig) -> dg.Asse
         days = days_of_run(context, gold.partition_column)
         scored = pl.from_arrow(warehouse.read("predictions", spec.model, days=days))
         drift_rows, quality_rows, day_results = [], [], {}
+        references: dict[str, tuple[pd.DataFrame, object]] = {}
         day = days.first
         while day <= days.last:
             current = scored.filter(pl.col(gold.partition_column) == day).to_pandas()
@@ -126,12 +127,16 @@ def _monitoring_asset(usecase: UseCaseConfig, spec: MonitoringConfig) -> dg.Asse
                 day += dt.timedelta(days=1)
                 continue
             version = str(current["model_version"].iloc[0])
-            reference = _reference(warehouse, mlflow, usecase, config.registered_name, version)
+            if version not in references:
+                # A range run usually sees one champion: read its reference and score it once, not once a day.
+                reference_features = feature_frame(
+                    _reference(warehouse, mlflow, usecase, config.registered_name, version), config, features)
+                references[version] = (reference_features,
+                                       _reference_predictions(mlflow, config, reference_features, version))
+            reference_features, reference_scores = references[version]
             current_features = feature_frame(current, config, features)
-            reference_features = feature_frame(reference, config, features)
             drift = detect_drift(reference_features, current_features, numerical=numerical, categorical=categorical,
                                  threshold=spec.column_threshold, drift_share=spec.max_drifted_share)
-            reference_scores = _reference_predictions(mlflow, config, reference_features, version)
             prediction_drift = detect_drift(pd.DataFrame({PREDICTION: reference_scores}),
                                             current[[PREDICTION]], numerical=[PREDICTION], categorical=[])
             labelled = current.drop(columns=usecase.training_set.labels).merge(
