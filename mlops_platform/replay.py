@@ -1,12 +1,18 @@
-"""Replay a use case day by day: land the day's files, then run the day's job with its checks, as a schedule would.
+"""Replay a use case day by day, as its schedules and sensors would have run it, into a Dagster instance.
 
-This is what the README's main command runs; every run is recorded in the Dagster instance it is given, so the
-UI shows the same history afterwards.
+Each day lands its files and runs the daily job (tables, features, the champion's predictions and monitoring,
+with every check). After the bootstrap days the training job makes a first champion; from then on, after every
+day, the retraining sensor is evaluated on the same instance and each run it requests is executed, tagged as the
+daemon would tag it: real drift fails a check, the sensor retrains, the gate decides, the endpoints follow. The
+UI shows the same history afterwards, and a daemon started later treats those requests as already handled.
+
+This is what the README's main command runs.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,14 +20,37 @@ from dataclasses import dataclass, field
 import dagster as dg
 
 from mlops_platform.defs.jobs import daily_job_name, reference_job_name
+from mlops_platform.defs.monitoring.assets import monitoring_key
+from mlops_platform.defs.monitoring.sensors import retraining_sensor_name
+from mlops_platform.defs.training.assets import training_job_name
 from mlops_platform.landing import land_day, load_source_data
+from mlops_platform.ml.gate import CHAMPION
 from mlops_platform.resources.warehouse import DeltaWarehouse
 from mlops_platform.settings import Settings, UseCaseConfig
-
 
 # Runs are logged in full to the instance (and the UI); the terminal gets one line per day instead.
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 REFERENCE_REFRESH_DAYS = 7
+BOOTSTRAP_TAG = "mlops/bootstrap"
+# The tags the daemon puts on a sensor's runs; a daemon started after the replay skips run keys it finds there.
+SENSOR_NAME_TAG = "dagster/sensor_name"
+RUN_KEY_TAG = "dagster/run_key"
+
+
+@dataclass
+class RunTiming:
+    """Wall time of a run, and the part of it spent inside steps: the rest is orchestration."""
+
+    wall_seconds: float = 0.0
+    compute_seconds: float = 0.0
+
+    def add(self, other: RunTiming) -> None:
+        self.wall_seconds += other.wall_seconds
+        self.compute_seconds += other.compute_seconds
+
+    @property
+    def orchestration_seconds(self) -> float:
+        return max(0.0, self.wall_seconds - self.compute_seconds)
 
 
 @dataclass
@@ -31,6 +60,12 @@ class DayOutcome:
     checks: Counter = field(default_factory=Counter)
     failed_checks: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    drift_share: float | None = None
+    quality: float | None = None
+    scored_by: str | None = None
+    champion: str | None = None
+    retraining: str = ""
+    timing: RunTiming = field(default_factory=RunTiming)
 
 
 def failure_messages(result: dg.ExecuteInProcessResult) -> list[str]:
@@ -44,7 +79,7 @@ def failure_messages(result: dg.ExecuteInProcessResult) -> list[str]:
     return messages
 
 
-def _check_outcomes(result: dg.ExecuteInProcessResult, outcome: DayOutcome) -> None:
+def _record_checks(result: dg.ExecuteInProcessResult, outcome: DayOutcome) -> None:
     for event in result.all_events:
         if event.event_type_value != "ASSET_CHECK_EVALUATION":
             continue
@@ -54,6 +89,90 @@ def _check_outcomes(result: dg.ExecuteInProcessResult, outcome: DayOutcome) -> N
             outcome.failed_checks.append(f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}")
 
 
+def _materialization_metadata(result: dg.ExecuteInProcessResult, key: dg.AssetKey) -> dict[str, object]:
+    for event in result.all_events:
+        if event.event_type_value == "ASSET_MATERIALIZATION" and event.asset_key == key:
+            return {name: value.value for name, value in event.event_specific_data.materialization.metadata.items()}
+    return {}
+
+
+def _execute(job: dg.JobDefinition, instance: dg.DagsterInstance, **kwargs) -> tuple[dg.ExecuteInProcessResult,
+                                                                                     RunTiming]:
+    started = time.perf_counter()
+    result = job.execute_in_process(instance=instance, raise_on_error=False, run_config=QUIET, **kwargs)
+    compute_ms = sum(event.event_specific_data.duration_ms for event in result.all_events
+                     if event.event_type_value == "STEP_SUCCESS")
+    return result, RunTiming(time.perf_counter() - started, compute_ms / 1000)
+
+
+class Replay:
+    """One replay of a use case into an instance: the jobs, the retraining sensor and its cursor."""
+
+    def __init__(self, settings: Settings, usecase: UseCaseConfig, definitions: dg.Definitions,
+                 instance: dg.DagsterInstance) -> None:
+        self.settings, self.usecase, self.definitions, self.instance = settings, usecase, definitions, instance
+        self.daily = definitions.resolve_job_def(daily_job_name(usecase))
+        self.reference = definitions.resolve_job_def(reference_job_name(usecase))
+        self.training = definitions.resolve_job_def(training_job_name(usecase)) if usecase.models else None
+        self.sensor = (definitions.resolve_sensor_def(retraining_sensor_name(usecase))
+                       if usecase.models and usecase.monitoring else None)
+        self.sensor_cursor: str | None = None
+        self.mlflow = definitions.resources["mlflow"]
+
+    def champion(self) -> str | None:
+        monitored = self.usecase.monitoring.model if self.usecase.monitoring else next(iter(self.usecase.models))
+        return self.mlflow.alias_version(self.usecase.models[monitored].registered_name, CHAMPION)
+
+    def day(self, index: int, day: dt.date, data, bootstrap_days: int) -> DayOutcome:
+        land_day(self.usecase, self.settings.landing_dir, day, data)
+        timing = RunTiming()
+        if index % REFERENCE_REFRESH_DAYS == 0:
+            refreshed, spent = _execute(self.reference, self.instance)
+            timing.add(spent)
+            if not refreshed.success:
+                return DayOutcome(day=day, success=False, errors=failure_messages(refreshed), timing=timing)
+        result, spent = _execute(self.daily, self.instance, partition_key=day.isoformat())
+        timing.add(spent)
+        outcome = DayOutcome(day=day, success=result.success, errors=failure_messages(result), timing=timing)
+        _record_checks(result, outcome)
+        if self.usecase.monitoring:
+            monitored = _materialization_metadata(result, monitoring_key(self.usecase.monitoring.model))
+            outcome.drift_share = monitored.get("drift_share")
+            quality = monitored.get(self.usecase.monitoring.quality_metric)
+            outcome.quality = None if quality is None or quality != quality else float(quality)
+            outcome.scored_by = monitored.get("model_version")
+        if outcome.success and self.training is not None:
+            if self.champion() is None:
+                if index + 1 >= bootstrap_days:
+                    self._train(outcome, {BOOTSTRAP_TAG: "true"}, "first champion")
+            elif self.sensor is not None:
+                self._evaluate_sensor(outcome)
+        outcome.champion = self.champion()
+        return outcome
+
+    def _evaluate_sensor(self, outcome: DayOutcome) -> None:
+        context = dg.build_sensor_context(instance=self.instance, cursor=self.sensor_cursor,
+                                          definitions=self.definitions)
+        requests = list(self.sensor(context))
+        self.sensor_cursor = context.cursor
+        for request in requests:
+            tags = {**request.tags, SENSOR_NAME_TAG: self.sensor.name, RUN_KEY_TAG: request.run_key}
+            self._train(outcome, tags, f"{request.tags.get('mlops/retraining_trigger', 'sensor')}")
+
+    def _train(self, outcome: DayOutcome, tags: dict[str, str], reason: str) -> None:
+        before = self.champion()
+        result, spent = _execute(self.training, self.instance, tags=tags)
+        outcome.timing.add(spent)
+        after = self.champion()
+        _record_checks(result, outcome)
+        outcome.errors += failure_messages(result)
+        if after is not None and after != before:
+            verdict = f"champion v{before} -> v{after}" if before else f"champion v{after}"
+        else:
+            verdict = f"gate kept champion v{before}"
+        outcome.retraining = f"retrained ({reason}): {verdict}"
+
+
 def replay(
     settings: Settings,
     usecase: UseCaseConfig,
@@ -61,32 +180,23 @@ def replay(
     instance: dg.DagsterInstance,
     days: list[dt.date],
     progress: Callable[[DayOutcome], None] = lambda _: None,
+    *,
+    bootstrap_days: int | None = None,
 ) -> list[DayOutcome]:
     """Land and process each day in order; stop at the first day whose run fails (later days would build on it).
 
-    Reference snapshots are refreshed on the first day and then weekly, as their schedule would.
+    Reference snapshots are refreshed on the first day and then weekly, as their schedule would. With
+    ``bootstrap_days`` (and models configured) the first champion is trained after that many days, and the
+    retraining loop runs after every later day; without it only the daily job runs.
     """
-    daily = definitions.resolve_job_def(daily_job_name(usecase))
-    reference = definitions.resolve_job_def(reference_job_name(usecase))
+    runner = Replay(settings, usecase, definitions, instance)
     data = load_source_data(usecase)
     outcomes = []
     for index, day in enumerate(days):
-        land_day(usecase, settings.landing_dir, day, data)
-        if index % REFERENCE_REFRESH_DAYS == 0:
-            refreshed = reference.execute_in_process(instance=instance, raise_on_error=False, run_config=QUIET)
-            if not refreshed.success:
-                outcomes.append(DayOutcome(day=day, success=False, errors=failure_messages(refreshed)))
-                progress(outcomes[-1])
-                break
-        result = daily.execute_in_process(
-            partition_key=day.isoformat(), instance=instance, raise_on_error=False, run_config=QUIET
-        )
-        outcome = DayOutcome(day=day, success=result.success)
-        outcome.errors = failure_messages(result)
-        _check_outcomes(result, outcome)
+        outcome = runner.day(index, day, data, bootstrap_days if bootstrap_days is not None else len(days) + 1)
         outcomes.append(outcome)
         progress(outcome)
-        if not result.success:
+        if not outcome.success:
             break
     return outcomes
 
@@ -109,27 +219,18 @@ class ChampionSummary:
     metrics: dict[str, float]
 
 
-def train_and_promote(usecase: UseCaseConfig, definitions: dg.Definitions, instance: dg.DagsterInstance
-                      ) -> tuple[dg.ExecuteInProcessResult, list[ChampionSummary]]:
-    """Run the training job (training set, tuned models, gates, promotions) and read back each champion."""
-    from mlflow.exceptions import MlflowException
-
-    from mlops_platform.defs.training.assets import training_job_name
-    from mlops_platform.ml.gate import CHAMPION
-
-    result = definitions.resolve_job_def(training_job_name(usecase)).execute_in_process(
-        instance=instance, raise_on_error=False, run_config=QUIET
-    )
-    client = definitions.resources["mlflow"].client()
-    champions = []
+def champions(usecase: UseCaseConfig, definitions: dg.Definitions) -> list[ChampionSummary]:
+    """Each model's champion version now, with the test metrics of the run that trained it."""
+    mlflow = definitions.resources["mlflow"]
+    summaries = []
     for config in usecase.models.values():
-        try:
-            version = client.get_model_version_by_alias(config.registered_name, CHAMPION)
-        except MlflowException:
-            champions.append(ChampionSummary(config.registered_name, None, {}))
+        version = mlflow.alias_version(config.registered_name, CHAMPION)
+        if version is None:
+            summaries.append(ChampionSummary(config.registered_name, None, {}))
             continue
-        metrics = client.get_run(version.run_id).data.metrics
-        champions.append(ChampionSummary(config.registered_name, version.version,
+        client = mlflow.client()
+        metrics = client.get_run(client.get_model_version(config.registered_name, version).run_id).data.metrics
+        summaries.append(ChampionSummary(config.registered_name, version,
                                          {name: value for name, value in sorted(metrics.items())
                                           if name.startswith("test_")}))
-    return result, champions
+    return summaries

@@ -18,6 +18,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR_ENV = "MLOPS_CONFIG_DIR"
 ENV_VAR = "MLOPS_ENV"
 DATA_DIR_ENV = "MLOPS_DATA_DIR"
+SERVING_PORT_ENV = "MLOPS_SERVING_PORT"
 
 ColumnType = Literal["string", "int", "float", "bool", "date", "datetime"]
 Severity = Literal["ERROR", "WARN"]
@@ -260,6 +261,99 @@ class PartitionWindow(_Strict):
         return self
 
 
+class ServedAlias(_Strict):
+    """A model behind an endpoint, named by its registry alias, and the share of requests it answers."""
+
+    alias: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+    traffic_percent: int = Field(ge=0, le=100)
+
+
+class KeySource(_Strict):
+    """Where the key combinations an online store holds come from: those seen in the newest ``days`` of a table."""
+
+    table: str
+    layer: Literal["silver", "gold"] = "gold"
+    days: int = Field(default=28, gt=0)
+
+
+class OnlineStoreConfig(_Strict):
+    """The online store of an endpoint: the newest row of each feature table per key, one row per ``keys``.
+
+    Every table's lookup keys (from ``training_set.lookups``, its timestamp key aside) must be among ``keys``; a
+    request carries ``keys`` and the training set's request fields, and nothing else.
+    """
+
+    keys: list[str] = Field(min_length=1)
+    key_source: KeySource
+    tables: list[str] = Field(min_length=1)
+
+
+class SmokeConfig(_Strict):
+    """What a deployed endpoint must answer before the next stage gets it: a single record, then a batch."""
+
+    single: dict[str, str | int | float | bool]
+    batch: list[dict[str, str | int | float | bool]] = Field(min_length=2)
+    prediction_min: float | None = None
+    prediction_max: float | None = None
+
+
+class DatabricksCompute(_Strict):
+    """The Model Serving compute of each served entity on Databricks."""
+
+    workload_size: Literal["Small", "Medium", "Large"] = "Small"
+    scale_to_zero: bool = True
+
+
+class StageEndpoint(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+    auth_token_env: str | None = Field(default=None, description="environment variable holding the bearer token")
+
+
+class EndpointStages(_Strict):
+    staging: StageEndpoint
+    production: StageEndpoint
+
+    @model_validator(mode="after")
+    def _distinct(self) -> EndpointStages:
+        if self.staging.name == self.production.name:
+            raise ValueError(f"staging and production need different endpoint names, both are '{self.staging.name}'")
+        return self
+
+
+class ServingEndpointConfig(_Strict):
+    """An endpoint serving one model at each stage, staging first; production only after staging's smoke test.
+
+    ``served_models`` name registry aliases. An alias that does not exist when the endpoint is deployed (no
+    ``challenger`` right after a promotion) gives its traffic share to ``champion``, which must exist.
+    ``fallback`` gives the value of an online-store feature when a request's key is not in the store; features
+    it does not name fall back to null, which the model reads as missing, exactly as a training row whose lookup
+    found nothing.
+    """
+
+    description: str
+    model: str
+    served_models: list[ServedAlias] = Field(min_length=1)
+    online_store: OnlineStoreConfig
+    fallback: dict[str, str | int | float | bool | None] = {}
+    stages: EndpointStages
+    smoke: SmokeConfig
+    databricks: DatabricksCompute = DatabricksCompute()
+    max_records: int = Field(default=1_000, gt=0)
+
+    @model_validator(mode="after")
+    def _traffic(self) -> ServingEndpointConfig:
+        aliases = [m.alias for m in self.served_models]
+        if len(set(aliases)) != len(aliases):
+            raise ValueError(f"served_models name an alias twice: {aliases}")
+        if "champion" not in aliases:
+            raise ValueError(f"served_models must include the 'champion' alias (missing aliases fall back to it), "
+                             f"got {aliases}")
+        total = sum(m.traffic_percent for m in self.served_models)
+        if total != 100:
+            raise ValueError(f"traffic_percent of served_models must sum to 100, got {total}")
+        return self
+
+
 class UseCaseConfig(_Strict):
     """A use case: configuration plus, at most, a small module of its own logic."""
 
@@ -275,6 +369,7 @@ class UseCaseConfig(_Strict):
     training_set: TrainingSetConfig | None = None
     models: dict[str, ModelConfig] = {}
     monitoring: MonitoringConfig | None = None
+    serving: dict[str, ServingEndpointConfig] = {}
 
     @model_validator(mode="after")
     def _gold_inputs_exist(self) -> UseCaseConfig:
@@ -297,6 +392,49 @@ class UseCaseConfig(_Strict):
             raise ValueError(f"monitoring watches unknown model '{self.monitoring.model}'")
         return self
 
+    @model_validator(mode="after")
+    def _serving_fits(self) -> UseCaseConfig:
+        for name, endpoint in self.serving.items():
+            where = f"serving endpoint '{name}'"
+            if endpoint.model not in self.models:
+                raise ValueError(f"{where} serves unknown model '{endpoint.model}' (models: {sorted(self.models)})")
+            if self.training_set is None:
+                raise ValueError(f"{where}: serving needs a training_set (its request fields and lookups)")
+            store = endpoint.online_store
+            lookups = {lookup.table: lookup for lookup in self.training_set.lookups}
+            unknown = [table for table in store.tables if table not in lookups]
+            if unknown:
+                raise ValueError(f"{where}: online_store.tables {unknown} are not training_set lookups "
+                                 f"{sorted(lookups)}")
+            for table in store.tables:
+                timestamp = self.features[table].timestamp_key
+                needed = [column for column, key in lookups[table].keys.items() if key != timestamp]
+                absent = [column for column in needed if column not in store.keys]
+                if absent:
+                    raise ValueError(f"{where}: feature table '{table}' is looked up by {needed}; online_store.keys "
+                                     f"{store.keys} lack {absent}")
+            known = self.gold if store.key_source.layer == "gold" else self.sources
+            if store.key_source.table not in known:
+                raise ValueError(f"{where}: online_store.key_source reads unknown {store.key_source.layer} table "
+                                 f"'{store.key_source.table}'")
+            carried = [*store.keys, *self.training_set.request_fields]
+            looked_up = [column for lookup in self.training_set.lookups
+                         for column in self.features[lookup.table].columns]
+            served = {column for table in store.tables for column in self.features[table].columns}
+            uncovered = [column for column in looked_up if column not in carried and column not in served]
+            if uncovered:
+                raise ValueError(f"{where}: model features {uncovered} are neither request fields nor in "
+                                 f"online_store.tables {store.tables}")
+            stray = [column for column in endpoint.fallback if column not in served or column in carried]
+            if stray:
+                raise ValueError(f"{where}: fallback names {stray}, which are not online-store features")
+            for label, record in [("single", endpoint.smoke.single),
+                                  *((f"batch[{i}]", r) for i, r in enumerate(endpoint.smoke.batch))]:
+                missing = [column for column in dict.fromkeys(carried) if column not in record]
+                if missing:
+                    raise ValueError(f"{where}: smoke.{label} lacks {missing}; a request carries {carried}")
+        return self
+
     @property
     def daily_sources(self) -> dict[str, SourceConfig]:
         return {name: s for name, s in self.sources.items() if s.is_daily}
@@ -306,11 +444,42 @@ class UseCaseConfig(_Strict):
         return {name: s for name, s in self.sources.items() if not s.is_daily}
 
 
+StepKind = Literal["tables", "training", "monitoring"]
+
+
+class ClusterSpec(_Strict):
+    """The new job cluster one kind of step runs on: created for the one-time run and gone after it."""
+
+    spark_version: str = Field(description="a Databricks runtime whose Python matches requires-python (3.11)")
+    node_type_id: str
+    num_workers: int = Field(ge=1)
+    spark_conf: dict[str, str] = {}
+
+
 class DatabricksConfig(_Strict):
-    """Names of the environment variables holding the workspace credentials; their values never enter config."""
+    """Where the heavy steps run: the workspace (its credentials are named here, never given), the platform wheel
+    the jobs install, this config folder as the jobs see it, and a cluster per kind of step."""
 
     host_env: str = "DATABRICKS_HOST"
     token_env: str = "DATABRICKS_TOKEN"
+    wheel: str = Field(description="the platform wheel the jobs install, e.g. a Unity Catalog volume path")
+    config_dir: str = Field(description="this config/ folder where the jobs read it, e.g. a volume path")
+    clusters: dict[StepKind, ClusterSpec]
+    poll_interval_seconds: float = Field(default=10, gt=0)
+
+    @model_validator(mode="after")
+    def _every_step_kind_has_a_cluster(self) -> DatabricksConfig:
+        missing = sorted(set(StepKind.__args__) - set(self.clusters))
+        if missing:
+            raise ValueError(f"clusters: no cluster for step kinds {missing}")
+        return self
+
+
+class LocalServingConfig(_Strict):
+    """Where the local serving process listens (environments without ``databricks``); port 0 picks a free one."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
 
 
 class EnvironmentConfig(_Strict):
@@ -320,6 +489,7 @@ class EnvironmentConfig(_Strict):
     data_dir: Path
     usecases: list[str] = Field(min_length=1)
     databricks: DatabricksConfig | None = None
+    serving: LocalServingConfig = LocalServingConfig()
 
     @field_validator("data_dir")
     @classmethod
@@ -355,6 +525,11 @@ class Settings(BaseModel):
     def mlflow_dir(self) -> Path:
         return self.data_dir / "mlflow"
 
+    @property
+    def serving_dir(self) -> Path:
+        """Deployed endpoint configurations, model copies and online stores of the local serving process."""
+        return self.data_dir / "serving"
+
 
 def _describe(error: ValidationError) -> str:
     lines = []
@@ -383,12 +558,16 @@ def load_yaml_model(path: Path, model: type[ModelT], **overrides: object) -> Mod
 def load_settings(environment: str | None = None, config_dir: Path | None = None) -> Settings:
     """Load the environment named by ``MLOPS_ENV`` (or the argument) and the use cases it enables.
 
-    ``MLOPS_DATA_DIR`` relocates all data (tests point it at a temporary folder).
+    ``MLOPS_DATA_DIR`` relocates all data (tests point it at a temporary folder); ``MLOPS_SERVING_PORT`` moves the
+    local serving process to another port (0: any free one).
     """
     config_dir = config_dir or Path(os.environ.get(CONFIG_DIR_ENV, PROJECT_ROOT / "config"))
     name = environment or os.environ.get(ENV_VAR, "local")
     overrides = {"data_dir": os.environ[DATA_DIR_ENV]} if os.environ.get(DATA_DIR_ENV) else {}
     env = load_yaml_model(config_dir / "environments" / f"{name}.yaml", EnvironmentConfig, **overrides)
+    if os.environ.get(SERVING_PORT_ENV):
+        serving = LocalServingConfig.model_validate({**env.serving.model_dump(), "port": os.environ[SERVING_PORT_ENV]})
+        env = env.model_copy(update={"serving": serving})
     usecases = {
         usecase: load_yaml_model(config_dir / "usecases" / f"{usecase}.yaml", UseCaseConfig)
         for usecase in env.usecases

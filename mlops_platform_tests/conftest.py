@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -15,7 +16,7 @@ os.environ.setdefault("DO_NOT_TRACK", "true")
 
 from mlops_platform.defs import build_definitions  # noqa: E402
 from mlops_platform.landing import day_range, land_days  # noqa: E402
-from mlops_platform.settings import DATA_DIR_ENV, Settings, UseCaseConfig, load_settings  # noqa: E402
+from mlops_platform.settings import DATA_DIR_ENV, SERVING_PORT_ENV, Settings, UseCaseConfig, load_settings  # noqa: E402
 
 FIRST_DAY = dt.date(2013, 1, 1)
 LANDED_DAYS = day_range(FIRST_DAY, 3)
@@ -31,10 +32,18 @@ def landed_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    """The local environment with all data in this test's temporary folder (nothing landed yet)."""
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+    """The local environment with all data in this test's temporary folder (nothing landed yet).
+
+    A serving process the training job starts listens on a free port and is stopped when the test ends.
+    """
+    from mlops_platform.resources.serving import stop_server
+
     monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path / "data"))
-    return load_settings("local")
+    monkeypatch.setenv(SERVING_PORT_ENV, "0")
+    settings = load_settings("local")
+    yield settings
+    stop_server(settings.serving_dir)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ SOURCES = {"flights", "weather", "planes", "airlines", "airports"}
 # Asset keys name tables; groups name lifecycle stages (a model belongs to training, its predictions to inference).
 STAGE_OF = {"landing": "landing", "bronze": "bronze", "silver": "silver", "gold": "gold", "features": "features",
             "training": "training", "models": "training", "registry": "registry", "predictions": "inference",
-            "monitoring": "monitoring"}
+            "monitoring": "monitoring", "serving": "serving"}
 
 
 def _graph(definitions: dg.Definitions):

@@ -15,6 +15,8 @@ from mlops_platform.defs.quality import freshness_checks
 from mlops_platform.defs.monitoring.assets import monitoring_assets
 from mlops_platform.defs.monitoring.sensors import retraining_sensor
 from mlops_platform.defs.registry.assets import registry_assets
+from mlops_platform.defs.remote import databricks_definitions
+from mlops_platform.defs.serving.assets import serving_assets
 from mlops_platform.defs.silver.assets import silver_assets
 from mlops_platform.defs.training.assets import training_assets, training_job
 from mlops_platform.resources import build_resources
@@ -27,7 +29,7 @@ def usecase_definitions(usecase: UseCaseConfig) -> dg.Definitions:
     return dg.Definitions(
         assets=[*landing_specs(usecase), *bronze_assets(usecase), *silver_assets(usecase), *gold_assets(usecase),
                 *feature_assets(usecase), *training_assets(usecase), *registry_assets(usecase),
-                *inference_assets(usecase), *monitoring_assets(usecase)],
+                *inference_assets(usecase), *monitoring_assets(usecase), *serving_assets(usecase)],
         jobs=[daily, reference, *([training] if training else [])],
         asset_checks=freshness_checks(usecase, freshness_keys(usecase)),
         schedules=schedules(usecase, daily, reference),
@@ -37,7 +39,9 @@ def usecase_definitions(usecase: UseCaseConfig) -> dg.Definitions:
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
-    return dg.Definitions.merge(
+    definitions = dg.Definitions.merge(
         *(usecase_definitions(usecase) for usecase in settings.usecases.values()),
         dg.Definitions(resources=build_resources(settings)),
     )
+    # A Databricks environment runs the heavy assets as Databricks jobs (mlops_platform.defs.remote).
+    return databricks_definitions(definitions, settings) if settings.environment.databricks else definitions

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dagster as dg
 
+from mlops_platform.defs.inference.assets import predictions_key
+from mlops_platform.defs.monitoring.assets import monitoring_key
 from mlops_platform.defs.tables import daily_partitions
 from mlops_platform.settings import UseCaseConfig
 
@@ -26,6 +28,10 @@ def _table_keys(usecase: UseCaseConfig, *, daily: bool) -> list[dg.AssetKey]:
     keys += [dg.AssetKey(["silver", f"{name}_quarantine"]) for name in sources]
     if daily:
         keys += [dg.AssetKey(["gold", table]) for table in usecase.gold]
+        if usecase.training_set:
+            keys += [predictions_key(name) for name in usecase.models]
+        if usecase.monitoring:
+            keys.append(monitoring_key(usecase.monitoring.model))
     keys += [
         dg.AssetKey(["features", name])
         for name, spec in usecase.features.items()
@@ -35,12 +41,19 @@ def _table_keys(usecase: UseCaseConfig, *, daily: bool) -> list[dg.AssetKey]:
 
 
 def daily_job(usecase: UseCaseConfig) -> dg.UnresolvedAssetJobDefinition:
-    """A day's work: bronze -> silver -> gold -> feature tables, with every check."""
+    """A day's work: bronze -> silver -> gold -> feature tables -> the champion's predictions -> monitoring, with
+    every check. Scoring and monitoring skip themselves until a first champion exists.
+
+    In-process: a day's steps are small, and a process per step (the multiprocess executor) would spend more on
+    spawning and importing than on the work.
+    """
     return dg.define_asset_job(
         daily_job_name(usecase),
         selection=dg.AssetSelection.assets(*_table_keys(usecase, daily=True)),
         partitions_def=daily_partitions(usecase),
-        description=f"One day of the {usecase.name} use case, landing files to feature tables, guarded by checks.",
+        executor_def=dg.in_process_executor,
+        description=f"One day of the {usecase.name} use case, landing files to feature tables, scored and "
+                    "monitored, guarded by checks.",
     )
 
 

@@ -14,7 +14,12 @@ import dagster as dg
 import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
+from mlflow.protos.databricks_pb2 import (
+    INVALID_PARAMETER_VALUE,
+    RESOURCE_ALREADY_EXISTS,
+    RESOURCE_DOES_NOT_EXIST,
+    ErrorCode,
+)
 
 SQLITE_PREFIX = "sqlite:///"
 
@@ -43,6 +48,20 @@ class MlflowTracking(dg.ConfigurableResource):
     def client(self) -> MlflowClient:
         self.configure()
         return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+
+    def alias_version(self, registered_name: str, alias: str) -> str | None:
+        """The version ``alias`` names now, or None when the model, the alias or the store itself does not exist.
+
+        A missing SQLite file answers None without creating it: the daily job asks before any model was trained.
+        """
+        if self.tracking_uri.startswith(SQLITE_PREFIX) and not Path(self.tracking_uri.removeprefix(SQLITE_PREFIX)).exists():
+            return None
+        try:
+            return str(self.client().get_model_version_by_alias(registered_name, alias).version)
+        except MlflowException as exc:
+            if exc.error_code in (ErrorCode.Name(RESOURCE_DOES_NOT_EXIST), ErrorCode.Name(INVALID_PARAMETER_VALUE)):
+                return None
+            raise
 
     def artifact_location(self, experiment_name: str) -> str:
         folder = experiment_name.strip("/")

@@ -37,7 +37,8 @@ def test_every_model_has_an_asset_a_blocking_gate_and_a_promotion_in_the_trainin
 
     job = definitions.resolve_job_def("flights_training")
     assert {key.to_user_string() for key in job.asset_layer.executable_asset_keys} == {
-        "training/flights", *(f"models/{m}" for m in MODELS), *(f"registry/{m}_champion" for m in MODELS)}
+        "training/flights", *(f"models/{m}" for m in MODELS), *(f"registry/{m}_champion" for m in MODELS),
+        "serving/flights_delay_online_store", "serving/flights_delay_staging", "serving/flights_delay_production"}
     assert {(key.asset_key.path[-1], key.name) for key in job.asset_layer.asset_graph.asset_check_keys} >= {
         (model, BEATS_CHAMPION) for model in MODELS}
 

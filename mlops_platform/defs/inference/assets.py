@@ -36,16 +36,22 @@ def _predictions_asset(usecase: UseCaseConfig, model_name: str, config: ModelCon
         tags={"usecase": usecase.name},
         partitions_def=daily_partitions(usecase),
         backfill_policy=BACKFILL_POLICY,
+        # The daily job scores every day; until a first champion exists there is nothing to score with, and the
+        # asset (with monitoring after it) is skipped rather than failed.
+        output_required=False,
     )
     def predictions(context: dg.AssetExecutionContext, warehouse: DeltaWarehouse, engine: ComputeEngine,
-                    mlflow: MlflowTracking) -> dg.MaterializeResult:
+                    mlflow: MlflowTracking):
+        if mlflow.alias_version(config.registered_name, CHAMPION) is None:
+            context.log.info(f"{config.registered_name} has no '{CHAMPION}' yet: nothing scores these days")
+            return
         days = days_of_run(context, gold.partition_column)
         rows = build_scoring_rows(usecase, engine.engine(), warehouse, days)
         model, scored = load_alias(mlflow.client(), config, CHAMPION)
         scored_rows = score(rows, config, feature_columns(usecase), model, scored)
         write = warehouse.replace_days("predictions", model_name, scored_rows, days)
         mean = sum(scored_rows.column(PREDICTION).to_pylist()) / max(1, scored_rows.num_rows)
-        return dg.MaterializeResult(metadata=table_metadata(
+        yield dg.MaterializeResult(metadata=table_metadata(
             write, scored_rows, model_version=scored.version, mean_prediction=float(mean),
         ))
 

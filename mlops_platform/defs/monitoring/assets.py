@@ -9,6 +9,7 @@ day, model and column or metric, so trends can be queried and plotted.
 import datetime as dt
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 import polars as pl
 import pyarrow as pa
@@ -18,8 +19,11 @@ from mlops_platform.defs.inference.assets import predictions_key
 from mlops_platform.defs.tables import BACKFILL_POLICY, daily_partitions, days_of_run
 from mlops_platform.features import feature_columns
 from mlops_platform.ml.scoring import PREDICTION, feature_frame
+from mlops_platform.monitoring.alerts import drift_alert, quality_alert
 from mlops_platform.monitoring.decisions import debounced
 from mlops_platform.monitoring.drift import DriftResult, detect_drift, render_html_report
+from mlops_platform.monitoring.serving_drift import served_records, serving_drift
+from mlops_platform.resources.alerts import AlertSinks
 from mlops_platform.resources.mlflow import MlflowTracking
 from mlops_platform.resources.reports import ReportStore
 from mlops_platform.resources.warehouse import DayRange, DeltaWarehouse
@@ -29,6 +33,9 @@ FEATURE_DRIFT = "feature_drift"
 PREDICTION_DRIFT = "prediction_drift"
 QUALITY_DROP = "quality_drop"
 DATASET_ROW = "__dataset__"
+FEATURES_SCOPE = "features"
+PREDICTION_SCOPE = "prediction"
+SERVING_SCOPE = "serving"
 REFERENCE_SAMPLE_ROWS = 200_000
 
 
@@ -82,19 +89,29 @@ def _drift_rows(day: dt.date, model: str, version: str, result: DriftResult, sco
     return rows
 
 
+def _comparable(columns: list[str], *frames: pd.DataFrame) -> list[str]:
+    """The columns holding at least one finite value in every frame."""
+    def has_values(series: pd.Series) -> bool:
+        values = series.dropna()
+        return bool(len(values)) and (not pd.api.types.is_numeric_dtype(values) or bool(np.isfinite(values).any()))
+
+    return [column for column in columns if all(has_values(frame[column]) for frame in frames)]
+
+
 def _monitoring_asset(usecase: UseCaseConfig, spec: MonitoringConfig) -> dg.AssetsDefinition:
     config = usecase.models[spec.model]
     key = monitoring_key(spec.model)
     features = feature_columns(usecase)
-    categorical = [column for column in features if column in config.categorical]
-    numerical = [column for column in features if column not in config.categorical]
+    all_categorical = [column for column in features if column in config.categorical]
+    all_numerical = [column for column in features if column not in config.categorical]
     gold = usecase.gold[usecase.training_set.source]
 
     @dg.asset(
         key=key,
         deps=[predictions_key(spec.model)],
         description=f"Daily drift and quality monitoring of {config.registered_name}'s champion: feature drift and "
-                    "prediction drift of the day's scored rows against the champion's training reference, and "
+                    "prediction drift of the day's scored rows against the champion's training reference, feature "
+                    "drift of the day's served requests (monitoring.inference_log, scope 'serving'), and "
                     f"{spec.quality_metric} once labels exist. One row per day and column in "
                     "monitoring.drift_metrics, per day and metric in monitoring.quality_metrics; an HTML report per "
                     "day. Read by the retraining sensor and by people.",
@@ -114,9 +131,11 @@ def _monitoring_asset(usecase: UseCaseConfig, spec: MonitoringConfig) -> dg.Asse
         ],
     )
     def monitoring(context: dg.AssetExecutionContext, warehouse: DeltaWarehouse, mlflow: MlflowTracking,
-                   reports: ReportStore):
+                   reports: ReportStore, alerts: AlertSinks):
         days = days_of_run(context, gold.partition_column)
         scored = pl.from_arrow(warehouse.read("predictions", spec.model, days=days))
+        served = served_records(warehouse, config.registered_name, days.first, days.last, features)
+        serving_results: dict[dt.date, DriftResult | str] = {}
         drift_rows, quality_rows, day_results = [], [], {}
         references: dict[str, tuple[pd.DataFrame, object]] = {}
         day = days.first
@@ -135,6 +154,9 @@ def _monitoring_asset(usecase: UseCaseConfig, spec: MonitoringConfig) -> dg.Asse
                                        _reference_predictions(mlflow, config, reference_features, version))
             reference_features, reference_scores = references[version]
             current_features = feature_frame(current, config, features)
+            # A column with no value on one side (wind gusts on a calm day) cannot be compared; it is not drift.
+            numerical, categorical = (_comparable(columns, reference_features, current_features)
+                                      for columns in (all_numerical, all_categorical))
             drift = detect_drift(reference_features, current_features, numerical=numerical, categorical=categorical,
                                  threshold=spec.column_threshold, drift_share=spec.max_drifted_share)
             prediction_drift = detect_drift(pd.DataFrame({PREDICTION: reference_scores}),
@@ -146,8 +168,14 @@ def _monitoring_asset(usecase: UseCaseConfig, spec: MonitoringConfig) -> dg.Asse
             report = reports.path(spec.model, f"drift_{day.isoformat()}.html")
             render_html_report(reference_features, current_features, report, numerical=numerical,
                                categorical=categorical)
-            drift_rows += _drift_rows(day, config.registered_name, version, drift, "features", spec.max_drifted_share)
-            drift_rows += _drift_rows(day, config.registered_name, version, prediction_drift, "prediction", 0.5)
+            drift_rows += _drift_rows(day, config.registered_name, version, drift, FEATURES_SCOPE,
+                                      spec.max_drifted_share)
+            drift_rows += _drift_rows(day, config.registered_name, version, prediction_drift, PREDICTION_SCOPE, 0.5)
+            serving_results[day] = serving_drift(served, day, reference_features, config, numerical, categorical,
+                                                 threshold=spec.column_threshold, drift_share=spec.max_drifted_share)
+            if isinstance(serving_results[day], DriftResult):
+                drift_rows += _drift_rows(day, config.registered_name, version, serving_results[day], SERVING_SCOPE,
+                                          spec.max_drifted_share)
             quality_rows.append({"day": day, "model": config.registered_name, "model_version": version,
                                  "metric": spec.quality_metric, "value": quality, "champion_value": baseline,
                                  "rows": len(current)})
@@ -160,13 +188,22 @@ def _monitoring_asset(usecase: UseCaseConfig, spec: MonitoringConfig) -> dg.Asse
         warehouse.replace_days("monitoring", "quality_metrics", pa.Table.from_pylist(quality_rows, QUALITY_SCHEMA),
                                day_range)
         if not day_results:
-            return dg.MaterializeResult(metadata={"days_monitored": 0})
+            yield dg.MaterializeResult(metadata={"days_monitored": 0})
+            return
         latest = max(day_results)
         drift, prediction_drift, quality, baseline, report = day_results[latest]
         history = _dataset_drift_history(warehouse, config.registered_name, latest, spec.debounce.of_last)
         confirmed = debounced(history, latest, spec.debounce)
         drifted_columns = [c.column for c in drift.columns if c.drifted]
         quality_dropped = quality is not None and baseline is not None and quality < baseline - spec.max_quality_drop
+        version = str(quality_rows[-1]["model_version"])
+        if confirmed:
+            alerts.send(drift_alert(usecase.name, config.registered_name, version, latest, drift.share_drifted,
+                                    drifted_columns, str(report), sum(history.values())), context.log)
+        if quality_dropped:
+            alerts.send(quality_alert(usecase.name, config.registered_name, version, latest, spec.quality_metric,
+                                      quality, baseline, spec.max_quality_drop, str(report)), context.log)
+        serving = serving_results[latest]
         yield dg.MaterializeResult(
             metadata={
                 "day": latest.isoformat(),
@@ -178,6 +215,7 @@ def _monitoring_asset(usecase: UseCaseConfig, spec: MonitoringConfig) -> dg.Asse
                 f"champion_test_{spec.quality_metric}": baseline if baseline is not None else float("nan"),
                 "report": dg.MetadataValue.path(str(report)),
                 "report_url": dg.MetadataValue.url(report.resolve().as_uri()),
+                **_serving_metadata(serving),
             },
         )
         yield dg.AssetCheckResult(
@@ -238,9 +276,16 @@ def _reference_predictions(mlflow: MlflowTracking, config, reference_features: p
 def _dataset_drift_history(warehouse: DeltaWarehouse, model: str, latest: dt.date, days: int) -> dict[dt.date, bool]:
     first = latest - dt.timedelta(days=days - 1)
     table = pl.from_arrow(warehouse.read("monitoring", "drift_metrics", days=DayRange("day", first, latest)))
-    rows = table.filter((pl.col("model") == model) & (pl.col("scope") == "features")
+    rows = table.filter((pl.col("model") == model) & (pl.col("scope") == FEATURES_SCOPE)
                         & (pl.col("column") == DATASET_ROW))
     return dict(zip(rows["day"].to_list(), rows["drifted"].to_list(), strict=True))
+
+
+def _serving_metadata(serving: DriftResult | str) -> dict[str, object]:
+    if isinstance(serving, str):
+        return {"serving_drift": serving}
+    return {"serving_drift_share": serving.share_drifted, "serving_dataset_drifted": serving.dataset_drifted,
+            "serving_drifted_columns": dg.MetadataValue.json([c.column for c in serving.columns if c.drifted])}
 
 
 def monitoring_assets(usecase: UseCaseConfig) -> list[dg.AssetsDefinition]:

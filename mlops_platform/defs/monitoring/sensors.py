@@ -1,7 +1,7 @@
 """Closing the loop: when a drift or quality check fails, rematerialise training, gate and promotion.
 
 Dagster has no "check failed" trigger (a failing non-blocking check leaves its run successful), so a plain sensor
-reads the latest evaluation of each watched check, remembers the last one it saw in its cursor, and applies the
+reads every new evaluation of each watched check, remembers the last one it saw in its cursor, and applies the
 guardrails from configuration: one retraining at a time, a cooldown in data days, a daily maximum. Every request
 is tagged with the evaluation that caused it; the run key makes a second request for the same evaluation a no-op.
 """
@@ -12,6 +12,8 @@ import datetime as dt
 import json
 
 import dagster as dg
+# Not exported at the top level; the event log's check history is the one API that pages through evaluations.
+from dagster._core.storage.asset_check_execution_record import COMPLETED_ASSET_CHECK_EXECUTION_RECORD_STATUSES
 
 from mlops_platform.defs.monitoring.assets import FEATURE_DRIFT, QUALITY_DROP, monitoring_key
 from mlops_platform.monitoring.decisions import retraining_decision
@@ -21,6 +23,29 @@ WATCHED_CHECKS = (FEATURE_DRIFT, QUALITY_DROP)
 ACTIVE_STATUSES = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
                    dg.DagsterRunStatus.STARTED]
 TRIGGER_TAG = "mlops/retraining_trigger"
+HISTORY_LIMIT = 50
+
+
+def _new_failures(instance: dg.DagsterInstance, watched: list[dg.AssetCheckKey], seen: dict[str, int]):
+    """Failed evaluations of the watched checks newer than the ones already seen, oldest first.
+
+    Every evaluation since the last tick, not only the latest: two days can be monitored between ticks, and the
+    failure of the first must not hide behind a pass of the second. ``seen`` moves past each record read.
+    """
+    records = []
+    for key in watched:
+        name = key.to_user_string()
+        history = instance.event_log_storage.get_asset_check_execution_history(
+            key, limit=HISTORY_LIMIT, status=COMPLETED_ASSET_CHECK_EXECUTION_RECORD_STATUSES)
+        fresh = [record for record in history if record.id > seen.get(name, 0)]
+        if fresh:
+            seen[name] = max(record.id for record in fresh)
+        records += [record for record in fresh if not record.evaluation.passed]
+    return sorted(records, key=lambda record: record.id)
+
+
+def retraining_sensor_name(usecase: UseCaseConfig) -> str:
+    return f"{usecase.name}_retraining_sensor"
 
 
 def retraining_sensor(usecase: UseCaseConfig, training_job: dg.UnresolvedAssetJobDefinition
@@ -30,7 +55,7 @@ def retraining_sensor(usecase: UseCaseConfig, training_job: dg.UnresolvedAssetJo
     watched = [dg.AssetCheckKey(monitoring_key(spec.model), name) for name in WATCHED_CHECKS]
 
     @dg.sensor(
-        name=f"{usecase.name}_retraining_sensor",
+        name=retraining_sensor_name(usecase),
         job=training_job,
         minimum_interval_seconds=30,
         default_status=dg.DefaultSensorStatus.RUNNING,
@@ -40,14 +65,8 @@ def retraining_sensor(usecase: UseCaseConfig, training_job: dg.UnresolvedAssetJo
     )
     def sensor(context: dg.SensorEvaluationContext):
         state = json.loads(context.cursor) if context.cursor else {"seen": {}, "last_day": None, "per_day": {}}
-        for key in watched:
-            record = context.instance.get_latest_asset_check_evaluation_record(key)
-            name = key.to_user_string()
-            if record is None or record.evaluation is None or record.id <= state["seen"].get(name, 0):
-                continue
-            state["seen"][name] = record.id
-            if record.evaluation.passed:
-                continue
+        for record in _new_failures(context.instance, watched, state["seen"]):
+            name = record.key.to_user_string()
             day = dt.date.fromisoformat(str(record.evaluation.metadata["day"].value))
             active = context.instance.get_run_ids(dg.RunsFilter(job_name=training_job.name,
                                                                 statuses=ACTIVE_STATUSES))

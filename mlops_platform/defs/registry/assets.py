@@ -17,6 +17,8 @@ from mlops_platform.defs.training.assets import (
 from mlops_platform.features import feature_columns
 from mlops_platform.ml.gate import CHAMPION, evaluate_against_champion, promote
 from mlops_platform.ml.training import held_out, model_frame
+from mlops_platform.monitoring.alerts import PROMOTION, champion_moved_alert, gate_lost_alert
+from mlops_platform.resources.alerts import AlertSinks
 from mlops_platform.resources.mlflow import MlflowTracking
 from mlops_platform.resources.warehouse import DeltaWarehouse
 from mlops_platform.settings import ModelConfig, UseCaseConfig
@@ -51,13 +53,19 @@ def _gate_check(usecase: UseCaseConfig, model_name: str, config: ModelConfig) ->
                     f"'{CHAMPION}' on the same held-out test days ({rules}). On success it becomes 'challenger'.",
     )
     def beats_champion(context: dg.AssetCheckExecutionContext, warehouse: DeltaWarehouse,
-                       mlflow: MlflowTracking) -> dg.AssetCheckResult:
+                       mlflow: MlflowTracking, alerts: AlertSinks) -> dg.AssetCheckResult:
         version, training_set_version = _latest_candidate(context, key)
         table, _ = read_training_set(warehouse, usecase, training_set_version)
         rows = held_out(model_frame(table, config, feature_columns(usecase), sort_keys(usecase)))
         experiment_id = mlflow.experiment_id(experiment_name(usecase, model_name))
         decision = evaluate_against_champion(mlflow.client(), config, version, rows, experiment_id=experiment_id)
         gate_metrics = list(config.gate)
+        if not decision.passed:
+            alerts.send(gate_lost_alert(
+                usecase.name, config.registered_name, decision.candidate_version, decision.champion_version,
+                {m: decision.candidate_metrics[m] for m in gate_metrics if m in decision.candidate_metrics},
+                {m: decision.champion_metrics[m] for m in gate_metrics if m in decision.champion_metrics},
+                decision.failures), context.log)
         return dg.AssetCheckResult(
             passed=decision.passed,
             severity=dg.AssetCheckSeverity.ERROR,
@@ -95,9 +103,12 @@ def _champion_asset(usecase: UseCaseConfig, model_name: str, config: ModelConfig
         owners=usecase.owners,
         tags={"usecase": usecase.name},
     )
-    def champion(context: dg.AssetExecutionContext, mlflow: MlflowTracking) -> dg.MaterializeResult:
+    def champion(context: dg.AssetExecutionContext, mlflow: MlflowTracking,
+                 alerts: AlertSinks) -> dg.MaterializeResult:
         move = promote(mlflow.client(), config.registered_name)
         context.log.info(f"{config.registered_name}: champion {move.previous or 'none'} -> {move.current}")
+        alerts.send(champion_moved_alert(usecase.name, config.registered_name, PROMOTION, move.previous,
+                                         move.current), context.log)
         return dg.MaterializeResult(metadata={
             "champion_version": int(move.current),
             "previous_champion": int(move.previous) if move.previous else "none",

@@ -4,6 +4,7 @@ import json
 
 import dagster as dg
 
+from mlops_platform.defs.serving.keys import serving_keys
 from mlops_platform.features import feature_columns
 from mlops_platform.ml.training import TrainingLineage, model_frame, train_model
 from mlops_platform.resources.mlflow import MlflowTracking
@@ -135,12 +136,14 @@ def training_job_name(usecase: UseCaseConfig) -> str:
 
 
 def training_job(usecase: UseCaseConfig) -> "dg.UnresolvedAssetJobDefinition":
-    """Training set -> every model -> its gate -> its promotion, in one run."""
+    """Training set -> every model -> its gate -> its promotion -> online store -> staging endpoint -> smoke test
+    -> production endpoint, in one run."""
     keys = [training_set_key(usecase), *(model_key(name) for name in usecase.models),
-            *(champion_key(name) for name in usecase.models)]
+            *(champion_key(name) for name in usecase.models), *serving_keys(usecase)]
     return dg.define_asset_job(
         training_job_name(usecase),
         selection=dg.AssetSelection.assets(*keys),
         description=f"Rebuild the {usecase.name} training set, train and register every model, gate each against "
-                    "its champion (beats_champion) and promote the ones that pass.",
+                    "its champion (beats_champion) and promote the ones that pass, then redeploy the serving "
+                    "endpoints: staging, its smoke_test, production.",
     )

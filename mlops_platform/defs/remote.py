@@ -1,0 +1,123 @@
+"""The asset graph of a Databricks environment: the heavy assets replaced by twins that run them as Databricks jobs.
+
+A twin has the original's specs, check specs, partitions and backfill policy, so lineage, jobs, sensors, blocking
+checks and the UI are the same as locally; its body only launches ``python -m mlops_platform.remote`` for the
+step's keys and partition and yields what the job reports back through Dagster Pipes. On Databricks the launch is a
+one-time job run (``jobs/runs/submit``) on a new cluster of the step's kind, running the wheel's ``mlops-remote``
+console script as a ``python_wheel_task``: the wheel is the unit that is built, versioned and installed, and the
+same entry point runs under ``PipesSubprocessClient`` on a laptop.
+
+What stays in the orchestrator: landing, bronze (it reads the landing files), the registry's aliases and
+``beats_champion`` gate, the freshness checks, sensors and schedules.
+"""
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+
+import dagster as dg
+from databricks.sdk.service import compute, jobs
+
+from mlops_platform.resources.databricks import DatabricksWorkspace, databricks_workspace
+from mlops_platform.settings import CONFIG_DIR_ENV, DATA_DIR_ENV, ENV_VAR, Settings, StepKind
+
+# Asset groups whose assets run remotely, and the kind of cluster each needs.
+STEP_KIND_OF_GROUP: Mapping[str, StepKind] = {
+    "silver": "tables", "gold": "tables", "features": "tables",
+    "training": "training",
+    "inference": "monitoring", "monitoring": "monitoring",
+}
+WHEEL_PACKAGE = "mlops_platform"
+WHEEL_ENTRY_POINT = "mlops-remote"
+RESOURCE_KEY = "databricks"
+# A partition range on the entry point's command line: START...END, both inclusive.
+RANGE_SEPARATOR = "..."
+
+Launch = Callable[[dg.AssetExecutionContext, list[str]], Iterable[dg.PipesExecutionResult]]
+
+
+def step_kind(assets_def: dg.AssetsDefinition) -> StepKind | None:
+    """The kind of remote step an asset is, or None when it stays in the orchestrator."""
+    if isinstance(assets_def, dg.AssetChecksDefinition) or not assets_def.specs:
+        return None
+    kinds = {STEP_KIND_OF_GROUP.get(spec.group_name or "") for spec in assets_def.specs}
+    return kinds.pop() if len(kinds) == 1 else None
+
+
+def remote_arguments(context: dg.AssetExecutionContext) -> list[str]:
+    """The entry point's arguments for this step: its selected keys and, when partitioned, its partition range."""
+    keys = [key.to_user_string() for key in sorted(context.selected_asset_keys)]
+    if not (context.has_partition_key or context.has_partition_key_range):
+        return keys
+    window = context.partition_key_range
+    partition = window.start if window.start == window.end else f"{window.start}{RANGE_SEPARATOR}{window.end}"
+    return [*keys, "--partition", partition]
+
+
+def remote_twin(assets_def: dg.AssetsDefinition, launch: Launch,
+                required_resource_keys: frozenset[str] = frozenset()) -> dg.AssetsDefinition:
+    """``assets_def`` with the same specs, checks, partitions and backfill policy, run by ``launch`` elsewhere."""
+
+    @dg.multi_asset(
+        name=assets_def.node_def.name,
+        specs=[spec.replace_attributes(kinds={*spec.kinds, "databricks"}) if len(spec.kinds) < 3 else spec
+               for spec in assets_def.specs],
+        check_specs=list(assets_def.check_specs),
+        partitions_def=assets_def.partitions_def,
+        backfill_policy=assets_def.backfill_policy,
+        can_subset=assets_def.can_subset,
+        required_resource_keys=set(required_resource_keys),
+    )
+    def twin(context: dg.AssetExecutionContext):
+        yield from launch(context, remote_arguments(context))
+
+    return twin
+
+
+def submit_task(settings: Settings, kind: StepKind, task_key: str, arguments: list[str]) -> jobs.SubmitTask:
+    """The one-time job task that runs ``arguments`` through the platform wheel on a new cluster of ``kind``."""
+    databricks = settings.environment.databricks
+    assert databricks is not None, "submit_task needs an environment with a databricks section"
+    cluster = databricks.clusters[kind]
+    return jobs.SubmitTask(
+        task_key=re.sub(r"[^A-Za-z0-9_-]", "_", task_key)[:100],
+        new_cluster=compute.ClusterSpec(
+            spark_version=cluster.spark_version, node_type_id=cluster.node_type_id, num_workers=cluster.num_workers,
+            spark_conf=dict(cluster.spark_conf) or None,
+            spark_env_vars={ENV_VAR: settings.environment.name, DATA_DIR_ENV: str(settings.data_dir),
+                            CONFIG_DIR_ENV: databricks.config_dir},
+        ),
+        libraries=[compute.Library(whl=databricks.wheel)],
+        python_wheel_task=jobs.PythonWheelTask(package_name=WHEEL_PACKAGE, entry_point=WHEEL_ENTRY_POINT,
+                                               parameters=arguments),
+    )
+
+
+def databricks_launch(settings: Settings, kind: StepKind) -> Launch:
+    def launch(context: dg.AssetExecutionContext, arguments: list[str]) -> Iterable[dg.PipesExecutionResult]:
+        workspace: DatabricksWorkspace = getattr(context.resources, RESOURCE_KEY)
+        task = submit_task(settings, kind, context.op_def.name, arguments)
+        context.log.info(f"submitting {WHEEL_ENTRY_POINT} {' '.join(arguments)} on a new {kind} cluster")
+        # The client adds the run's id and page URL ("Databricks Job Run ID" / "URL") to every result.
+        return workspace.pipes_client().run(task=task, context=context, extras={"step_kind": kind}).get_results()
+
+    return launch
+
+
+def databricks_definitions(definitions: dg.Definitions, settings: Settings) -> dg.Definitions:
+    """``definitions`` with every heavy asset replaced by its Databricks twin, plus the workspace resource."""
+    databricks = settings.environment.databricks
+    assert databricks is not None, "databricks_definitions needs an environment with a databricks section"
+
+    def twin_of(assets_def):
+        kind = step_kind(assets_def) if isinstance(assets_def, dg.AssetsDefinition) else None
+        if kind is None:
+            return assets_def
+        return remote_twin(assets_def, databricks_launch(settings, kind), frozenset({RESOURCE_KEY}))
+
+    return dg.Definitions(
+        assets=[twin_of(assets_def) for assets_def in definitions.assets or []],
+        asset_checks=definitions.asset_checks, jobs=definitions.jobs, schedules=definitions.schedules,
+        sensors=definitions.sensors, executor=definitions.executor, loggers=definitions.loggers,
+        metadata=definitions.metadata,
+        resources={**(definitions.resources or {}), RESOURCE_KEY: databricks_workspace(databricks)},
+    )

@@ -1,0 +1,120 @@
+"""Reading the monitoring tables back: drift per day over a range, and the health of the inference table.
+
+What the ``mlops drift`` and ``mlops inference validate`` commands print; pure functions of the warehouse.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass, field
+
+import polars as pl
+
+from mlops_platform.defs.monitoring.assets import DATASET_ROW, FEATURES_SCOPE, PREDICTION_SCOPE, SERVING_SCOPE
+from mlops_platform.monitoring.serving_drift import OK_STATUS
+from mlops_platform.resources.warehouse import DayRange, DeltaWarehouse, schema_difference
+from mlops_platform.serving.inference_log import DEFAULT_SCHEMA, DEFAULT_TABLE, INFERENCE_LOG_SCHEMA
+
+MONITORING = "monitoring"
+DRIFT_TABLE = "drift_metrics"
+QUALITY_TABLE = "quality_metrics"
+LATENCY_PERCENTILES = (50, 95, 99)
+
+
+def drift_by_day(warehouse: DeltaWarehouse, model: str, first: dt.date, last: dt.date) -> list[dict]:
+    """One entry per monitored day of ``model`` (its registered name): drift share and drifted columns of the
+    batch features, prediction drift, drift share of the served traffic (None without requests) and quality."""
+    if not warehouse.exists(MONITORING, DRIFT_TABLE):
+        raise FileNotFoundError(f"{warehouse.full_name(MONITORING, DRIFT_TABLE)} does not exist at "
+                                f"{warehouse.path(MONITORING, DRIFT_TABLE)}: run `mlops monitoring refresh` first")
+    days = DayRange("day", first, last)
+    drift = pl.from_arrow(warehouse.read(MONITORING, DRIFT_TABLE, days=days)).filter(pl.col("model") == model)
+    quality = (pl.from_arrow(warehouse.read(MONITORING, QUALITY_TABLE, days=days)).filter(pl.col("model") == model)
+               if warehouse.exists(MONITORING, QUALITY_TABLE) else None)
+    summary = []
+    for day in sorted(set(drift["day"].to_list())):
+        today = drift.filter(pl.col("day") == day)
+
+        def dataset(scope: str, rows: pl.DataFrame = today) -> dict | None:
+            found = rows.filter((pl.col("scope") == scope) & (pl.col("column") == DATASET_ROW))
+            return found.row(0, named=True) if found.height else None
+
+        features, prediction, serving = dataset(FEATURES_SCOPE), dataset(PREDICTION_SCOPE), dataset(SERVING_SCOPE)
+        drifted = today.filter((pl.col("scope") == FEATURES_SCOPE) & (pl.col("column") != DATASET_ROW)
+                               & pl.col("drifted"))
+        measured = quality.filter(pl.col("day") == day) if quality is not None else None
+        entry = {
+            "day": day.isoformat(),
+            "model_version": today["model_version"][0],
+            "drift_share": features["score"] if features else None,
+            "dataset_drifted": features["drifted"] if features else None,
+            "drifted_columns": sorted(drifted["column"].to_list()),
+            "prediction_drift_score": prediction["score"] if prediction else None,
+            "prediction_drifted": prediction["drifted"] if prediction else None,
+            "serving_drift_share": serving["score"] if serving else None,
+            "quality_metric": None, "quality": None, "champion_quality": None, "rows": None,
+        }
+        if measured is not None and measured.height:
+            row = measured.row(0, named=True)
+            entry |= {"quality_metric": row["metric"], "quality": row["value"],
+                      "champion_quality": row["champion_value"], "rows": row["rows"]}
+        summary.append(entry)
+    return summary
+
+
+def latest_drift_day(warehouse: DeltaWarehouse, model: str) -> dt.date | None:
+    if not warehouse.exists(MONITORING, DRIFT_TABLE):
+        return None
+    days = pl.from_arrow(warehouse.read(MONITORING, DRIFT_TABLE, columns=["day", "model"])).filter(
+        pl.col("model") == model)["day"]
+    return days.max() if days.len() else None
+
+
+@dataclass
+class InferenceValidation:
+    table: str
+    rows: int = 0
+    problems: list[str] = field(default_factory=list)
+    by_endpoint_version: list[dict] = field(default_factory=list)
+    null_request_ids: int = 0
+    duplicate_request_ids: int = 0
+    failed_requests: int = 0
+    latency_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def valid(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "valid": self.valid}
+
+
+def validate_inference_log(warehouse: DeltaWarehouse) -> InferenceValidation:
+    """Schema, rows per endpoint and served version, null and duplicate request ids, latency percentiles."""
+    report = InferenceValidation(warehouse.full_name(DEFAULT_SCHEMA, DEFAULT_TABLE))
+    table = warehouse.delta_table(DEFAULT_SCHEMA, DEFAULT_TABLE)
+    if table is None:
+        report.problems.append(f"{report.table} does not exist at {warehouse.path(DEFAULT_SCHEMA, DEFAULT_TABLE)}")
+        return report
+    report.problems += [f"schema: {problem}" for problem in schema_difference(INFERENCE_LOG_SCHEMA, table.schema())]
+    if report.problems:
+        return report
+    rows = pl.from_arrow(table.to_pyarrow_table(
+        columns=["request_id", "endpoint", "model_version", "status_code", "latency_ms"]))
+    report.rows = rows.height
+    report.by_endpoint_version = (
+        rows.group_by("endpoint", "model_version")
+        .agg(pl.len().alias("rows"), (pl.col("status_code") != OK_STATUS).sum().alias("failed"))
+        .sort("endpoint", "model_version", nulls_last=True).to_dicts())
+    report.null_request_ids = rows["request_id"].null_count()
+    ids = rows["request_id"].drop_nulls()
+    report.duplicate_request_ids = ids.len() - ids.n_unique()
+    report.failed_requests = int((rows["status_code"] != OK_STATUS).sum())
+    if rows.height:
+        report.latency_ms = {f"p{p}": float(rows["latency_ms"].quantile(p / 100, "linear"))
+                             for p in LATENCY_PERCENTILES}
+    if report.null_request_ids:
+        report.problems.append(f"{report.null_request_ids} row(s) without a request_id")
+    if report.duplicate_request_ids:
+        report.problems.append(f"{report.duplicate_request_ids} duplicate request_id(s)")
+    return report

@@ -1,0 +1,87 @@
+"""The rows of an endpoint's online store, built from the feature tables in the warehouse.
+
+One row per key combination (``online_store.keys``) seen in the newest ``key_source.days`` of the key source table;
+each feature table contributes its newest row (by its timestamp key) per lookup key, joined on the same columns the
+training set joins it on. A key combination that a table has no row for gets nulls there, as a training row whose
+lookup found nothing; those misses are counted per table.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import polars as pl
+import pyarrow as pa
+
+from mlops_platform.features import feature_columns
+from mlops_platform.resources.warehouse import DeltaWarehouse
+from mlops_platform.settings import UseCaseConfig
+
+
+@dataclass(frozen=True)
+class OnlineStoreBuild:
+    table: pa.Table
+    first_day: dt.date | None
+    last_day: dt.date | None
+    missing_keys: dict[str, int]
+    table_versions: dict[str, int]
+
+
+def carried_columns(usecase: UseCaseConfig, endpoint: str) -> list[str]:
+    """What every request carries: the store keys, then the training set's request fields."""
+    assert usecase.training_set is not None
+    keys = usecase.serving[endpoint].online_store.keys
+    return list(dict.fromkeys([*keys, *usecase.training_set.request_fields]))
+
+
+def store_features(usecase: UseCaseConfig, endpoint: str) -> list[str]:
+    """Model inputs the endpoint looks up in its online store, in the model's feature order."""
+    carried = set(carried_columns(usecase, endpoint))
+    return [column for column in feature_columns(usecase) if column not in carried]
+
+
+def _key_spine(usecase: UseCaseConfig, endpoint: str, warehouse: DeltaWarehouse
+               ) -> tuple[pl.DataFrame, dt.date | None, dt.date | None]:
+    spec = usecase.serving[endpoint].online_store
+    source = spec.key_source
+    if source.layer == "gold":
+        date_column: str | None = usecase.gold[source.table].partition_column
+    else:
+        partition = usecase.sources[source.table].partition
+        date_column = partition.column if partition else None
+    columns = [*spec.keys, *([date_column] if date_column else [])]
+    frame = pl.from_arrow(warehouse.read(source.layer, source.table, columns=columns))
+    first = last = None
+    if date_column and frame.height:
+        last = frame[date_column].max()
+        first = last - dt.timedelta(days=source.days - 1)
+        frame = frame.filter(pl.col(date_column) >= first)
+    return frame.select(spec.keys).drop_nulls().unique().sort(spec.keys), first, last
+
+
+def build_online_store(usecase: UseCaseConfig, endpoint: str, warehouse: DeltaWarehouse) -> OnlineStoreBuild:
+    """The online store of ``endpoint``: keys, then every store feature, one row per key combination."""
+    assert usecase.training_set is not None
+    spec = usecase.serving[endpoint].online_store
+    lookups = {lookup.table: lookup for lookup in usecase.training_set.lookups}
+    store, first, last = _key_spine(usecase, endpoint, warehouse)
+    missing, versions = {}, {}
+    for table in spec.tables:
+        feature_spec = usecase.features[table]
+        to_row_names = {key: column for column, key in lookups[table].keys.items()
+                        if key != feature_spec.timestamp_key}
+        frame = pl.from_arrow(warehouse.read("features", table))
+        versions[table] = warehouse.version("features", table)
+        if feature_spec.timestamp_key:
+            # The newest row per key is what a request made now would be scored with.
+            frame = frame.sort(feature_spec.timestamp_key, descending=True)
+        newest = (frame.unique(subset=list(to_row_names), keep="first")
+                  .rename(to_row_names)
+                  .select(*to_row_names.values(), *feature_spec.columns)
+                  .with_columns(pl.lit(True).alias("_found")))
+        store = store.join(newest, on=list(to_row_names.values()), how="left")
+        missing[table] = int(store["_found"].is_null().sum())
+        store = store.drop("_found")
+    columns = [*spec.keys, *store_features(usecase, endpoint)]
+    return OnlineStoreBuild(store.select(columns).to_arrow(), first, last, missing, versions)

@@ -1,0 +1,138 @@
+"""Databricks environments swap the heavy assets for remote twins and add the workspace; ``local`` holds none of it.
+
+No JVM and no network: only the definitions, the task they would submit and the Pipes metadata conversion.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+
+import dagster as dg
+import pytest
+from dagster._core.definitions.metadata import normalize_metadata
+from dagster._core.definitions.metadata.external_metadata import metadata_map_from_external
+
+from mlops_platform.defs import build_definitions
+from mlops_platform.defs.remote import STEP_KIND_OF_GROUP, remote_twin, submit_task
+from mlops_platform.remote import parse_partition, pipes_metadata
+from mlops_platform.resources.databricks import DatabricksWorkspace
+from mlops_platform.settings import load_settings
+
+HEAVY_GROUPS = set(STEP_KIND_OF_GROUP)
+
+
+def _assets(definitions: dg.Definitions) -> list[dg.AssetsDefinition]:
+    return [node for node in definitions.assets or []
+            if isinstance(node, dg.AssetsDefinition) and not isinstance(node, dg.AssetChecksDefinition)]
+
+
+def _node(definitions: dg.Definitions, key: str) -> dg.AssetsDefinition:
+    asset_key = dg.AssetKey.from_user_string(key)
+    return next(node for node in _assets(definitions) if asset_key in node.keys)
+
+
+def _is_remote(node: dg.AssetsDefinition) -> bool:
+    return "databricks" in node.required_resource_keys
+
+
+def test_prod_runs_every_heavy_asset_remotely_with_the_same_specs():
+    local, prod = build_definitions(load_settings("local")), build_definitions(load_settings("prod"))
+
+    assert isinstance(prod.resources["databricks"], DatabricksWorkspace)
+    for original in _assets(local):
+        twin = _node(prod, next(iter(original.keys)).to_user_string())
+        heavy = {spec.group_name for spec in original.specs} <= HEAVY_GROUPS
+        assert _is_remote(twin) == heavy, original.keys
+        assert twin.keys == original.keys
+        assert {key.name for key in twin.check_keys} == {key.name for key in original.check_keys}
+        assert twin.partitions_def == original.partitions_def
+        assert twin.backfill_policy == original.backfill_policy
+        assert twin.can_subset == original.can_subset
+        for key in original.keys:
+            assert twin.specs_by_key[key].deps == original.specs_by_key[key].deps
+            assert twin.specs_by_key[key].group_name == original.specs_by_key[key].group_name
+    # Blocking checks still block: a failed remote keys_unique skips downstream assets in the same run.
+    graph = prod.resolve_asset_graph()
+    assert graph.get_check_spec(dg.AssetCheckKey(dg.AssetKey(["silver", "flights"]), "keys_unique")).blocking
+    remote = {key.to_user_string() for node in _assets(prod) if _is_remote(node) for key in node.keys}
+    assert {"silver/flights", "gold/flights", "features/carrier_delays", "training/flights",
+            "models/flights_delay", "predictions/flights_delay", "monitoring/flights_delay_drift"} <= remote
+    assert not remote & {"bronze/flights", "registry/flights_delay_champion"}
+
+
+def test_local_holds_no_databricks_resource_and_no_twin():
+    local = build_definitions(load_settings("local"))
+    assert "databricks" not in local.resources
+    assert not any(_is_remote(node) for node in _assets(local))
+    assert not any(isinstance(value, DatabricksWorkspace) for value in local.resources.values())
+
+
+def test_prod_builds_without_credentials_and_a_remote_step_names_the_unset_variable(monkeypatch, tmp_path):
+    monkeypatch.delenv("DATABRICKS_HOST", raising=False)
+    monkeypatch.delenv("DATABRICKS_TOKEN", raising=False)
+    monkeypatch.setenv("MLOPS_DATA_DIR", str(tmp_path))
+    prod = build_definitions(load_settings("prod"))
+
+    with pytest.raises(dg.DagsterInvalidConfigError, match='environment variable "DATABRICKS_HOST"'):
+        dg.materialize([_node(prod, "silver/airlines")], resources=prod.resources,
+                       instance=dg.DagsterInstance.ephemeral())
+
+
+def test_the_submitted_task_runs_the_wheel_entry_point_on_the_step_kind_cluster(monkeypatch, tmp_path):
+    monkeypatch.setenv("MLOPS_DATA_DIR", str(tmp_path))
+    settings = load_settings("staging")
+    task = submit_task(settings, "training", "models__flights_delay", ["models/flights_delay"]).as_dict()
+    assert task == {
+        "task_key": "models__flights_delay",
+        "new_cluster": {
+            "spark_version": "15.4.x-cpu-ml-scala2.12", "node_type_id": "m5d.2xlarge", "num_workers": 1,
+            "spark_env_vars": {"MLOPS_ENV": "staging", "MLOPS_DATA_DIR": str(tmp_path),
+                               "MLOPS_CONFIG_DIR": "/Volumes/mlops_staging/platform/artifacts/config"},
+        },
+        "libraries": [{"whl": "/Volumes/mlops_staging/platform/artifacts/mlops_platform-0.1.0-py3-none-any.whl"}],
+        "python_wheel_task": {"package_name": "mlops_platform", "entry_point": "mlops-remote",
+                              "parameters": ["models/flights_delay"]},
+    }
+
+
+def test_a_twin_passes_its_keys_and_partition_range_to_the_entry_point():
+    seen: list[list[str]] = []
+
+    def launch(context, arguments):
+        seen.append(arguments)
+        return [dg.MaterializeResult(asset_key=key) for key in sorted(context.selected_asset_keys)]
+
+    days = dg.DailyPartitionsDefinition(start_date="2013-01-01", end_date="2013-02-01")
+
+    @dg.asset(partitions_def=days, backfill_policy=dg.BackfillPolicy.single_run(), key=["gold", "demo"])
+    def demo() -> None: ...
+
+    twin = remote_twin(demo, launch)
+    assert dg.materialize([twin], partition_key="2013-01-02").success
+    assert dg.materialize([twin], tags={"dagster/asset_partition_range_start": "2013-01-02",
+                                        "dagster/asset_partition_range_end": "2013-01-05"}).success
+    assert seen == [["gold/demo", "--partition", "2013-01-02"], ["gold/demo", "--partition", "2013-01-02...2013-01-05"]]
+    assert parse_partition("2013-01-02...2013-01-05") == ("2013-01-02", "2013-01-05")
+    with pytest.raises(ValueError, match="--partition"):
+        parse_partition("2013-01-02...")
+
+
+def test_every_metadata_type_the_assets_use_crosses_pipes_unchanged():
+    metadata = normalize_metadata({
+        "dagster/row_count": 3, "share": 0.25, "engine": "spark", "ok": True,
+        "dagster/uri": dg.MetadataValue.path("/tmp/t"), "link": dg.MetadataValue.url("https://example.com/r/1"),
+        "preview": dg.MetadataValue.md("| a |\n|---|\n| 1 |"), "by_rule": dg.MetadataValue.json([{"rule": "x"}]),
+        "dagster/column_schema": dg.TableSchema(columns=[
+            dg.TableColumn("a", "int64", description="an a", constraints=dg.TableColumnConstraints(nullable=False)),
+            dg.TableColumn("b", "large_string")]),
+        "rows": dg.MetadataValue.table([dg.TableRecord({"a": 1})], schema=dg.TableSchema(
+            columns=[dg.TableColumn("a", "int")])),
+        "upstream": dg.MetadataValue.asset(dg.AssetKey(["silver", "flights"])),
+        "at": dg.MetadataValue.timestamp(dt.datetime(2013, 1, 1, tzinfo=dt.UTC)),
+        "nothing": dg.MetadataValue.null(), "notebook": dg.MetadataValue.notebook("/tmp/n.ipynb"),
+        "run": dg.MetadataValue.dagster_run("abc"),
+    })
+    assert dict(metadata_map_from_external(pipes_metadata(metadata))) == metadata
+    with pytest.raises(TypeError, match="metadata 'code'"):
+        pipes_metadata({"code": dg.MetadataValue.python_artifact(sys.exit)})

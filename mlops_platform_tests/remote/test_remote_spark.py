@@ -1,0 +1,208 @@
+"""The remote entry point on local Spark: under ``PipesSubprocessClient``, and as the task of a (fake) Databricks run.
+
+Both start from one real landed day processed by the embedded engine, then run the remote twin of ``silver/flights``
+for that day. What arrives in Dagster must be what the embedded engine's own materialization reported: the same
+asset keys, row counts, table name, schema and quarantine figures, the same checks with the same outcome. Values that
+legitimately differ are left out: the engine's name, the Delta version (the remote run is the table's next commit)
+and samples/previews, whose row order is the engine's.
+
+Each test starts one JVM, in the entry point's subprocess.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from unittest.mock import MagicMock
+
+import dagster as dg
+import pytest
+from dagster_databricks import PipesDatabricksClient
+from databricks.sdk.service import jobs
+
+from mlops_platform.defs import build_definitions
+from mlops_platform.defs.remote import remote_twin
+from mlops_platform.resources.databricks import DatabricksWorkspace
+from mlops_platform.settings import PROJECT_ROOT, Settings, load_settings
+from mlops_platform_tests.conftest import FIRST_DAY, QUIET, run_day
+
+pytestmark = [pytest.mark.spark, pytest.mark.xdist_group("spark"), pytest.mark.timeout(900)]
+
+if shutil.which("java") is None:
+    pytest.skip("Java 17 is needed for the remote entry point on Spark (no `java` on PATH)", allow_module_level=True)
+
+SILVER = dg.AssetKey(["silver", "flights"])
+QUARANTINE = dg.AssetKey(["silver", "flights_quarantine"])
+DAY = FIRST_DAY.isoformat()
+DIFFERS_LEGITIMATELY = {"engine", "delta_version", "preview"}
+ENTRY_POINT = [sys.executable, "-m", "mlops_platform.remote"]
+
+
+def _comparable(metadata) -> dict[str, object]:
+    return {name: value for name, value in metadata.items()
+            if name not in DIFFERS_LEGITIMATELY and "sample" not in name}
+
+
+def _materializations(result) -> dict[str, dict[str, object]]:
+    return {event.asset_key.to_user_string(): dict(event.step_materialization_data.materialization.metadata)
+            for event in result.get_asset_materialization_events()}
+
+
+def _checks(result) -> dict[tuple[str, str], dg.AssetCheckEvaluation]:
+    return {(e.asset_key.to_user_string(), e.check_name): e for e in result.get_asset_check_evaluations()}
+
+
+def _silver_node(definitions: dg.Definitions) -> dg.AssetsDefinition:
+    return next(node for node in definitions.assets or []
+                if isinstance(node, dg.AssetsDefinition) and SILVER in node.keys)
+
+
+def _assert_same_as_embedded(embedded, remote) -> None:
+    local_mats, remote_mats = _materializations(embedded), _materializations(remote)
+    for key in (SILVER, QUARANTINE):
+        name = key.to_user_string()
+        assert _comparable(remote_mats[name]) == _comparable(local_mats[name]), name
+    assert remote_mats[SILVER.to_user_string()]["engine"].value == "spark"
+    assert local_mats[SILVER.to_user_string()]["engine"].value == "polars"
+
+    # The daily job also ran the orchestrator-side freshness check, which is no part of the silver step.
+    local_checks = {k: v for k, v in _checks(embedded).items() if k[0] == SILVER.to_user_string()
+                    and k[1] != "freshness"}
+    remote_checks = _checks(remote)
+    assert set(remote_checks) == set(local_checks) == {
+        ("silver/flights", "keys_unique"), ("silver/flights", "rows_reconcile"), ("silver/flights", "quarantine_share")}
+    for key, local in local_checks.items():
+        assert (remote_checks[key].passed, remote_checks[key].severity) == (local.passed, local.severity), key
+        assert _comparable(remote_checks[key].metadata) == _comparable(local.metadata), key
+
+
+@pytest.fixture
+def embedded(landed_settings: Settings):
+    """The first landed day through the embedded engine: the reference the remote run must match."""
+    result = run_day(build_definitions(landed_settings), FIRST_DAY)
+    assert result.success
+    return result
+
+
+def test_entry_point_under_pipes_subprocess_reports_what_the_embedded_engine_reports(landed_settings, embedded):
+    definitions = build_definitions(landed_settings)
+
+    def launch(context, arguments):
+        return dg.PipesSubprocessClient().run(command=[*ENTRY_POINT, *arguments], context=context).get_results()
+
+    twin = remote_twin(_silver_node(definitions), launch)
+    remote = dg.materialize([twin], partition_key=DAY, resources=definitions.resources, run_config=QUIET)
+
+    assert remote.success
+    _assert_same_as_embedded(embedded, remote)
+
+
+def test_a_failed_remote_step_fails_with_its_own_message(landed_settings):
+    definitions = build_definitions(landed_settings)
+
+    def launch(context, arguments):
+        return dg.PipesSubprocessClient().run(command=[*ENTRY_POINT, "silver/nowhere"], context=context).get_results()
+
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize([remote_twin(_silver_node(definitions), launch)], partition_key=DAY, instance=instance,
+                            resources=definitions.resources, raise_on_error=False, run_config=QUIET)
+
+    assert not result.success
+    # The remote exception arrives with the Pipes session's close, as an engine event carrying the error.
+    events = instance.all_logs(result.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT)
+    errors = [entry.dagster_event.engine_event_data.error for entry in events
+              if entry.dagster_event.engine_event_data.error is not None]
+    assert any("no asset silver/nowhere in the local environment" in error.message for error in errors)
+
+
+class FakeDatabricks:
+    """A workspace whose ``jobs.submit`` runs the submitted wheel task here, as a cluster would."""
+
+    RUN_ID = 4242
+    RUN_URL = "https://dbc-fake.cloud.databricks.com/?o=1#job/1/run/4242"
+
+    def __init__(self) -> None:
+        self.submitted: list[jobs.SubmitTask] = []
+        self.outcome: subprocess.CompletedProcess | None = None
+        self.client = MagicMock()
+        self.client.jobs.submit.side_effect = self.submit
+        self.client.jobs.get_run.side_effect = self.get_run
+
+    def submit(self, tasks: list[jobs.SubmitTask], **_: object) -> MagicMock:
+        (task,) = tasks
+        self.submitted.append(task)
+        # Databricks runs the wheel's console script; `python -m` is the same function.
+        self.outcome = subprocess.run(
+            [*ENTRY_POINT, *task.python_wheel_task.parameters],
+            env={**os.environ, **task.new_cluster.spark_env_vars}, capture_output=True, text=True,
+            check=False,
+        )
+        waiter = MagicMock()
+        waiter.bind.return_value = {"run_id": self.RUN_ID}
+        return waiter
+
+    def get_run(self, run_id: int) -> jobs.Run:
+        assert run_id == self.RUN_ID and self.outcome is not None
+        ok = self.outcome.returncode == 0
+        return jobs.Run(run_id=run_id, run_page_url=self.RUN_URL, state=jobs.RunState(
+            life_cycle_state=jobs.RunLifeCycleState.TERMINATED,
+            result_state=jobs.RunResultState.SUCCESS if ok else jobs.RunResultState.FAILED,
+            state_message="" if ok else self.outcome.stderr[-2000:]))
+
+
+def test_databricks_twin_submits_the_wheel_task_and_reports_the_run(landed_settings, embedded, monkeypatch):
+    # prod, with its config folder and wheel where this machine has them; data in the test's folder.
+    prod = load_settings("prod")
+    databricks = prod.environment.databricks.model_copy(update={
+        "config_dir": str(PROJECT_ROOT / "config"), "wheel": "/Volumes/mlops_prod/platform/artifacts/test.whl"})
+    prod = prod.model_copy(update={"environment": prod.environment.model_copy(update={"databricks": databricks})})
+    assert prod.data_dir == landed_settings.data_dir
+    definitions = build_definitions(prod)
+    fake = FakeDatabricks()
+
+    class FakeWorkspace(DatabricksWorkspace):
+        def pipes_client(self) -> PipesDatabricksClient:
+            return PipesDatabricksClient(client=fake.client, context_injector=dg.PipesTempFileContextInjector(),
+                                         message_reader=dg.PipesTempFileMessageReader(), poll_interval_seconds=0.05)
+
+    resources = {**definitions.resources,
+                 "databricks": FakeWorkspace(host="https://dbc-fake.cloud.databricks.com", token="fake")}
+    remote = dg.materialize([_silver_node(definitions)], partition_key=DAY, resources=resources,
+                            run_config=QUIET, raise_on_error=False)
+    assert fake.outcome is not None
+    assert remote.success, fake.outcome.stderr[-3000:]
+
+    (task,) = fake.submitted
+    submitted = task.as_dict()
+    env = submitted["new_cluster"].pop("spark_env_vars")
+    assert {"DAGSTER_PIPES_CONTEXT", "DAGSTER_PIPES_MESSAGES"} <= set(env)
+    assert {k: v for k, v in env.items() if not k.startswith("DAGSTER_PIPES_")} == {
+        "MLOPS_ENV": "prod", "MLOPS_DATA_DIR": str(landed_settings.data_dir),
+        "MLOPS_CONFIG_DIR": str(PROJECT_ROOT / "config")}
+    assert submitted == {
+        "task_key": "silver_flights",
+        "new_cluster": {"spark_version": "15.4.x-scala2.12", "node_type_id": "m5d.xlarge", "num_workers": 4,
+                        "spark_conf": {"spark.sql.session.timeZone": "UTC"}},
+        "libraries": [{"whl": "/Volumes/mlops_prod/platform/artifacts/test.whl"}],
+        "python_wheel_task": {"package_name": "mlops_platform", "entry_point": "mlops-remote",
+                              "parameters": ["silver/flights", "silver/flights_quarantine", "--partition", DAY]},
+    }
+
+    materializations = _materializations(remote)
+    for key in (SILVER, QUARANTINE):
+        metadata = materializations[key.to_user_string()]
+        assert metadata["Databricks Job Run ID"].value == str(FakeDatabricks.RUN_ID)
+        assert metadata["Databricks Job Run URL"] == dg.MetadataValue.url(FakeDatabricks.RUN_URL)
+    # The table is named in the environment's catalog; everything else matches the embedded engine's run.
+    assert materializations["silver/flights"]["dagster/table_name"].value == "mlops_prod.silver.flights"
+    for metadata in materializations.values():
+        for name in ("Databricks Job Run ID", "Databricks Job Run URL", "dagster/table_name"):
+            metadata.pop(name)
+    local = _materializations(embedded)
+    for key in (SILVER, QUARANTINE):
+        local[key.to_user_string()].pop("dagster/table_name")
+        assert _comparable(materializations[key.to_user_string()]) == _comparable(local[key.to_user_string()])
+    assert {k: v.passed for k, v in _checks(remote).items()} == {
+        k: v.passed for k, v in _checks(embedded).items() if k[0] == "silver/flights" and k[1] != "freshness"}

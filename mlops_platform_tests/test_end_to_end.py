@@ -1,0 +1,155 @@
+"""The closed loop under a real Dagster daemon: drifting days land, the sensors run them, drift retrains the model.
+
+A champion is trained on January in-process on the test's own instance, and the tables of the months up to the
+end of June are built in one backfill run. Then the real `dagster-daemon` starts on that instance and the last
+days of June land: the landing sensor runs each day (tables, features, the champion's predictions, monitoring),
+summer weather fails `feature_drift` against the January reference, the retraining sensor launches the training
+run, and the gate decides whether `champion` moves.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+
+from mlops_platform.defs import build_definitions
+from mlops_platform.defs.jobs import daily_job_name
+from mlops_platform.defs.monitoring.assets import FEATURE_DRIFT, QUALITY_DROP, monitoring_key
+from mlops_platform.defs.monitoring.sensors import TRIGGER_TAG
+from mlops_platform.defs.registry.assets import BEATS_CHAMPION
+from mlops_platform.defs.training.assets import model_key, training_job_name
+from mlops_platform.landing import day_range, land_days
+from mlops_platform.ml.gate import CHAMPION
+from mlops_platform.settings import CONFIG_DIR_ENV, DATA_DIR_ENV, PROJECT_ROOT, load_settings
+from mlops_platform_tests.conftest import QUIET
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("daemon")]
+
+JANUARY = day_range(dt.date(2013, 1, 1), 24)
+SPRING = day_range(JANUARY[-1] + dt.timedelta(days=1), (dt.date(2013, 6, 27) - JANUARY[-1]).days)
+LANDED_LIVE = day_range(dt.date(2013, 6, 28), 3)
+DEADLINE_SECONDS = 600
+FINISHED = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
+INSTANCE_YAML = """
+telemetry:
+  enabled: false
+concurrency:
+  runs:
+    max_concurrent_runs: 1     # days run in the order they landed, as the debounce rule expects
+"""
+
+
+def _small_config(target: Path) -> Path:
+    """The project's configuration with a two-trial search and four-day splits, so each model trains in seconds."""
+    shutil.copytree(PROJECT_ROOT / "config", target)
+    path = target / "usecases" / "flights.yaml"
+    usecase = yaml.safe_load(path.read_text())
+    for model in usecase["models"].values():
+        model["tuning"].update(max_trials=2, space={"learning_rate": [0.05, 0.2], "max_iter": [40, 60]})
+    usecase["training_set"].update(validation_days=4, test_days=4)
+    usecase["monitoring"].pop("alerts", None)
+    path.write_text(yaml.safe_dump(usecase, sort_keys=False))
+    return target
+
+
+@pytest.fixture
+def environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(INSTANCE_YAML)
+    (tmp_path / "workspace.yaml").write_text(yaml.safe_dump({"load_from": [{"python_module": {
+        "module_name": "mlops_platform.definitions", "working_directory": str(PROJECT_ROOT)}}]}))
+    variables = {
+        "DAGSTER_HOME": str(home),
+        DATA_DIR_ENV: str(tmp_path / "data"),
+        CONFIG_DIR_ENV: str(_small_config(tmp_path / "config")),
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "DO_NOT_TRACK": "true",
+    }
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    return variables
+
+
+def _daemon(tmp_path: Path, environment: dict[str, str]) -> subprocess.Popen:
+    log = open(tmp_path / "daemon.log", "wb")  # noqa: SIM115 - handed to the process, closed with it
+    return subprocess.Popen(
+        [str(Path(sys.executable).with_name("dagster-daemon")), "run", "-w", str(tmp_path / "workspace.yaml")],
+        env={**os.environ, **environment}, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path,
+    )
+
+
+def _retraining_run(instance: dg.DagsterInstance, training_job: str) -> dg.DagsterRun | None:
+    runs = instance.get_runs(dg.RunsFilter(job_name=training_job,
+                                           tags={"dagster/sensor_name": "flights_retraining_sensor"}))
+    return runs[-1] if runs else None
+
+
+def test_drift_under_the_daemon_retrains_and_the_gate_decides_the_champion(tmp_path, environment):
+    settings = load_settings("local")
+    usecase = settings.usecases["flights"]
+    definitions = build_definitions(settings)
+    instance = dg.DagsterInstance.get()
+    land_days(usecase, settings.landing_dir, [*JANUARY, *SPRING])
+
+    def run(job: str, days: list[dt.date] | None = None, **kwargs) -> None:
+        tags = ({"dagster/asset_partition_range_start": days[0].isoformat(),
+                 "dagster/asset_partition_range_end": days[-1].isoformat()} if days else {})
+        result = definitions.resolve_job_def(job).execute_in_process(
+            instance=instance, run_config=QUIET, tags=tags, raise_on_error=False, **kwargs)
+        assert result.success, job
+
+    run("flights_reference")
+    run(daily_job_name(usecase), JANUARY)
+    run(training_job_name(usecase))
+    client = definitions.resources["mlflow"]
+    registered = usecase.models["flights_delay"].registered_name
+    first_champion = client.alias_version(registered, CHAMPION)
+    assert first_champion is not None
+    tables_only = [key for key in definitions.resolve_job_def(daily_job_name(usecase)).asset_layer.selected_asset_keys
+                   if key.path[0] not in ("predictions", "monitoring")]
+    run(daily_job_name(usecase), SPRING, asset_selection=tables_only)
+
+    daemon = _daemon(tmp_path, environment)
+    try:
+        land_days(usecase, settings.landing_dir, LANDED_LIVE)
+        deadline = time.monotonic() + DEADLINE_SECONDS
+        retraining = None
+        while time.monotonic() < deadline:
+            retraining = _retraining_run(instance, training_job_name(usecase))
+            if retraining and instance.get_run_by_id(retraining.run_id).status in FINISHED:
+                break
+            assert daemon.poll() is None, (tmp_path / "daemon.log").read_text()[-3000:]
+            time.sleep(3)
+        assert retraining is not None, f"no retraining run within {DEADLINE_SECONDS} s"
+        retraining = instance.get_run_by_id(retraining.run_id)
+        assert retraining.status == dg.DagsterRunStatus.SUCCESS
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=60)
+
+    # Each live day ran through the landing sensor, and the drift that triggered retraining is one of them.
+    live_runs = instance.get_runs(dg.RunsFilter(job_name=daily_job_name(usecase), tags={
+        "dagster/sensor_name": "flights_landing_sensor"}))
+    assert {r.tags["dagster/partition"] for r in live_runs} == {day.isoformat() for day in LANDED_LIVE}
+    assert retraining.tags["mlops/trigger_day"] in {day.isoformat() for day in LANDED_LIVE}
+    watched = {dg.AssetCheckKey(monitoring_key("flights_delay"), name).to_user_string()
+               for name in (FEATURE_DRIFT, QUALITY_DROP)}
+    assert retraining.tags[TRIGGER_TAG] in watched
+
+    gate = instance.get_latest_asset_check_evaluation_record(
+        dg.AssetCheckKey(model_key("flights_delay"), BEATS_CHAMPION))
+    assert gate is not None and gate.run_id == retraining.run_id
+    candidate = str(gate.evaluation.metadata["candidate_version"].value)
+    champion = client.alias_version(registered, CHAMPION)
+    assert candidate != first_champion
+    assert champion == (candidate if gate.evaluation.passed else first_champion)
