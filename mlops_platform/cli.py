@@ -45,6 +45,11 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from mlops_platform.monitoring.summary import write_replay_summary
     from mlops_platform.replay import champions, layer_counts, replay
 
+    from mlflow.utils.logging_utils import disable_logging
+
+    # The terminal shows the timeline; MLflow's progress lines (registrations, evaluations) would bury it, and what
+    # they say is in the MLflow UI.
+    disable_logging()
     usecase = _usecase(settings, args.usecase)
     instance = persistent_instance(durable=False)
     days = _days(args)

@@ -12,7 +12,7 @@ import polars as pl
 
 from mlops_platform.defs.monitoring.assets import DATASET_ROW, FEATURES_SCOPE, PREDICTION_SCOPE, SERVING_SCOPE
 from mlops_platform.monitoring.serving_drift import OK_STATUS
-from mlops_platform.resources.warehouse import DayRange, DeltaWarehouse, schema_difference
+from mlops_platform.resources.warehouse import DeltaWarehouse, schema_difference
 from mlops_platform.serving.inference_log import DEFAULT_SCHEMA, DEFAULT_TABLE, INFERENCE_LOG_SCHEMA
 
 MONITORING = "monitoring"
@@ -27,10 +27,14 @@ def drift_by_day(warehouse: DeltaWarehouse, model: str, first: dt.date, last: dt
     if not warehouse.exists(MONITORING, DRIFT_TABLE):
         raise FileNotFoundError(f"{warehouse.full_name(MONITORING, DRIFT_TABLE)} does not exist at "
                                 f"{warehouse.path(MONITORING, DRIFT_TABLE)}: run `mlops monitoring refresh` first")
-    days = DayRange("day", first, last)
-    drift = pl.from_arrow(warehouse.read(MONITORING, DRIFT_TABLE, days=days)).filter(pl.col("model") == model)
-    quality = (pl.from_arrow(warehouse.read(MONITORING, QUALITY_TABLE, days=days)).filter(pl.col("model") == model)
-               if warehouse.exists(MONITORING, QUALITY_TABLE) else None)
+    def rows(table: str) -> pl.DataFrame:
+        # Read whole and filtered here: the tables are small (a row per day and column), and a filtered delta-rs
+        # scan can abort the interpreter at exit (delta-io/delta-rs#2184), which a CLI reports as a crash.
+        return pl.from_arrow(warehouse.read(MONITORING, table)).filter(
+            (pl.col("model") == model) & pl.col("day").is_between(first, last))
+
+    drift = rows(DRIFT_TABLE)
+    quality = rows(QUALITY_TABLE) if warehouse.exists(MONITORING, QUALITY_TABLE) else None
     summary = []
     for day in sorted(set(drift["day"].to_list())):
         today = drift.filter(pl.col("day") == day)

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from mlops_platform.monitoring.alerts import Alert, post_json, send_email
 from mlops_platform.resources.warehouse import DeltaWarehouse
@@ -163,11 +162,13 @@ class AlertSinks(dg.ConfigurableResource):
         return senders, skipped
 
     def _delivered(self, cause: str) -> set[str]:
-        table = self.warehouse.delta_table(ALERTS_SCHEMA, ALERTS_TABLE)
-        if table is None:
+        if not self.warehouse.exists(ALERTS_SCHEMA, ALERTS_TABLE):
             return set()
-        rows = table.to_pyarrow_table(columns=["sink", "status"], filters=[("cause", "=", cause)])
-        return set(rows.filter(pc.equal(rows["status"], SENT))["sink"].to_pylist())
+        # Unfiltered on purpose: the table is small, and a filtered delta-rs scan can abort the interpreter at
+        # exit (delta-io/delta-rs#2184), which a CLI process sending an alert would report as a crash.
+        rows = self.warehouse.read(ALERTS_SCHEMA, ALERTS_TABLE, columns=["cause", "sink", "status"]).to_pydict()
+        return {sink for row_cause, sink, status in zip(rows["cause"], rows["sink"], rows["status"], strict=True)
+                if row_cause == cause and status == SENT}
 
     def _row(self, alert: Alert, sink: str, error: str | None) -> dict:
         return {"at": dt.datetime.now(dt.UTC), "cause": alert.cause, "kind": alert.kind, "usecase": alert.usecase,

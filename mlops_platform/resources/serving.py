@@ -8,8 +8,8 @@ so the endpoint assets and the smoke test do not know which one they talk to.
   ``python -m mlops_platform.serving`` process serves that folder: started detached with a pid file when none runs,
   reused when one does; it picks up every redeploy without a restart.
 - :class:`DatabricksServing` creates or updates a Model Serving endpoint with databricks-sdk (served entities,
-  traffic routes, inference table). The workspace client is built only when a deploy needs it: it reads the
-  credentials from the environment variables named in the environment's configuration.
+  traffic routes, inference table) through the environment's :class:`DatabricksWorkspace`, whose credentials are
+  ``dg.EnvVar``s and whose client is built only when a deploy needs it.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from typing import Any
 
 import dagster as dg
 
+from mlops_platform.resources.databricks import DatabricksWorkspace, databricks_workspace
 from mlops_platform.serving.config import (
     EndpointConfig,
     ServedModel,
@@ -336,38 +337,22 @@ def _same_deployment(path: Path, config: EndpointConfig) -> bool:
 
 
 class DatabricksServing(ServingTarget):
-    """Databricks Model Serving in the workspace named by ``host_env``/``token_env``; served entities are Unity
-    Catalog models ``<catalog>.<model_schema>.<registered name>``, requests are logged to inference tables
+    """Databricks Model Serving in ``workspace``; served entities are Unity Catalog models
+    ``<catalog>.<model_schema>.<registered name>``, requests are logged to inference tables
     ``<catalog>.<inference_schema>.<endpoint>_payload``."""
 
-    host_env: str = "DATABRICKS_HOST"
-    token_env: str = "DATABRICKS_TOKEN"
+    workspace: DatabricksWorkspace
     catalog: str
     model_schema: str = "models"
     inference_schema: str = "monitoring"
     timeout_minutes: float = 30.0
 
-    def _host(self) -> str:
-        host = os.environ.get(self.host_env)
-        if not host:
-            raise ServingError(f"environment variable {self.host_env} (databricks.host_env) is not set: it names "
-                               "the Databricks workspace to deploy serving endpoints to")
-        return host.rstrip("/")
-
-    def workspace(self) -> Any:
-        from databricks.sdk import WorkspaceClient
-
-        token = os.environ.get(self.token_env)
-        if not token:
-            raise ServingError(f"environment variable {self.token_env} (databricks.token_env) is not set")
-        return WorkspaceClient(host=self._host(), token=token)
-
     def auth_token(self, token_env: str | None) -> str | None:
         # Databricks endpoints take a workspace token, whatever the stage configures for the local server.
-        return os.environ.get(self.token_env)
+        return self.workspace.token
 
     def invocation_url(self, name: str) -> str:
-        return f"{self._host()}/serving-endpoints/{name}/invocations"
+        return f"{self.workspace.host.rstrip('/')}/serving-endpoints/{name}/invocations"
 
     def entity_name(self, registered_name: str) -> str:
         return f"{self.catalog}.{self.model_schema}.{registered_name}"
@@ -398,7 +383,7 @@ class DatabricksServing(ServingTarget):
         from databricks.sdk.errors import NotFound
         from databricks.sdk.service.serving import EndpointCoreConfigInput
 
-        client = self.workspace()
+        client = self.workspace.workspace_client()
         request = self.endpoint_request(deployment)
         timeout = dt.timedelta(minutes=self.timeout_minutes)
         try:
@@ -419,7 +404,8 @@ class DatabricksServing(ServingTarget):
             name=deployment.name, url=self.invocation_url(deployment.name), changed=action != "unchanged",
             served_versions={m.alias: m.version for m in deployment.models},
             traffic={m.alias: m.traffic_percent for m in deployment.models},
-            detail={"action": action, "served_entities": [self.entity_name(m.registered_name) for m in deployment.models]},
+            detail={"action": action,
+                    "served_entities": [self.entity_name(m.registered_name) for m in deployment.models]},
         )
 
 
@@ -445,8 +431,8 @@ def serving_target(settings: Any) -> ServingTarget:
     env = settings.environment
     serving_dir = str(settings.serving_dir)
     if env.databricks is not None:
-        return DatabricksServing(serving_dir=serving_dir, host_env=env.databricks.host_env,
-                                 token_env=env.databricks.token_env, catalog=env.catalog)
+        return DatabricksServing(serving_dir=serving_dir, workspace=databricks_workspace(env.databricks),
+                                 catalog=env.catalog)
     return LocalServing(serving_dir=serving_dir, host=env.serving.host, port=env.serving.port,
                         warehouse_root=str(settings.warehouse_dir), catalog=env.catalog)
 

@@ -28,12 +28,12 @@ def webhook_server() -> Iterator[Webhook]:
     webhook = Webhook(url="")
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - the http.server protocol
+        def do_POST(self) -> None:
             length = int(self.headers["Content-Length"])
             body = self.rfile.read(length)
             self.send_response(webhook.status)
             self.end_headers()
-            if webhook.status == 200:  # noqa: PLR2004
+            if webhook.status == 200:
                 webhook.posts.append(json.loads(body))
                 webhook.content_types.append(self.headers["Content-Type"])
 
@@ -62,7 +62,7 @@ class _Capture:
     def __init__(self) -> None:
         self.mails: list[Mail] = []
 
-    async def handle_DATA(self, server, session, envelope) -> str:  # noqa: N802 - aiosmtpd's handler protocol
+    async def handle_DATA(self, server, session, envelope) -> str:
         self.mails.append(Mail(envelope.mail_from, list(envelope.rcpt_tos), message_from_bytes(envelope.content)))
         return "250 Message accepted for delivery"
 

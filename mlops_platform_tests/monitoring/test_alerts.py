@@ -125,9 +125,9 @@ def test_another_process_does_not_send_a_cause_again(warehouse, receivers):
     )
     run = [sys.executable, "-c", script, warehouse.root, str(port)]
 
-    first = subprocess.run(run, capture_output=True, text=True, timeout=120)
+    first = subprocess.run(run, capture_output=True, text=True, timeout=120, check=False)
     assert first.returncode == 0, first.stderr[-4000:]
-    second = subprocess.run(run, capture_output=True, text=True, timeout=120)
+    second = subprocess.run(run, capture_output=True, text=True, timeout=120, check=False)
     assert second.returncode == 0, second.stderr[-4000:]
 
     assert first.stdout.strip() == "webhook,email|"
@@ -157,7 +157,6 @@ def test_a_failing_sink_is_recorded_named_and_retried_while_the_other_delivers(w
 
 
 def test_an_unreachable_smtp_server_is_a_recorded_failure_naming_the_email_sink(warehouse, receivers):
-    webhook, _, _ = receivers
     delivery = sinks(warehouse, free_port()).send(drift())
 
     assert delivery.sent == (WEBHOOK,)

@@ -20,12 +20,12 @@ from databricks.sdk.service.serving import (
 from mlops_platform.defs import build_definitions
 from mlops_platform.defs.serving.assets import serving_assets
 from mlops_platform.defs.serving.keys import endpoint_key
+from mlops_platform.resources.databricks import DatabricksWorkspace
 from mlops_platform.resources.serving import (
     DatabricksServing,
     EndpointDeployment,
     LocalServing,
     ResolvedModel,
-    ServingError,
 )
 from mlops_platform.settings import load_settings
 
@@ -36,14 +36,12 @@ TOKEN = "dapi-test-token"
 TIMEOUT = dt.timedelta(minutes=30)
 
 
-@pytest.fixture
-def credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DATABRICKS_HOST", HOST + "/")
-    monkeypatch.setenv("DATABRICKS_TOKEN", TOKEN)
+CLIENT = "mlops_platform.resources.databricks.WorkspaceClient"
 
 
 def target() -> DatabricksServing:
-    return DatabricksServing(serving_dir="/unused", catalog="mlops_dev")
+    return DatabricksServing(serving_dir="/unused", catalog="mlops_dev",
+                             workspace=DatabricksWorkspace(host=HOST + "/", token=TOKEN))
 
 
 def deployment(challenger: bool = True) -> EndpointDeployment:
@@ -80,13 +78,13 @@ def existing(versions: tuple[str, ...], percents: tuple[int, ...]) -> ServingEnd
     ))
 
 
-def test_a_new_endpoint_is_created_with_entities_routes_and_inference_table(credentials: None) -> None:
+def test_a_new_endpoint_is_created_with_entities_routes_and_inference_table() -> None:
     workspace = MagicMock()
     workspace.serving_endpoints.get.side_effect = NotFound("endpoint flights-delay does not exist")
-    with patch("databricks.sdk.WorkspaceClient", return_value=workspace) as client_class:
+    with patch(CLIENT, return_value=workspace) as client_class:
         outcome = target().deploy(deployment(), tracking_uri="databricks-uc")
 
-    client_class.assert_called_once_with(host=HOST, token=TOKEN)
+    client_class.assert_called_once_with(host=HOST + "/", token=TOKEN)
     workspace.serving_endpoints.get.assert_called_once_with("flights-delay")
     workspace.serving_endpoints.create.assert_called_once_with(
         name="flights-delay",
@@ -116,10 +114,10 @@ def test_a_new_endpoint_is_created_with_entities_routes_and_inference_table(cred
     assert outcome.traffic == {"champion": 90, "challenger": 10}
 
 
-def test_an_existing_endpoint_gets_its_config_updated(credentials: None) -> None:
+def test_an_existing_endpoint_gets_its_config_updated() -> None:
     workspace = MagicMock()
     workspace.serving_endpoints.get.return_value = existing(("6",), (100,))
-    with patch("databricks.sdk.WorkspaceClient", return_value=workspace):
+    with patch(CLIENT, return_value=workspace):
         outcome = target().deploy(deployment(), tracking_uri="databricks-uc")
 
     workspace.serving_endpoints.update_config.assert_called_once_with(
@@ -131,10 +129,10 @@ def test_an_existing_endpoint_gets_its_config_updated(credentials: None) -> None
     assert outcome.changed and outcome.detail["action"] == "updated"
 
 
-def test_an_endpoint_already_serving_the_versions_is_left_alone(credentials: None) -> None:
+def test_an_endpoint_already_serving_the_versions_is_left_alone() -> None:
     workspace = MagicMock()
     workspace.serving_endpoints.get.return_value = existing(("7", "8"), (90, 10))
-    with patch("databricks.sdk.WorkspaceClient", return_value=workspace):
+    with patch(CLIENT, return_value=workspace):
         outcome = target().deploy(deployment(), tracking_uri="databricks-uc")
 
     workspace.serving_endpoints.update_config.assert_not_called()
@@ -142,19 +140,29 @@ def test_an_endpoint_already_serving_the_versions_is_left_alone(credentials: Non
     assert not outcome.changed and outcome.detail["action"] == "unchanged"
 
 
-def test_missing_credentials_name_the_environment_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_credentials_fail_the_deploy_naming_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DATABRICKS_HOST", raising=False)
     monkeypatch.setenv("DATABRICKS_TOKEN", TOKEN)
-    with patch("databricks.sdk.WorkspaceClient") as client_class, pytest.raises(ServingError, match="DATABRICKS_HOST"):
-        target().deploy(deployment(), tracking_uri="databricks-uc")
+    settings = load_settings("dev")
+    usecase = settings.usecases["flights"]
+    staging = endpoint_key("flights_delay", "staging")
+    registry = MagicMock()
+    registry.client.return_value.get_registered_model.return_value.aliases = {"champion": 7}
+    with patch(CLIENT) as client_class:
+        result = dg.materialize([d for d in serving_assets(usecase) if staging in d.keys], raise_on_error=False,
+                                resources={"mlflow": registry, "serving": build_definitions(settings).resources["serving"]})
+    assert not result.success
     client_class.assert_not_called()
+    # The resource cannot be initialised: the run fails before any step, naming the variable.
+    failures = [e for e in result.all_events if e.event_type == dg.DagsterEventType.RUN_FAILURE]
+    assert failures and "DATABRICKS_HOST" in str(failures[0].event_specific_data)
 
 
 def test_the_environment_picks_the_target_and_building_the_graph_needs_no_workspace(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DATABRICKS_HOST", raising=False)
     monkeypatch.delenv("DATABRICKS_TOKEN", raising=False)
-    with patch("databricks.sdk.WorkspaceClient") as client_class:
+    with patch(CLIENT) as client_class:
         dev = build_definitions(load_settings("dev"))
         local = build_definitions(load_settings("local"))
     client_class.assert_not_called()
@@ -163,7 +171,7 @@ def test_the_environment_picks_the_target_and_building_the_graph_needs_no_worksp
     assert isinstance(local.resources["serving"], LocalServing)
 
 
-def test_the_staging_asset_deploys_the_aliases_to_databricks(credentials: None) -> None:
+def test_the_staging_asset_deploys_the_aliases_to_databricks() -> None:
     usecase = load_settings("dev").usecases["flights"]
     registry = MagicMock()
     registry.tracking_uri = "databricks-uc"
@@ -171,7 +179,7 @@ def test_the_staging_asset_deploys_the_aliases_to_databricks(credentials: None) 
     workspace = MagicMock()
     workspace.serving_endpoints.get.side_effect = NotFound("no such endpoint")
     staging = endpoint_key("flights_delay", "staging")
-    with patch("databricks.sdk.WorkspaceClient", return_value=workspace):
+    with patch(CLIENT, return_value=workspace):
         result = dg.materialize([d for d in serving_assets(usecase) if staging in d.keys],
                                 resources={"mlflow": registry, "serving": target()})
 

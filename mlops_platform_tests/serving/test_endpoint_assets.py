@@ -163,7 +163,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Any:
                            catalog="test")
     try:
         experiment = tracking.experiment_id("/flights/serving-tests")
-        versions = {"good": register_pipeline(usecase, experiment, 1), "other": register_pipeline(usecase, experiment, 2),
+        versions = {"good": register_pipeline(usecase, experiment, 1),
+                    "other": register_pipeline(usecase, experiment, 2),
                     "broken": register_unscorable(usecase, experiment)}
         yield World(root, usecase, warehouse, tracking, serving, versions)
     finally:
