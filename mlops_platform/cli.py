@@ -347,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--bootstrap-days", type=int, default=DEFAULT_BOOTSTRAP_DAYS,
                      help="days replayed before the first champion is trained (default: %(default)s)")
     run.set_defaults(handler=cmd_run)
-    status = commands.add_parser("status", help="tables and their Delta versions")
+    status = commands.add_parser("status", help="tables and their Delta versions, champions, latest drift day")
     status.add_argument("--usecase")
     status.set_defaults(handler=cmd_status)
     features = commands.add_parser("features", help="the feature registry: tables, keys, freshness, models")

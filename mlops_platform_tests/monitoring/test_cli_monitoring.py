@@ -183,3 +183,21 @@ def test_promote_and_rollback_send_alerts_once(receivers, settings, capsys):
     assert [mail.message["Subject"] for mail in mails][-1] == (
         "[mlops warning] flights_delay: champion rolled back v2 -> v1")
     assert "has no earlier champion" in capsys.readouterr().err
+
+
+def test_monitoring_refresh_is_one_run_over_the_range_on_the_persistent_instance(settings, tmp_path, monkeypatch,
+                                                                                 capsys):
+    import dagster as dg
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+
+    # No champion yet: scoring (and monitoring after it) has nothing to do, and the run still covers the range.
+    assert main(["monitoring", "refresh", "--start", "2013-01-01", "--end", "2013-01-03"]) == 0
+
+    assert "flights: predictions and monitoring from 2013-01-01 to 2013-01-03 in run" in capsys.readouterr().out
+    with dg.DagsterInstance.from_config(str(tmp_path / "dagster_home")) as instance:
+        [run] = instance.get_runs()
+        assert run.tags["dagster/asset_partition_range_start"] == "2013-01-01"
+        assert run.tags["dagster/asset_partition_range_end"] == "2013-01-03"
+        plan = instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id)
+        assert set(plan.step_keys_to_execute) == {"predictions__flights_delay", "monitoring__flights_delay_drift"}

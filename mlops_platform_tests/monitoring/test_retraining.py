@@ -6,7 +6,7 @@ import datetime as dt
 
 import dagster as dg
 
-from mlops_platform.defs.monitoring.assets import FEATURE_DRIFT, QUALITY_DROP, monitoring_key
+from mlops_platform.defs.monitoring.assets import FEATURE_DRIFT, QUALITY_DROP, monitoring_key, quality_dropped_below
 from mlops_platform.defs.monitoring.sensors import TRIGGER_TAG
 from mlops_platform.monitoring.decisions import debounced, retraining_decision
 from mlops_platform.settings import Debounce, RetrainingConfig
@@ -58,7 +58,7 @@ def evaluate(definitions, instance, cursor):
     return requests, context.cursor
 
 
-def test_the_sensor_requests_retraining_once_per_failed_evaluation_within_guardrails(definitions):
+def test_the_sensor_requests_retraining_once_per_failed_evaluation_within_guardrails(definitions, flights):
     instance = dg.DagsterInstance.ephemeral()
     report(instance, FEATURE_DRIFT, passed=True, day=DAY)
     requests, cursor = evaluate(definitions, instance, None)
@@ -73,13 +73,26 @@ def test_the_sensor_requests_retraining_once_per_failed_evaluation_within_guardr
 
     # The same evaluation seen again requests nothing; a new failure inside the cooldown neither.
     assert evaluate(definitions, instance, cursor)[0] == []
+    assert flights.monitoring.retraining.cooldown_days > 3
     report(instance, QUALITY_DROP, passed=False, day=DAY + dt.timedelta(days=3))
     requests, cursor = evaluate(definitions, instance, cursor)
     assert requests == []
 
     # After the cooldown a new failure retrains again, with a run key of its own.
-    report(instance, FEATURE_DRIFT, passed=False, day=DAY + dt.timedelta(days=8))
+    after_cooldown = DAY + dt.timedelta(days=flights.monitoring.retraining.cooldown_days + 1)
+    report(instance, FEATURE_DRIFT, passed=False, day=after_cooldown)
     later, _ = evaluate(definitions, instance, cursor)
     assert len(later) == 1
     assert later[0].run_key != first_run_key
-    assert later[0].tags["mlops/trigger_day"] == (DAY + dt.timedelta(days=8)).isoformat()
+    assert later[0].tags["mlops/trigger_day"] == after_cooldown.isoformat()
+
+
+def test_quality_drops_by_the_metric_direction_and_beyond_the_tolerance(flights):
+    spec = flights.monitoring.model_copy(update={"max_quality_drop": 0.05})
+    lower_is_better = spec.model_copy(update={"quality_metric": "root_mean_squared_error"})
+
+    assert quality_dropped_below(0.59, 0.65, spec)
+    assert not quality_dropped_below(0.61, 0.65, spec)
+    assert not quality_dropped_below(None, 0.65, spec) and not quality_dropped_below(float("nan"), 0.65, spec)
+    assert quality_dropped_below(40.1, 40.0 - 0.06, lower_is_better)
+    assert not quality_dropped_below(30.0, 40.0, lower_is_better)

@@ -7,6 +7,7 @@ day, model and column or metric, so trends can be queried and plotted.
 """
 
 import datetime as dt
+import math
 
 import dagster as dg
 import numpy as np
@@ -127,7 +128,9 @@ def _monitoring_asset(usecase: UseCaseConfig, spec: MonitoringConfig) -> dg.Asse
                 f"last {spec.debounce.of_last} days, the latest among them")),
             dg.AssetCheckSpec(PREDICTION_DRIFT, asset=key, description="the prediction distribution drifts"),
             dg.AssetCheckSpec(QUALITY_DROP, asset=key, description=(
-                f"{spec.quality_metric} falls more than {spec.max_quality_drop} below the champion's test score")),
+                f"fails when {spec.quality_metric} is worse than the champion's test score by more than "
+                f"{spec.max_quality_drop} on {spec.debounce.days} of the last {spec.debounce.of_last} days, the "
+                "latest among them")),
         ],
     )
     def monitoring(context: dg.AssetExecutionContext, warehouse: DeltaWarehouse, mlflow: MlflowTracking,
@@ -195,7 +198,9 @@ def _monitoring_asset(usecase: UseCaseConfig, spec: MonitoringConfig) -> dg.Asse
         history = _dataset_drift_history(warehouse, config.registered_name, latest, spec.debounce.of_last)
         confirmed = debounced(history, latest, spec.debounce)
         drifted_columns = [c.column for c in drift.columns if c.drifted]
-        quality_dropped = quality is not None and baseline is not None and quality < baseline - spec.max_quality_drop
+        quality_history = _quality_drop_history(warehouse, config.registered_name, spec, latest)
+        # One bad day of labels is noise as much as one drifted day is: the same debounce rule applies.
+        quality_dropped = debounced(quality_history, latest, spec.debounce)
         version = str(quality_rows[-1]["model_version"])
         if confirmed:
             alerts.send(drift_alert(usecase.name, config.registered_name, version, latest, drift.share_drifted,
@@ -235,7 +240,8 @@ def _monitoring_asset(usecase: UseCaseConfig, spec: MonitoringConfig) -> dg.Asse
             check_name=QUALITY_DROP, passed=not quality_dropped, severity=dg.AssetCheckSeverity.ERROR,
             metadata={"day": latest.isoformat(), spec.quality_metric: quality if quality is not None else float("nan"),
                       "champion": baseline if baseline is not None else float("nan"),
-                      "max_drop": spec.max_quality_drop},
+                      "max_drop": spec.max_quality_drop, "dropped_today": quality_history.get(latest, False),
+                      "recent_days_dropped": sum(quality_history.values())},
         )
 
     return monitoring
@@ -279,6 +285,27 @@ def _dataset_drift_history(warehouse: DeltaWarehouse, model: str, latest: dt.dat
     rows = table.filter((pl.col("model") == model) & (pl.col("scope") == FEATURES_SCOPE)
                         & (pl.col("column") == DATASET_ROW))
     return dict(zip(rows["day"].to_list(), rows["drifted"].to_list(), strict=True))
+
+
+LOWER_IS_BETTER = {"root_mean_squared_error", "mean_absolute_error"}
+
+
+def quality_dropped_below(value: float | None, champion: float | None, spec: MonitoringConfig) -> bool:
+    """Whether a day's quality is worse than the champion's test score by more than ``max_quality_drop``."""
+    if value is None or champion is None or math.isnan(value) or math.isnan(champion):
+        return False
+    if spec.quality_metric in LOWER_IS_BETTER:
+        return value > champion + spec.max_quality_drop
+    return value < champion - spec.max_quality_drop
+
+
+def _quality_drop_history(warehouse: DeltaWarehouse, model: str, spec: MonitoringConfig, latest: dt.date
+                          ) -> dict[dt.date, bool]:
+    first = latest - dt.timedelta(days=spec.debounce.of_last - 1)
+    table = pl.from_arrow(warehouse.read("monitoring", "quality_metrics", days=DayRange("day", first, latest)))
+    rows = table.filter((pl.col("model") == model) & (pl.col("metric") == spec.quality_metric))
+    return {day: quality_dropped_below(value, champion, spec)
+            for day, value, champion in zip(rows["day"], rows["value"], rows["champion_value"], strict=True)}
 
 
 def _serving_metadata(serving: DriftResult | str) -> dict[str, object]:
