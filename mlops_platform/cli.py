@@ -13,6 +13,8 @@ from mlops_platform.settings import ConfigError, Settings, UseCaseConfig, load_s
 
 DEFAULT_DAYS = 35
 DEFAULT_BOOTSTRAP_DAYS = 35
+# January to June: five weeks to a first champion, then the months in which summer drifts away from it.
+DEFAULT_REPLAY_DAYS = 181
 
 
 def _usecase(settings: Settings, name: str | None) -> UseCaseConfig:
@@ -342,7 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     with_days(commands.add_parser("land", help="write days of source data into the landing zone")).set_defaults(
         handler=cmd_land)
-    run = with_days(commands.add_parser("run", help="land and process days, then train and promote the models"))
+    run = with_days(commands.add_parser("run", help="replay days: tables, a first champion, scoring, monitoring and "
+                                                    "drift-triggered retraining"))
+    run.set_defaults(days=DEFAULT_REPLAY_DAYS)
     run.add_argument("--skip-training", action="store_true", help="only the daily job: no champion, no retraining")
     run.add_argument("--bootstrap-days", type=int, default=DEFAULT_BOOTSTRAP_DAYS,
                      help="days replayed before the first champion is trained (default: %(default)s)")
@@ -404,5 +408,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def run() -> None:
+    """The ``mlops`` console script: ``main``, then an exit that skips the interpreter's teardown.
+
+    delta-rs' runtime threads can abort the interpreter during teardown after a filtered read ("terminate called
+    without an active exception", delta-io/delta-rs#2184), turning a finished command's exit code into 134. By then
+    every write is committed and the output flushed, so there is nothing left to tear down.
+    """
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
