@@ -42,15 +42,17 @@ def cmd_land(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    # The terminal shows the timeline; MLflow's progress lines (registrations, evaluations, downloads) would bury
+    # it, and what they say is in the MLflow UI. Set before MLflow is imported: it configures its loggers then.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    from mlflow.utils.logging_utils import disable_logging
+
     from mlops_platform.defs import build_definitions
     from mlops_platform.instance import persistent_instance
     from mlops_platform.monitoring.summary import write_replay_summary
     from mlops_platform.replay import champions, layer_counts, replay
 
-    from mlflow.utils.logging_utils import disable_logging
-
-    # The terminal shows the timeline; MLflow's progress lines (registrations, evaluations) would bury it, and what
-    # they say is in the MLflow UI.
     disable_logging()
     usecase = _usecase(settings, args.usecase)
     instance = persistent_instance(durable=False)

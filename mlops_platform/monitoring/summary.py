@@ -42,6 +42,9 @@ def _figure(outcomes: Sequence[DayOutcome], drift_threshold: float, quality_metr
             if outcome.retraining:
                 axis.axvline(outcome.day, color="tab:orange", alpha=0.5, linewidth=1)
         axis.grid(alpha=0.3)
+    # The days before the first champion have nothing to plot; they stay on the axis, as part of the story.
+    champion.set_xlim(days[0], days[-1])
+    champion.yaxis.get_major_locator().set_params(integer=True)
     drift.plot([], [], color="tab:orange", alpha=0.5, label="retraining")
     drift.legend(loc="upper left", fontsize=8)
     quality.legend(loc="lower left", fontsize=8)

@@ -120,7 +120,8 @@ class AlertSinks(dg.ConfigurableResource):
                     deliver()
                 except Exception as error:  # noqa: BLE001 - any failure of a sink is recorded, named and reported
                     failed[sink] = f"{type(error).__name__}: {error}"
-                    log.error(f"alert {alert.cause}: {sink} sink failed: {failed[sink]} (recorded in "
+                    # A warning, not an error: the run goes on, the attempt is recorded and retried.
+                    log.warning(f"alert {alert.cause}: {sink} sink failed: {failed[sink]} (recorded in "
                               f"{self.warehouse.full_name(ALERTS_SCHEMA, ALERTS_TABLE)}; retried when the cause "
                               "is raised again)")
                 else:

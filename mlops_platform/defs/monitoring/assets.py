@@ -163,7 +163,8 @@ def _monitoring_asset(usecase: UseCaseConfig, spec: MonitoringConfig) -> dg.Asse
             drift = detect_drift(reference_features, current_features, numerical=numerical, categorical=categorical,
                                  threshold=spec.column_threshold, drift_share=spec.max_drifted_share)
             prediction_drift = detect_drift(pd.DataFrame({PREDICTION: reference_scores}),
-                                            current[[PREDICTION]], numerical=[PREDICTION], categorical=[])
+                                            current[[PREDICTION]], numerical=[PREDICTION], categorical=[],
+                                            threshold=spec.column_threshold)
             labelled = current.drop(columns=usecase.training_set.labels).merge(
                 _labels(warehouse, usecase, day), how="left")
             quality = _quality(labelled, config.label, spec.quality_metric, config.task)
