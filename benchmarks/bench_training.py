@@ -26,15 +26,15 @@ from pathlib import Path
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 warnings.filterwarnings("ignore")
 
-import dagster as dg  # noqa: E402
-import pandas as pd  # noqa: E402
+import dagster as dg
+import pandas as pd
 
-from mlops_platform.defs import build_definitions  # noqa: E402
-from mlops_platform.features import build_training_set  # noqa: E402
-from mlops_platform.landing import day_range, land_days  # noqa: E402
-from mlops_platform.resources import build_resources  # noqa: E402
-from mlops_platform.resources.engine import PolarsEngine  # noqa: E402
-from mlops_platform.settings import DATA_DIR_ENV, load_settings  # noqa: E402
+from mlops_platform.defs import build_definitions
+from mlops_platform.features import build_training_set
+from mlops_platform.landing import day_range, land_days
+from mlops_platform.resources import build_resources
+from mlops_platform.resources.engine import PolarsEngine
+from mlops_platform.settings import DATA_DIR_ENV, load_settings
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 RESULTS = Path(__file__).parent / "results"

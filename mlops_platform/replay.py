@@ -12,6 +12,7 @@ This is what the README's main command runs.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -139,7 +140,7 @@ class Replay:
             monitored = _materialization_metadata(result, monitoring_key(self.usecase.monitoring.model))
             outcome.drift_share = monitored.get("drift_share")
             quality = monitored.get(self.usecase.monitoring.quality_metric)
-            outcome.quality = None if quality is None or quality != quality else float(quality)
+            outcome.quality = None if quality is None or math.isnan(quality) else float(quality)
             outcome.scored_by = monitored.get("model_version")
         if outcome.success and self.training is not None:
             if self.champion() is None:

@@ -14,9 +14,9 @@ import pytest
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
 
-from mlops_platform.defs import build_definitions  # noqa: E402
-from mlops_platform.landing import day_range, land_days  # noqa: E402
-from mlops_platform.settings import DATA_DIR_ENV, SERVING_PORT_ENV, Settings, UseCaseConfig, load_settings  # noqa: E402
+from mlops_platform.defs import build_definitions
+from mlops_platform.landing import day_range, land_days
+from mlops_platform.settings import DATA_DIR_ENV, SERVING_PORT_ENV, Settings, UseCaseConfig, load_settings
 
 FIRST_DAY = dt.date(2013, 1, 1)
 LANDED_DAYS = day_range(FIRST_DAY, 3)

@@ -30,7 +30,13 @@ from mlops_platform.defs.training.assets import model_key, training_job_name
 from mlops_platform.landing import day_range, land_days
 from mlops_platform.ml.gate import CHAMPION
 from mlops_platform.resources.serving import stop_server
-from mlops_platform.settings import CONFIG_DIR_ENV, DATA_DIR_ENV, PROJECT_ROOT, SERVING_PORT_ENV, load_settings
+from mlops_platform.settings import (
+    CONFIG_DIR_ENV,
+    DATA_DIR_ENV,
+    PROJECT_ROOT,
+    SERVING_PORT_ENV,
+    load_settings,
+)
 from mlops_platform_tests.conftest import QUIET
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("daemon")]

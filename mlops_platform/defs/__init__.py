@@ -11,9 +11,9 @@ from mlops_platform.defs.inference.assets import inference_assets
 from mlops_platform.defs.jobs import daily_job, freshness_keys, reference_job, schedules
 from mlops_platform.defs.landing.assets import landing_specs
 from mlops_platform.defs.landing.sensors import landing_sensor
-from mlops_platform.defs.quality import freshness_checks
 from mlops_platform.defs.monitoring.assets import monitoring_assets
 from mlops_platform.defs.monitoring.sensors import retraining_sensor
+from mlops_platform.defs.quality import freshness_checks
 from mlops_platform.defs.registry.assets import registry_assets
 from mlops_platform.defs.remote import databricks_definitions
 from mlops_platform.defs.serving.assets import serving_assets

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 
 import dagster as dg
@@ -37,7 +36,7 @@ def scored(settings):
     definitions = build_definitions(settings)
     instance = dg.DagsterInstance.ephemeral()
     land_days(settings.usecases["flights"], settings.landing_dir, DAYS)
-    run = lambda job, **kw: definitions.resolve_job_def(job).execute_in_process(  # noqa: E731
+    run = lambda job, **kw: definitions.resolve_job_def(job).execute_in_process(
         instance=instance, run_config=QUIET, **kw)
     assert run("flights_reference").success
     assert run("flights_daily", tags={"dagster/asset_partition_range_start": DAYS[0].isoformat(),

@@ -20,6 +20,7 @@ from mlops_platform.resources.engine import ComputeEngine, Engine
 from mlops_platform.resources.warehouse import DayRange, DeltaWarehouse
 from mlops_platform.settings import GoldConfig, UseCaseConfig
 
+
 def read_inputs(usecase: UseCaseConfig, spec: GoldConfig, runner: Engine, warehouse: DeltaWarehouse,
                 days: DayRange) -> dict[str, nw.LazyFrame]:
     """The silver inputs of a gold table for ``days``: daily sources for those days, reference tables whole."""

@@ -23,6 +23,7 @@ from mlops_platform.ml.scoring import PREDICTION, feature_frame
 from mlops_platform.monitoring.alerts import drift_alert, quality_alert
 from mlops_platform.monitoring.decisions import debounced
 from mlops_platform.monitoring.drift import DriftResult, detect_drift, render_html_report
+from mlops_platform.monitoring.profile import profile
 from mlops_platform.monitoring.serving_drift import served_records, serving_drift
 from mlops_platform.resources.alerts import AlertSinks
 from mlops_platform.resources.mlflow import MlflowTracking
@@ -114,7 +115,8 @@ def _monitoring_asset(usecase: UseCaseConfig, spec: MonitoringConfig) -> dg.Asse
                     "prediction drift of the day's scored rows against the champion's training reference, feature "
                     "drift of the day's served requests (monitoring.inference_log, scope 'serving'), and "
                     f"{spec.quality_metric} once labels exist. One row per day and column in "
-                    "monitoring.drift_metrics, per day and metric in monitoring.quality_metrics; an HTML report per "
+                    "monitoring.drift_metrics, per day and metric in monitoring.quality_metrics, per day, column and "
+                    "metric in monitoring.profile_metrics; an HTML report per "
                     "day. Read by the retraining sensor and by people.",
         group_name="monitoring",
         kinds={"delta", "evidently"},
@@ -139,7 +141,7 @@ def _monitoring_asset(usecase: UseCaseConfig, spec: MonitoringConfig) -> dg.Asse
         scored = pl.from_arrow(warehouse.read("predictions", spec.model, days=days))
         served = served_records(warehouse, config.registered_name, days.first, days.last, features)
         serving_results: dict[dt.date, DriftResult | str] = {}
-        drift_rows, quality_rows, day_results = [], [], {}
+        drift_rows, quality_rows, profile_rows, day_results = [], [], [], {}
         references: dict[str, tuple[pd.DataFrame, object]] = {}
         day = days.first
         while day <= days.last:
@@ -174,6 +176,8 @@ def _monitoring_asset(usecase: UseCaseConfig, spec: MonitoringConfig) -> dg.Asse
                                categorical=categorical)
             drift_rows += _drift_rows(day, config.registered_name, version, drift, FEATURES_SCOPE,
                                       spec.max_drifted_share)
+            profile_rows += [{"day": day, "model": config.registered_name, "model_version": version, **row}
+                             for row in profile(current, [*all_numerical, PREDICTION], all_categorical)]
             drift_rows += _drift_rows(day, config.registered_name, version, prediction_drift, PREDICTION_SCOPE, 0.5)
             serving_results[day] = serving_drift(served, day, reference_features, config, numerical, categorical,
                                                  threshold=spec.column_threshold, drift_share=spec.max_drifted_share)
@@ -190,6 +194,8 @@ def _monitoring_asset(usecase: UseCaseConfig, spec: MonitoringConfig) -> dg.Asse
         warehouse.replace_days("monitoring", "drift_metrics", pa.Table.from_pylist(drift_rows, DRIFT_SCHEMA),
                                day_range)
         warehouse.replace_days("monitoring", "quality_metrics", pa.Table.from_pylist(quality_rows, QUALITY_SCHEMA),
+                               day_range)
+        warehouse.replace_days("monitoring", "profile_metrics", pa.Table.from_pylist(profile_rows, PROFILE_SCHEMA),
                                day_range)
         if not day_results:
             yield dg.MaterializeResult(metadata={"days_monitored": 0})
@@ -252,6 +258,11 @@ DRIFT_SCHEMA = pa.schema([
     ("day", pa.date32()), ("model", pa.large_string()), ("model_version", pa.large_string()),
     ("scope", pa.large_string()), ("column", pa.large_string()), ("method", pa.large_string()),
     ("score", pa.float64()), ("threshold", pa.float64()), ("drifted", pa.bool_()),
+])
+PROFILE_SCHEMA = pa.schema([
+    ("day", pa.date32()), ("model", pa.large_string()), ("model_version", pa.large_string()),
+    ("column", pa.large_string()), ("kind", pa.large_string()), ("metric", pa.large_string()),
+    ("value", pa.float64()),
 ])
 QUALITY_SCHEMA = pa.schema([
     ("day", pa.date32()), ("model", pa.large_string()), ("model_version", pa.large_string()),

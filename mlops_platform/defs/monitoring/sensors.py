@@ -12,6 +12,7 @@ import datetime as dt
 import json
 
 import dagster as dg
+
 # Not exported at the top level; the event log's check history is the one API that pages through evaluations.
 from dagster._core.storage.asset_check_execution_record import COMPLETED_ASSET_CHECK_EXECUTION_RECORD_STATUSES
 

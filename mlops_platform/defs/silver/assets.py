@@ -14,9 +14,9 @@ from mlops_platform.defs.quality import (
     KEYS_UNIQUE,
     QUARANTINE_SHARE,
     ROWS_RECONCILE,
-    sample_rows,
     check_spec,
     reconcile_result,
+    sample_rows,
     unique_keys_result,
 )
 from mlops_platform.defs.tables import BACKFILL_POLICY, daily_partitions, days_of_run, table_metadata
