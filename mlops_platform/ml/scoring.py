@@ -51,16 +51,22 @@ def load_alias(client: MlflowClient, config: ModelConfig, alias: str):
 
 
 def score(rows: pa.Table, config: ModelConfig, features: Sequence[str], model, scored: ScoredModel) -> pa.Table:
-    """``rows`` with the prediction (probability of the positive class, or the value), model name and version."""
-    frame = rows.to_pandas()
-    inputs = feature_frame(frame, config, features)
+    """``rows`` with the prediction (probability of the positive class, or the value), model name and version.
+
+    The input columns keep their Arrow types: through pandas, an integer column with a null would come back as a
+    float, and the predictions table would change its schema on the first day a key was missing.
+    """
+    inputs = feature_frame(rows.to_pandas(), config, features)
     if config.task == "classification":
         probability = model.predict_proba(inputs)[:, 1] if len(inputs) else np.array([], dtype="float64")
-        frame[PREDICTION] = probability
-        frame[PREDICTED_LABEL] = probability >= 0.5
+        outputs = {PREDICTION: pa.array(probability, pa.float64()), PREDICTED_LABEL: pa.array(probability >= 0.5)}
     else:
-        frame[PREDICTION] = model.predict(inputs) if len(inputs) else np.array([], dtype="float64")
-    frame["model_name"] = scored.name
-    frame["model_version"] = scored.version
-    frame["scored_at"] = pd.Timestamp(dt.datetime.now(dt.UTC))
-    return pa.Table.from_pandas(frame, preserve_index=False)
+        values = model.predict(inputs) if len(inputs) else np.array([], dtype="float64")
+        outputs = {PREDICTION: pa.array(values, pa.float64())}
+    outputs["model_name"] = pa.array([scored.name] * rows.num_rows, pa.large_string())
+    outputs["model_version"] = pa.array([scored.version] * rows.num_rows, pa.large_string())
+    outputs["scored_at"] = pa.array([dt.datetime.now(dt.UTC)] * rows.num_rows, pa.timestamp("us", tz="UTC"))
+    table = rows
+    for name, column in outputs.items():
+        table = table.append_column(name, column)
+    return table
