@@ -301,6 +301,15 @@ def report(figures: dict) -> str:
     return "\n".join(lines)
 
 
+def publish(figures: dict, text: str, output: Path) -> dict:
+    """Print a benchmark's report and write its figures as JSON to ``output``."""
+    print(text)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(figures, indent=2, default=str))
+    print(f"\nfigures written to {output}")
+    return figures
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--engines", default="polars,spark", help="comma-separated: polars, spark")
@@ -395,11 +404,7 @@ def main(argv: list[str] | None = None) -> dict:
         else:
             shutil.rmtree(work, ignore_errors=True)
 
-    print(report(figures))
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(figures, indent=2, default=str))
-    print(f"\nfigures written to {args.output}")
-    return figures
+    return publish(figures, report(figures), args.output)
 
 
 if __name__ == "__main__":

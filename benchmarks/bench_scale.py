@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import multiprocessing as mp
 import os
 import shutil
@@ -33,7 +32,16 @@ from pathlib import Path
 import polars as pl
 import pyarrow as pa
 
-from benchmarks.bench_medallion import Phases, floor, land, rate, run_gold, run_silver, start_spark
+from benchmarks.bench_medallion import (
+    Phases,
+    floor,
+    land,
+    publish,
+    rate,
+    run_gold,
+    run_silver,
+    start_spark,
+)
 from mlops_platform.features import build_feature_rows
 from mlops_platform.ingest import read_bronze_batch
 from mlops_platform.landing import day_range, files_for_day, latest_snapshot
@@ -264,11 +272,7 @@ def main(argv: list[str] | None = None) -> dict:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    print(report(figures))
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(figures, indent=2, default=str))
-    print(f"\nfigures written to {args.output}")
-    return figures
+    return publish(figures, report(figures), args.output)
 
 
 if __name__ == "__main__":
