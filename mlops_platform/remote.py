@@ -14,7 +14,6 @@ metadata; a failed step raises with the step's own message, so the orchestrator'
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Mapping, Sequence
 
@@ -30,19 +29,12 @@ from dagster_pyspark import LazyPySparkResource
 
 from mlops_platform.defs import build_definitions
 from mlops_platform.defs.remote import RANGE_SEPARATOR
-from mlops_platform.resources.engine import LOCAL_SPARK_CONFIG, ComputeEngine
+from mlops_platform.resources.engine import ComputeEngine, on_databricks, spark_config
 from mlops_platform.settings import Settings, load_settings
-
-# Set on every Databricks cluster: there Spark is the cluster's, and Pipes talks through DBFS.
-DATABRICKS_RUNTIME_ENV = "DATABRICKS_RUNTIME_VERSION"
 
 
 class RemoteStepError(RuntimeError):
     """The materialization failed where the job ran; the message is the step's own."""
-
-
-def on_databricks() -> bool:
-    return bool(os.environ.get(DATABRICKS_RUNTIME_ENV))
 
 
 def local_execution(settings: Settings) -> Settings:
@@ -51,9 +43,7 @@ def local_execution(settings: Settings) -> Settings:
 
 
 def spark_engine() -> ComputeEngine:
-    # On Databricks the session exists and is configured by the cluster; locally it is `local[2]`.
-    config = {} if on_databricks() else LOCAL_SPARK_CONFIG
-    return ComputeEngine(kind="spark", pyspark=LazyPySparkResource(spark_config=config))
+    return ComputeEngine(kind="spark", pyspark=LazyPySparkResource(spark_config=spark_config()))
 
 
 def parse_partition(value: str | None) -> tuple[str, str] | None:
@@ -168,6 +158,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     keys = [dg.AssetKey.from_user_string(key) for key in args.asset_keys]
     partition = parse_partition(args.partition)
 
+    # On Databricks, Pipes talks through DBFS temporary files; locally through the subprocess's own channel.
     transport = ({"context_loader": PipesDbfsContextLoader(), "message_writer": PipesDbfsMessageWriter()}
                  if on_databricks() else {})
     with open_dagster_pipes(**transport) as pipes:

@@ -26,7 +26,7 @@ from mlops_platform.defs.monitoring.sensors import retraining_sensor_name
 from mlops_platform.defs.training.assets import training_job_name
 from mlops_platform.landing import land_day, load_source_data
 from mlops_platform.ml.gate import CHAMPION
-from mlops_platform.resources.warehouse import DeltaWarehouse
+from mlops_platform.resources.warehouse import Warehouse
 from mlops_platform.settings import Settings, UseCaseConfig
 
 # Runs are logged in full to the instance (and the UI); the terminal gets one line per day instead.
@@ -202,7 +202,7 @@ def replay(
     return outcomes
 
 
-def layer_counts(warehouse: DeltaWarehouse, usecase: UseCaseConfig) -> dict[str, int]:
+def layer_counts(warehouse: Warehouse, usecase: UseCaseConfig) -> dict[str, int]:
     """Rows per layer across the use case's tables, as they stand in the warehouse."""
     rows = warehouse.row_count
     return {

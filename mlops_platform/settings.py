@@ -462,6 +462,8 @@ class DatabricksConfig(_Strict):
 
     host_env: str = "DATABRICKS_HOST"
     token_env: str = "DATABRICKS_TOKEN"
+    sql_warehouse_id_env: str = Field(default="DATABRICKS_SQL_WAREHOUSE_ID",
+                                      description="names the SQL warehouse the orchestrator reads tables with")
     wheel: str = Field(description="the platform wheel the jobs install, e.g. a Unity Catalog volume path")
     config_dir: str = Field(description="this config/ folder where the jobs read it, e.g. a volume path")
     clusters: dict[StepKind, ClusterSpec]
@@ -486,10 +488,18 @@ class EnvironmentConfig(_Strict):
     name: str
     catalog: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     engine: Literal["polars", "spark"]
+    # delta: Delta tables in folders under data_dir (delta-rs); unity_catalog: registered Unity Catalog tables.
+    tables: Literal["delta", "unity_catalog"] = "delta"
     data_dir: Path
     usecases: list[str] = Field(min_length=1)
     databricks: DatabricksConfig | None = None
     serving: LocalServingConfig = LocalServingConfig()
+
+    @model_validator(mode="after")
+    def _unity_catalog_needs_databricks(self) -> EnvironmentConfig:
+        if self.tables == "unity_catalog" and self.databricks is None:
+            raise ValueError("tables: unity_catalog needs a databricks section (the workspace holding the catalog)")
+        return self
 
     @field_validator("data_dir")
     @classmethod

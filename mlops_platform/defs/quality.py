@@ -15,7 +15,7 @@ import dagster as dg
 import polars as pl
 import pyarrow as pa
 
-from mlops_platform.resources.warehouse import DeltaWarehouse
+from mlops_platform.resources.warehouse import Warehouse
 from mlops_platform.settings import Rule, UseCaseConfig
 
 SAMPLE_ROWS = 5
@@ -105,12 +105,12 @@ def freshness_checks(usecase: UseCaseConfig, keys: Sequence[dg.AssetKey]) -> lis
     def build(key: dg.AssetKey) -> dg.AssetChecksDefinition:
         @dg.asset_check(asset=key, name=FRESHNESS, description=f"last write less than {usecase.freshness_hours:g} "
                                                                 "hours ago")
-        def freshness(warehouse: DeltaWarehouse) -> dg.AssetCheckResult:
-            table = warehouse.delta_table(*key.path)
-            if table is None:
+        def freshness(warehouse: Warehouse) -> dg.AssetCheckResult:
+            commit = warehouse.last_commit(*key.path)
+            if commit is None:
                 return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN,
                                            metadata={"reason": "the table does not exist yet"})
-            committed = dt.datetime.fromtimestamp(table.history(limit=1)[0]["timestamp"] / 1000, tz=dt.UTC)
+            committed = commit.at
             age = dt.datetime.now(dt.UTC) - committed
             return dg.AssetCheckResult(
                 passed=age <= limit, severity=dg.AssetCheckSeverity.WARN,

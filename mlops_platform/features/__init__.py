@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from mlops_platform.resources.engine import Engine
-from mlops_platform.resources.warehouse import DayRange, DeltaWarehouse
+from mlops_platform.resources.warehouse import DayRange, Warehouse
 from mlops_platform.settings import UseCaseConfig
 from mlops_platform.transforms.features import (
     feature_columns,
@@ -29,7 +29,7 @@ __all__ = [
 ]
 
 
-def build_feature_rows(usecase: UseCaseConfig, name: str, runner: Engine, warehouse: DeltaWarehouse,
+def build_feature_rows(usecase: UseCaseConfig, name: str, runner: Engine, warehouse: Warehouse,
                        days: DayRange | None) -> pa.Table:
     """A feature table's rows for ``days`` (rolling and daily lookups) or all of it (snapshot lookups)."""
     spec = usecase.features[name]
@@ -66,7 +66,7 @@ class TrainingSetBuild:
     last_day: dt.date
 
 
-def build_training_set(usecase: UseCaseConfig, runner: Engine, warehouse: DeltaWarehouse,
+def build_training_set(usecase: UseCaseConfig, runner: Engine, warehouse: Warehouse,
                        input_versions: dict[str, int] | None = None) -> TrainingSetBuild:
     """The training set over the newest ``window_days`` of labels, from the given input versions (default: current).
 
@@ -105,7 +105,7 @@ def build_training_set(usecase: UseCaseConfig, runner: Engine, warehouse: DeltaW
 
 
 
-def build_scoring_rows(usecase: UseCaseConfig, runner: Engine, warehouse: DeltaWarehouse, days: DayRange
+def build_scoring_rows(usecase: UseCaseConfig, runner: Engine, warehouse: Warehouse, days: DayRange
                        ) -> pa.Table:
     """The gold rows of ``days`` with their features, joined exactly as the training set joins them."""
     spec = usecase.training_set
@@ -117,26 +117,22 @@ def build_scoring_rows(usecase: UseCaseConfig, runner: Engine, warehouse: DeltaW
     return runner.to_arrow(with_features(rows, features, usecase, keys).sort(*keys))
 
 
-def feature_registry(usecase: UseCaseConfig, warehouse: DeltaWarehouse) -> list[dict[str, object]]:
+def feature_registry(usecase: UseCaseConfig, warehouse: Warehouse) -> list[dict[str, object]]:
     """Every feature table: keys, freshness (last commit) and which models use it (feature -> model lineage)."""
     used_by = {lookup.table: sorted(usecase.models) for lookup in (usecase.training_set.lookups
                                                                    if usecase.training_set else [])}
     entries = []
     for name, spec in usecase.features.items():
-        table = warehouse.delta_table("features", name)
-        last_commit = None
-        if table is not None:
-            millis = table.history(limit=1)[0]["timestamp"]
-            last_commit = dt.datetime.fromtimestamp(millis / 1000, tz=dt.UTC).isoformat(timespec="seconds")
+        commit = warehouse.last_commit("features", name)
         entries.append({
             "table": warehouse.full_name("features", name),
             "kind": spec.kind,
             "keys": spec.keys,
             "timestamp_key": spec.timestamp_key,
             "features": list(spec.columns),
-            "version": None if table is None else table.version(),
+            "version": None if commit is None else commit.version,
             "rows": warehouse.row_count("features", name),
-            "last_updated": last_commit,
+            "last_updated": None if commit is None else commit.at.isoformat(timespec="seconds"),
             "used_by_models": used_by.get(name, []),
         })
     return entries

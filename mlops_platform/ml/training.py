@@ -306,7 +306,9 @@ def _figures(config: ModelConfig, pipeline: Pipeline, test: pd.DataFrame, featur
 
 def _dataset(rows: pd.DataFrame, config: ModelConfig, features: Sequence[str], lineage: TrainingLineage,
              part: str) -> mlflow.data.dataset.Dataset:
-    source = DeltaDatasetSource(path=lineage.path, delta_table_version=lineage.version)
+    # A Unity Catalog table's location is its name; a local one's is its folder.
+    where = {"delta_table_name": lineage.table} if lineage.path == lineage.table else {"path": lineage.path}
+    source = DeltaDatasetSource(**where, delta_table_version=lineage.version)
     # Logged through Polars: MLflow's pandas dataset infers string columns value by value and hashes every cell
     # (5.2 s per dataset for 109k rows), its Polars dataset reads the dtypes (0.13 s). Same source, same lineage.
     logged = pl.from_pandas(rows[[*features, config.label]])

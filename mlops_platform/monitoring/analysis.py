@@ -12,7 +12,7 @@ import polars as pl
 
 from mlops_platform.defs.monitoring.assets import DATASET_ROW, FEATURES_SCOPE, PREDICTION_SCOPE, SERVING_SCOPE
 from mlops_platform.monitoring.serving_drift import OK_STATUS
-from mlops_platform.resources.warehouse import DeltaWarehouse, schema_difference
+from mlops_platform.resources.warehouse import Warehouse, schema_difference
 from mlops_platform.serving.inference_log import DEFAULT_SCHEMA, DEFAULT_TABLE, INFERENCE_LOG_SCHEMA
 
 MONITORING = "monitoring"
@@ -21,12 +21,12 @@ QUALITY_TABLE = "quality_metrics"
 LATENCY_PERCENTILES = (50, 95, 99)
 
 
-def drift_by_day(warehouse: DeltaWarehouse, model: str, first: dt.date, last: dt.date) -> list[dict]:
+def drift_by_day(warehouse: Warehouse, model: str, first: dt.date, last: dt.date) -> list[dict]:
     """One entry per monitored day of ``model`` (its registered name): drift share and drifted columns of the
     batch features, prediction drift, drift share of the served traffic (None without requests) and quality."""
     if not warehouse.exists(MONITORING, DRIFT_TABLE):
         raise FileNotFoundError(f"{warehouse.full_name(MONITORING, DRIFT_TABLE)} does not exist at "
-                                f"{warehouse.path(MONITORING, DRIFT_TABLE)}: run `mlops monitoring refresh` first")
+                                f"{warehouse.location(MONITORING, DRIFT_TABLE)}: run `mlops monitoring refresh` first")
     def rows(table: str) -> pl.DataFrame:
         # Read whole and filtered here: the tables are small (a row per day and column), and a filtered delta-rs
         # scan can abort the interpreter at exit (delta-io/delta-rs#2184), which a CLI reports as a crash.
@@ -66,7 +66,7 @@ def drift_by_day(warehouse: DeltaWarehouse, model: str, first: dt.date, last: dt
     return summary
 
 
-def latest_drift_day(warehouse: DeltaWarehouse, model: str) -> dt.date | None:
+def latest_drift_day(warehouse: Warehouse, model: str) -> dt.date | None:
     if not warehouse.exists(MONITORING, DRIFT_TABLE):
         return None
     days = pl.from_arrow(warehouse.read(MONITORING, DRIFT_TABLE, columns=["day", "model"])).filter(
@@ -93,18 +93,18 @@ class InferenceValidation:
         return {**asdict(self), "valid": self.valid}
 
 
-def validate_inference_log(warehouse: DeltaWarehouse) -> InferenceValidation:
+def validate_inference_log(warehouse: Warehouse) -> InferenceValidation:
     """Schema, rows per endpoint and served version, null and duplicate request ids, latency percentiles."""
     report = InferenceValidation(warehouse.full_name(DEFAULT_SCHEMA, DEFAULT_TABLE))
-    table = warehouse.delta_table(DEFAULT_SCHEMA, DEFAULT_TABLE)
-    if table is None:
-        report.problems.append(f"{report.table} does not exist at {warehouse.path(DEFAULT_SCHEMA, DEFAULT_TABLE)}")
+    schema = warehouse.schema_of(DEFAULT_SCHEMA, DEFAULT_TABLE)
+    if schema is None:
+        report.problems.append(f"{report.table} does not exist at {warehouse.location(DEFAULT_SCHEMA, DEFAULT_TABLE)}")
         return report
-    report.problems += [f"schema: {problem}" for problem in schema_difference(INFERENCE_LOG_SCHEMA, table.schema())]
+    report.problems += [f"schema: {problem}" for problem in schema_difference(INFERENCE_LOG_SCHEMA, schema)]
     if report.problems:
         return report
-    rows = pl.from_arrow(table.to_pyarrow_table(
-        columns=["request_id", "endpoint", "model_version", "status_code", "latency_ms"]))
+    rows = pl.from_arrow(warehouse.read(
+        DEFAULT_SCHEMA, DEFAULT_TABLE, columns=["request_id", "endpoint", "model_version", "status_code", "latency_ms"]))
     report.rows = rows.height
     report.by_endpoint_version = (
         rows.group_by("endpoint", "model_version")

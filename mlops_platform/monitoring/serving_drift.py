@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from mlops_platform.ml.scoring import feature_frame
 from mlops_platform.monitoring.drift import DriftResult, detect_drift
-from mlops_platform.resources.warehouse import DeltaWarehouse
+from mlops_platform.resources.warehouse import Warehouse
 from mlops_platform.serving.inference_log import DEFAULT_SCHEMA, DEFAULT_TABLE
 from mlops_platform.settings import ModelConfig
 
@@ -27,17 +27,16 @@ DAY = "day"
 SERVED_VERSION = "served_model_version"
 
 
-def served_records(warehouse: DeltaWarehouse, registered_name: str, first: dt.date, last: dt.date,
+def served_records(warehouse: Warehouse, registered_name: str, first: dt.date, last: dt.date,
                    features: Sequence[str]) -> pd.DataFrame | None:
     """Records scored for ``registered_name`` from ``first`` to ``last`` with their day, served version and the
     logged ``features`` (columns the endpoint does not log are left out); None when the table does not exist."""
-    table = warehouse.delta_table(DEFAULT_SCHEMA, DEFAULT_TABLE)
-    if table is None:
+    if not warehouse.exists(DEFAULT_SCHEMA, DEFAULT_TABLE):
         return None
     start = dt.datetime.combine(first, dt.time(), dt.UTC)
     end = dt.datetime.combine(last + dt.timedelta(days=1), dt.time(), dt.UTC)
-    rows = table.to_pyarrow_table(
-        columns=["timestamp", "model_name", "model_version", "status_code", "features"],
+    rows = warehouse.read(
+        DEFAULT_SCHEMA, DEFAULT_TABLE, columns=["timestamp", "model_name", "model_version", "status_code", "features"],
         filters=[("timestamp", ">=", pa.scalar(start, pa.timestamp("us", tz="UTC"))),
                  ("timestamp", "<", pa.scalar(end, pa.timestamp("us", tz="UTC")))],
     )

@@ -2,27 +2,45 @@
 
 from __future__ import annotations
 
+import dagster as dg
 from dagster_pyspark import LazyPySparkResource
 
 from mlops_platform.resources.alerts import alert_sinks
-from mlops_platform.resources.engine import LOCAL_SPARK_CONFIG, ComputeEngine
+from mlops_platform.resources.databricks import databricks_workspace
+from mlops_platform.resources.engine import ComputeEngine, spark_config
 from mlops_platform.resources.landing_zone import LandingZone
 from mlops_platform.resources.mlflow import MlflowTracking
 from mlops_platform.resources.reports import ReportStore
 from mlops_platform.resources.serving import serving_target
-from mlops_platform.resources.warehouse import DeltaWarehouse
+from mlops_platform.resources.unity_catalog import UnityCatalogWarehouse
+from mlops_platform.resources.warehouse import DeltaWarehouse, Warehouse
 from mlops_platform.settings import Settings
+
+
+def build_warehouse(settings: Settings, pyspark: LazyPySparkResource) -> Warehouse:
+    env = settings.environment
+    if env.tables == "delta":
+        return DeltaWarehouse(root=str(settings.warehouse_dir), catalog=env.catalog)
+    # Without a databricks section the environment runs inside a Databricks job (mlops_platform.remote): Spark.
+    databricks = env.databricks
+    return UnityCatalogWarehouse(
+        catalog=env.catalog, pyspark=pyspark,
+        workspace=databricks_workspace(databricks) if databricks else None,
+        sql_warehouse_id=dg.EnvVar(databricks.sql_warehouse_id_env) if databricks else None,
+    )
 
 
 def build_resources(settings: Settings) -> dict[str, object]:
     env = settings.environment
+    pyspark = LazyPySparkResource(spark_config=spark_config())
+    warehouse = build_warehouse(settings, pyspark)
     return {
-        "warehouse": DeltaWarehouse(root=str(settings.warehouse_dir), catalog=env.catalog),
+        "warehouse": warehouse,
         "landing": LandingZone(root=str(settings.landing_dir)),
-        "engine": ComputeEngine(kind=env.engine, pyspark=LazyPySparkResource(spark_config=LOCAL_SPARK_CONFIG)),
+        "engine": ComputeEngine(kind=env.engine, pyspark=pyspark),
         "reports": ReportStore(root=str(settings.reports_dir)),
         "mlflow": MlflowTracking(tracking_uri=f"sqlite:///{settings.mlflow_dir}/mlflow.db",
                                  artifact_root=str(settings.mlflow_dir / "artifacts")),
-        "alerts": alert_sinks(settings),
+        "alerts": alert_sinks(settings, warehouse),
         "serving": serving_target(settings),
     }

@@ -19,19 +19,21 @@ import fcntl
 import json
 import logging
 import os
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import dagster as dg
 import pyarrow as pa
 
 from mlops_platform.monitoring.alerts import Alert, post_json, send_email
-from mlops_platform.resources.warehouse import DeltaWarehouse
+from mlops_platform.resources.warehouse import Warehouse
 from mlops_platform.settings import Settings
 
 ALERTS_SCHEMA = "monitoring"
 ALERTS_TABLE = "alerts"
-LOCK_FILE = ".alerts.lock"
+LOCK_FILE = "-alerts.lock"
 WEBHOOK = "webhook"
 EMAIL = "email"
 SENT = "sent"
@@ -94,7 +96,7 @@ class Delivery:
 class AlertSinks(dg.ConfigurableResource):
     """Sends alerts to each use case's configured sinks, at most once per cause and sink."""
 
-    warehouse: DeltaWarehouse
+    warehouse: Warehouse
     routes: dict[str, AlertRoute]
     timeout_seconds: float = 10.0
 
@@ -178,8 +180,8 @@ class AlertSinks(dg.ConfigurableResource):
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
-        path = self.warehouse.path(ALERTS_SCHEMA, LOCK_FILE)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        # Serializes the processes of one machine sending for the same catalog; a Delta commit is the record.
+        path = Path(tempfile.gettempdir()) / f"mlops-{self.warehouse.catalog}{LOCK_FILE}"
         with path.open("a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
@@ -188,7 +190,7 @@ class AlertSinks(dg.ConfigurableResource):
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def alert_sinks(settings: Settings) -> AlertSinks:
+def alert_sinks(settings: Settings, warehouse: Warehouse) -> AlertSinks:
     """The sinks of every enabled use case that configures alerts under ``monitoring.alerts``."""
     routes = {}
     for name, usecase in settings.usecases.items():
@@ -199,5 +201,4 @@ def alert_sinks(settings: Settings) -> AlertSinks:
             webhook=WebhookRoute(url_env=config.webhook.url_env) if config.webhook else None,
             email=EmailRoute(**config.email.model_dump()) if config.email else None,
         )
-    return AlertSinks(warehouse=DeltaWarehouse(root=str(settings.warehouse_dir), catalog=settings.environment.catalog),
-                      routes=routes)
+    return AlertSinks(warehouse=warehouse, routes=routes)

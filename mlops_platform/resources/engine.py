@@ -10,6 +10,7 @@ engine can be appended to or partly replaced by the other without a schema-evolu
 
 from __future__ import annotations
 
+import os
 from typing import Literal, Protocol
 
 import dagster as dg
@@ -18,7 +19,7 @@ import polars as pl
 import pyarrow as pa
 from dagster_pyspark import LazyPySparkResource
 
-from mlops_platform.resources.warehouse import DayRange, DeltaWarehouse
+from mlops_platform.resources.warehouse import DayRange, Warehouse
 
 LOCAL_SPARK_CONFIG = {
     "spark.master": "local[2]",
@@ -28,6 +29,17 @@ LOCAL_SPARK_CONFIG = {
     "spark.sql.execution.arrow.pyspark.enabled": "true",
     "spark.driver.memory": "4g",
 }
+# Set on every Databricks cluster: there Spark is the cluster's, configured by its cluster spec.
+DATABRICKS_RUNTIME_ENV = "DATABRICKS_RUNTIME_VERSION"
+
+
+def on_databricks() -> bool:
+    return bool(os.environ.get(DATABRICKS_RUNTIME_ENV))
+
+
+def spark_config() -> dict[str, str]:
+    """The in-process Spark session's configuration: the cluster's on Databricks, ``local[2]`` elsewhere."""
+    return {} if on_databricks() else LOCAL_SPARK_CONFIG
 
 
 CANONICAL_TIMESTAMP = pa.timestamp("us", tz="UTC")
@@ -79,7 +91,7 @@ class Engine(Protocol):
 
     def from_arrow(self, table: pa.Table) -> nw.LazyFrame: ...
 
-    def read(self, warehouse: DeltaWarehouse, schema: str, table: str, days: DayRange | None = None
+    def read(self, warehouse: Warehouse, schema: str, table: str, days: DayRange | None = None
              ) -> nw.LazyFrame: ...
 
     def to_arrow(self, frame: nw.LazyFrame) -> pa.Table: ...
@@ -91,7 +103,7 @@ class PolarsEngine:
     def from_arrow(self, table: pa.Table) -> nw.LazyFrame:
         return nw.from_native(pl.from_arrow(table).lazy())  # type: ignore[union-attr]
 
-    def read(self, warehouse: DeltaWarehouse, schema: str, table: str, days: DayRange | None = None
+    def read(self, warehouse: Warehouse, schema: str, table: str, days: DayRange | None = None
              ) -> nw.LazyFrame:
         return self.from_arrow(warehouse.read(schema, table, days=days))
 
@@ -109,17 +121,9 @@ class SparkEngine:
         # Canonical first: Spark would read a naive timestamp in the session's time zone, which need not be UTC.
         return nw.from_native(self.session.createDataFrame(canonical_arrow(table)))
 
-    def read(self, warehouse: DeltaWarehouse, schema: str, table: str, days: DayRange | None = None
+    def read(self, warehouse: Warehouse, schema: str, table: str, days: DayRange | None = None
              ) -> nw.LazyFrame:
-        # Local Spark has no Delta reader here (delta-spark needs Maven); the table's current Parquet files are the
-        # same snapshot, since delta-rs writes no deletion vectors.
-        uris = warehouse.file_uris(schema, table)
-        if not uris:
-            return self.from_arrow(warehouse.read(schema, table, days=days))
-        frame = nw.from_native(self.session.read.parquet(*uris))
-        if days is not None:
-            frame = frame.filter(nw.col(days.column).is_between(days.first, days.last, closed="both"))
-        return frame
+        return nw.from_native(warehouse.spark_frame(self.session, schema, table, days))
 
     def to_arrow(self, frame: nw.LazyFrame) -> pa.Table:
         return canonical_arrow(frame.to_native().toArrow())

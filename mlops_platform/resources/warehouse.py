@@ -1,4 +1,8 @@
-"""Delta Lake tables named like Unity Catalog (``catalog.schema.table``), stored locally through delta-rs.
+"""The lakehouse's tables, named like Unity Catalog (``catalog.schema.table``), and the local Delta warehouse.
+
+``Warehouse`` is what assets see: read, replace days, overwrite, append, merge, versions and commit history.
+``DeltaWarehouse`` keeps the tables in folders through delta-rs (the embedded default);
+``mlops_platform.resources.unity_catalog`` keeps them as Unity Catalog tables through Spark SQL on Databricks.
 
 Every write is one Delta commit, so readers see all of it or none of it. A daily write replaces exactly the days
 it covers (a predicate overwrite), which makes re-running or backfilling a day idempotent. A write whose schema
@@ -11,10 +15,10 @@ from __future__ import annotations
 import datetime as dt
 import random
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import dagster as dg
 import pyarrow as pa
@@ -22,6 +26,8 @@ from deltalake import CommitProperties, DeltaTable, Schema, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
 ResultT = TypeVar("ResultT")
+# A row filter as (column, operator, value), operators as in SQL comparisons: ``("day", ">=", date(2013, 1, 1))``.
+Filter = tuple[str, str, Any]
 
 
 class SchemaEvolutionError(ValueError):
@@ -38,10 +44,25 @@ class DayRange:
 
     @property
     def predicate(self) -> str:
+        """As delta-rs' predicate overwrite takes it."""
         return f"{self.column} >= '{self.first.isoformat()}' AND {self.column} <= '{self.last.isoformat()}'"
 
-    def as_filters(self) -> list[tuple[str, str, dt.date]]:
+    @property
+    def sql(self) -> str:
+        """As Spark SQL and Databricks take it (``replaceWhere``, ``WHERE``)."""
+        return f"{self.column} >= DATE'{self.first.isoformat()}' AND {self.column} <= DATE'{self.last.isoformat()}'"
+
+    def as_filters(self) -> list[Filter]:
         return [(self.column, ">=", self.first), (self.column, "<=", self.last)]
+
+
+@dataclass(frozen=True)
+class Commit:
+    """One version of a table: when it was committed and the metadata its writer attached."""
+
+    version: int
+    at: dt.datetime
+    metadata: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -73,15 +94,80 @@ def schema_difference(current: pa.Schema | Schema, incoming: pa.Schema | Schema)
     return problems
 
 
-class DeltaWarehouse(dg.ConfigurableResource):
-    """The lakehouse: Delta tables under ``root``, one folder per ``schema/table``, named ``catalog.schema.table``."""
+class Warehouse(dg.ConfigurableResource):
+    """The tables every asset reads and writes, named ``catalog.schema.table``; one subclass per storage."""
 
-    root: str
     catalog: str
-    commit_retries: int = 6
 
     def full_name(self, schema: str, table: str) -> str:
         return f"{self.catalog}.{schema}.{table}"
+
+    def location(self, schema: str, table: str) -> str:
+        """Where a person finds the table: a folder, or its Unity Catalog name."""
+        raise NotImplementedError
+
+    def exists(self, schema: str, table: str) -> bool:
+        raise NotImplementedError
+
+    def version(self, schema: str, table: str) -> int | None:
+        raise NotImplementedError
+
+    def row_count(self, schema: str, table: str) -> int:
+        raise NotImplementedError
+
+    def schema_of(self, schema: str, table: str) -> pa.Schema | None:
+        """The current schema in Arrow types, or None when the table does not exist."""
+        raise NotImplementedError
+
+    def history(self, schema: str, table: str, limit: int | None = None) -> list[Commit]:
+        """Commits, newest first; empty when the table does not exist."""
+        raise NotImplementedError
+
+    def last_commit(self, schema: str, table: str) -> Commit | None:
+        commits = self.history(schema, table, limit=1)
+        return commits[0] if commits else None
+
+    def read(self, schema: str, table: str, *, days: DayRange | None = None, columns: Sequence[str] | None = None,
+             version: int | None = None, filters: Sequence[Filter] = ()) -> pa.Table:
+        """A table (some days of it, rows matching ``filters``, or as of an earlier version) as Arrow."""
+        raise NotImplementedError
+
+    def spark_frame(self, session, schema: str, table: str, days: DayRange | None = None):
+        """The table as a Spark DataFrame of ``session`` (a pyspark SparkSession)."""
+        raise NotImplementedError
+
+    def replace_days(self, schema: str, table: str, data: pa.Table, days: DayRange, *,
+                     allow_evolution: bool = False) -> TableWrite:
+        """Replace the rows of ``days`` with ``data`` in one commit; other days are untouched."""
+        raise NotImplementedError
+
+    def overwrite(self, schema: str, table: str, data: pa.Table, *, allow_evolution: bool = False,
+                  commit_metadata: dict[str, str] | None = None) -> TableWrite:
+        """Replace the whole table (a full snapshot) in one commit; ``commit_metadata`` lands in the table's log."""
+        raise NotImplementedError
+
+    def append(self, schema: str, table: str, data: pa.Table, *, allow_evolution: bool = False) -> TableWrite:
+        raise NotImplementedError
+
+    def merge(self, schema: str, table: str, data: pa.Table, keys: Sequence[str]) -> TableWrite:
+        """Upsert ``data`` on ``keys``: matching rows are updated, new rows inserted (feature-table semantics)."""
+        raise NotImplementedError
+
+    def check_schema(self, schema: str, table: str, incoming: pa.Schema, *, allow_evolution: bool) -> None:
+        current = None if allow_evolution else self.schema_of(schema, table)
+        problems = [] if current is None else schema_difference(current, incoming)
+        if problems:
+            raise SchemaEvolutionError(
+                f"refusing to change the schema of {self.full_name(schema, table)}: {'; '.join(problems)}. "
+                "Set allow_schema_evolution in the use case's configuration to accept it."
+            )
+
+
+class DeltaWarehouse(Warehouse):
+    """Delta tables under ``root``, one folder per ``schema/table``, written and read through delta-rs."""
+
+    root: str
+    commit_retries: int = 6
 
     def path(self, schema: str, table: str) -> Path:
         return Path(self.root) / schema / table
@@ -92,8 +178,24 @@ class DeltaWarehouse(dg.ConfigurableResource):
         except TableNotFoundError:
             return None
 
+    def location(self, schema: str, table: str) -> str:
+        return str(self.path(schema, table))
+
     def exists(self, schema: str, table: str) -> bool:
         return self.delta_table(schema, table) is not None
+
+    def schema_of(self, schema: str, table: str) -> pa.Schema | None:
+        table_ = self.delta_table(schema, table)
+        return None if table_ is None else pa.schema(table_.schema().to_arrow())
+
+    def history(self, schema: str, table: str, limit: int | None = None) -> list[Commit]:
+        table_ = self.delta_table(schema, table)
+        if table_ is None:
+            return []
+        # delta-rs puts a writer's custom metadata beside its own fields in the commit info.
+        return [Commit(version=info["version"], at=dt.datetime.fromtimestamp(info["timestamp"] / 1000, tz=dt.UTC),
+                       metadata={k: v for k, v in info.items() if isinstance(v, str)})
+                for info in table_.history(limit=limit)]
 
     def version(self, schema: str, table: str) -> int | None:
         table_ = self.delta_table(schema, table)
@@ -106,16 +208,8 @@ class DeltaWarehouse(dg.ConfigurableResource):
             return 0
         return sum(pa.table(table_.get_add_actions(flatten=True)).column("num_records").to_pylist())
 
-    def read(
-        self,
-        schema: str,
-        table: str,
-        *,
-        days: DayRange | None = None,
-        columns: Sequence[str] | None = None,
-        version: int | None = None,
-    ) -> pa.Table:
-        """Read a table (optionally some days of it, or as of an earlier version)."""
+    def read(self, schema: str, table: str, *, days: DayRange | None = None, columns: Sequence[str] | None = None,
+             version: int | None = None, filters: Sequence[Filter] = ()) -> pa.Table:
         table_ = self.delta_table(schema, table)
         if table_ is None:
             raise FileNotFoundError(
@@ -124,19 +218,24 @@ class DeltaWarehouse(dg.ConfigurableResource):
             )
         if version is not None:
             table_.load_as_version(version)
-        return table_.to_pyarrow_table(
-            columns=list(columns) if columns else None, filters=days.as_filters() if days else None
-        )
+        conditions = [*(days.as_filters() if days else []), *filters]
+        return table_.to_pyarrow_table(columns=list(columns) if columns else None, filters=conditions or None)
 
-    def file_uris(self, schema: str, table: str) -> list[str]:
-        """The Parquet files of the current version: how local Spark reads a delta-rs table."""
+    def spark_frame(self, session, schema: str, table: str, days: DayRange | None = None):
+        # Local Spark has no Delta reader here (delta-spark needs Maven); the table's current Parquet files are the
+        # same snapshot, since delta-rs writes no deletion vectors.
         table_ = self.delta_table(schema, table)
-        return [] if table_ is None else table_.file_uris()
+        uris = [] if table_ is None else table_.file_uris()
+        if not uris:
+            return session.createDataFrame(self.read(schema, table, days=days))
+        frame = session.read.parquet(*uris)
+        if days is not None:
+            frame = frame.filter(days.sql)
+        return frame
 
     def replace_days(
         self, schema: str, table: str, data: pa.Table, days: DayRange, *, allow_evolution: bool = False
     ) -> TableWrite:
-        """Replace the rows of ``days`` with ``data`` in one commit; other days are untouched."""
         try:
             return self._write(schema, table, data, mode="overwrite", predicate=days.predicate,
                                allow_evolution=allow_evolution)
@@ -150,7 +249,6 @@ class DeltaWarehouse(dg.ConfigurableResource):
 
     def overwrite(self, schema: str, table: str, data: pa.Table, *, allow_evolution: bool = False,
                   commit_metadata: dict[str, str] | None = None) -> TableWrite:
-        """Replace the whole table (a full snapshot) in one commit; ``commit_metadata`` lands in the Delta log."""
         return self._write(schema, table, data, mode="overwrite", allow_evolution=allow_evolution,
                            commit_metadata=commit_metadata)
 
@@ -158,10 +256,9 @@ class DeltaWarehouse(dg.ConfigurableResource):
         return self._write(schema, table, data, mode="append", allow_evolution=allow_evolution)
 
     def merge(self, schema: str, table: str, data: pa.Table, keys: Sequence[str]) -> TableWrite:
-        """Upsert ``data`` on ``keys``: matching rows are updated, new rows inserted (feature-table semantics)."""
         if not self.exists(schema, table):
             return self._write(schema, table, data, mode="append", allow_evolution=False)
-        self._check_schema(schema, table, data.schema, allow_evolution=False)
+        self.check_schema(schema, table, data.schema, allow_evolution=False)
         condition = " AND ".join(f"target.{key} = source.{key}" for key in keys)
 
         def commit() -> int:
@@ -179,22 +276,11 @@ class DeltaWarehouse(dg.ConfigurableResource):
         return TableWrite(self.full_name(schema, table), str(self.path(schema, table)), version,
                           data.num_rows, data.schema)
 
-    def _check_schema(self, schema: str, table: str, incoming: pa.Schema, *, allow_evolution: bool) -> None:
-        table_ = self.delta_table(schema, table)
-        if table_ is None or allow_evolution:
-            return
-        problems = schema_difference(table_.schema(), incoming)
-        if problems:
-            raise SchemaEvolutionError(
-                f"refusing to change the schema of {self.full_name(schema, table)}: {'; '.join(problems)}. "
-                "Set allow_schema_evolution in the use case's configuration to accept it."
-            )
-
     def _write(
         self, schema: str, table: str, data: pa.Table, *, mode: str, allow_evolution: bool,
         predicate: str | None = None, commit_metadata: dict[str, str] | None = None,
     ) -> TableWrite:
-        self._check_schema(schema, table, data.schema, allow_evolution=allow_evolution)
+        self.check_schema(schema, table, data.schema, allow_evolution=allow_evolution)
         path = self.path(schema, table)
         path.parent.mkdir(parents=True, exist_ok=True)
 

@@ -15,7 +15,7 @@ import polars as pl
 import pyarrow as pa
 
 from mlops_platform.features import feature_columns
-from mlops_platform.resources.warehouse import DeltaWarehouse
+from mlops_platform.resources.warehouse import Warehouse
 from mlops_platform.settings import UseCaseConfig
 
 
@@ -41,7 +41,7 @@ def store_features(usecase: UseCaseConfig, endpoint: str) -> list[str]:
     return [column for column in feature_columns(usecase) if column not in carried]
 
 
-def _key_spine(usecase: UseCaseConfig, endpoint: str, warehouse: DeltaWarehouse
+def _key_spine(usecase: UseCaseConfig, endpoint: str, warehouse: Warehouse
                ) -> tuple[pl.DataFrame, dt.date | None, dt.date | None]:
     spec = usecase.serving[endpoint].online_store
     source = spec.key_source
@@ -60,7 +60,7 @@ def _key_spine(usecase: UseCaseConfig, endpoint: str, warehouse: DeltaWarehouse
     return frame.select(spec.keys).drop_nulls().unique().sort(spec.keys), first, last
 
 
-def build_online_store(usecase: UseCaseConfig, endpoint: str, warehouse: DeltaWarehouse) -> OnlineStoreBuild:
+def build_online_store(usecase: UseCaseConfig, endpoint: str, warehouse: Warehouse) -> OnlineStoreBuild:
     """The online store of ``endpoint``: keys, then every store feature, one row per key combination."""
     assert usecase.training_set is not None
     spec = usecase.serving[endpoint].online_store

@@ -17,6 +17,7 @@ from mlops_platform.monitoring.alerts import (
     drift_alert,
     gate_lost_alert,
 )
+from mlops_platform.resources import build_resources
 from mlops_platform.resources.alerts import (
     ALERTS_SCHEMA,
     ALERTS_TABLE,
@@ -29,7 +30,6 @@ from mlops_platform.resources.alerts import (
     AlertSinks,
     EmailRoute,
     WebhookRoute,
-    alert_sinks,
 )
 from mlops_platform.resources.warehouse import DeltaWarehouse
 from mlops_platform_tests.monitoring.servers import free_port, smtp_server, webhook_server
@@ -188,7 +188,7 @@ def test_a_use_case_without_alerts_sends_nothing_and_records_nothing(warehouse):
 
 
 def test_sinks_come_from_the_use_case_configuration(settings):
-    built = alert_sinks(settings)
+    built = build_resources(settings)["alerts"]
 
     route = built.routes["flights"]
     assert route.webhook.url_env == "MLOPS_ALERT_WEBHOOK_URL"

@@ -15,7 +15,7 @@ from mlops_platform.defs.tables import BACKFILL_POLICY, daily_partitions, days_o
 from mlops_platform.ingest import read_bronze_batch
 from mlops_platform.landing import files_for_day, latest_snapshot, source_dir
 from mlops_platform.resources.landing_zone import LandingZone
-from mlops_platform.resources.warehouse import DeltaWarehouse
+from mlops_platform.resources.warehouse import Warehouse
 from mlops_platform.settings import SourceConfig, UseCaseConfig
 from mlops_platform.transforms.conform import LANDING_DATE
 
@@ -62,7 +62,7 @@ def _bronze_asset(usecase: UseCaseConfig, name: str, spec: SourceConfig) -> dg.A
         backfill_policy=BACKFILL_POLICY if spec.is_daily else None,
         check_specs=[check_spec(HAS_ROWS, key, "the landed files held at least one record", "WARN")],
     )
-    def bronze(context: dg.AssetExecutionContext, warehouse: DeltaWarehouse, landing: LandingZone
+    def bronze(context: dg.AssetExecutionContext, warehouse: Warehouse, landing: LandingZone
                ) -> dg.MaterializeResult:
         files = _landing_files(landing, usecase, name, spec, context)
         batch = read_bronze_batch(files, spec, batch_id=context.run_id, ingested_at=dt.datetime.now(dt.UTC))

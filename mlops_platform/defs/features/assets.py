@@ -15,7 +15,7 @@ from mlops_platform.defs.tables import (
 )
 from mlops_platform.features import build_feature_rows, build_training_set, feature_columns, input_tables
 from mlops_platform.resources.engine import ComputeEngine
-from mlops_platform.resources.warehouse import DeltaWarehouse
+from mlops_platform.resources.warehouse import Warehouse
 from mlops_platform.settings import FeatureTableConfig, UseCaseConfig
 from mlops_platform.transforms.features import SPLIT
 
@@ -59,7 +59,7 @@ def _feature_asset(usecase: UseCaseConfig, name: str, spec: FeatureTableConfig) 
         backfill_policy=BACKFILL_POLICY if daily else None,
         check_specs=[check_spec(KEYS_UNIQUE, key, f"one row per {grain}")],
     )
-    def feature_table(context: dg.AssetExecutionContext, warehouse: DeltaWarehouse, engine: ComputeEngine
+    def feature_table(context: dg.AssetExecutionContext, warehouse: Warehouse, engine: ComputeEngine
                       ) -> dg.MaterializeResult:
         runner = engine.engine()
         days = days_of_run(context, spec.timestamp_key or "feature_date") if daily else None
@@ -95,7 +95,7 @@ def _training_set_asset(usecase: UseCaseConfig) -> dg.AssetsDefinition:
             check_spec(SPLITS_LABELLED, key, "train, validation and test each hold labelled rows"),
         ],
     )
-    def training_set(context: dg.AssetExecutionContext, warehouse: DeltaWarehouse, engine: ComputeEngine
+    def training_set(context: dg.AssetExecutionContext, warehouse: Warehouse, engine: ComputeEngine
                      ) -> dg.MaterializeResult:
         runner = engine.engine()
         build = build_training_set(usecase, runner, warehouse)

@@ -17,11 +17,11 @@ from mlops_platform.defs.quality import (
 )
 from mlops_platform.defs.tables import BACKFILL_POLICY, daily_partitions, days_of_run, table_metadata
 from mlops_platform.resources.engine import ComputeEngine, Engine
-from mlops_platform.resources.warehouse import DayRange, DeltaWarehouse
+from mlops_platform.resources.warehouse import DayRange, Warehouse
 from mlops_platform.settings import GoldConfig, UseCaseConfig
 
 
-def read_inputs(usecase: UseCaseConfig, spec: GoldConfig, runner: Engine, warehouse: DeltaWarehouse,
+def read_inputs(usecase: UseCaseConfig, spec: GoldConfig, runner: Engine, warehouse: Warehouse,
                 days: DayRange) -> dict[str, nw.LazyFrame]:
     """The silver inputs of a gold table for ``days``: daily sources for those days, reference tables whole."""
     frames = {}
@@ -64,7 +64,7 @@ def _gold_asset(usecase: UseCaseConfig, table: str, spec: GoldConfig) -> dg.Asse
             *(rule_check_spec(rule, key) for rule in spec.checks),
         ],
     )
-    def gold(context: dg.AssetExecutionContext, warehouse: DeltaWarehouse, engine: ComputeEngine
+    def gold(context: dg.AssetExecutionContext, warehouse: Warehouse, engine: ComputeEngine
              ) -> dg.MaterializeResult:
         runner = engine.engine()
         days = days_of_run(context, spec.partition_column)

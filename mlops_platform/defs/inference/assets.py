@@ -9,7 +9,7 @@ from mlops_platform.ml.gate import CHAMPION
 from mlops_platform.ml.scoring import PREDICTION, load_alias, score
 from mlops_platform.resources.engine import ComputeEngine
 from mlops_platform.resources.mlflow import MlflowTracking
-from mlops_platform.resources.warehouse import DeltaWarehouse
+from mlops_platform.resources.warehouse import Warehouse
 from mlops_platform.settings import ModelConfig, UseCaseConfig
 
 
@@ -40,7 +40,7 @@ def _predictions_asset(usecase: UseCaseConfig, model_name: str, config: ModelCon
         # asset (with monitoring after it) is skipped rather than failed.
         output_required=False,
     )
-    def predictions(context: dg.AssetExecutionContext, warehouse: DeltaWarehouse, engine: ComputeEngine,
+    def predictions(context: dg.AssetExecutionContext, warehouse: Warehouse, engine: ComputeEngine,
                     mlflow: MlflowTracking):
         if mlflow.alias_version(config.registered_name, CHAMPION) is None:
             context.log.info(f"{config.registered_name} has no '{CHAMPION}' yet: nothing scores these days")

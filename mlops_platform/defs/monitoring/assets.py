@@ -28,7 +28,7 @@ from mlops_platform.monitoring.serving_drift import served_records, serving_drif
 from mlops_platform.resources.alerts import AlertSinks
 from mlops_platform.resources.mlflow import MlflowTracking
 from mlops_platform.resources.reports import ReportStore
-from mlops_platform.resources.warehouse import DayRange, DeltaWarehouse
+from mlops_platform.resources.warehouse import DayRange, Warehouse
 from mlops_platform.settings import MonitoringConfig, UseCaseConfig
 
 FEATURE_DRIFT = "feature_drift"
@@ -45,7 +45,7 @@ def monitoring_key(model_name: str) -> dg.AssetKey:
     return dg.AssetKey(["monitoring", f"{model_name}_drift"])
 
 
-def _reference(warehouse: DeltaWarehouse, mlflow: MlflowTracking, usecase: UseCaseConfig, registered_name: str,
+def _reference(warehouse: Warehouse, mlflow: MlflowTracking, usecase: UseCaseConfig, registered_name: str,
                version: str) -> pd.DataFrame:
     """The train split of the training set the given model version was trained on."""
     client = mlflow.client()
@@ -135,7 +135,7 @@ def _monitoring_asset(usecase: UseCaseConfig, spec: MonitoringConfig) -> dg.Asse
                 "latest among them")),
         ],
     )
-    def monitoring(context: dg.AssetExecutionContext, warehouse: DeltaWarehouse, mlflow: MlflowTracking,
+    def monitoring(context: dg.AssetExecutionContext, warehouse: Warehouse, mlflow: MlflowTracking,
                    reports: ReportStore, alerts: AlertSinks):
         days = days_of_run(context, gold.partition_column)
         scored = pl.from_arrow(warehouse.read("predictions", spec.model, days=days))
@@ -270,7 +270,7 @@ QUALITY_SCHEMA = pa.schema([
 ])
 
 
-def _labels(warehouse: DeltaWarehouse, usecase: UseCaseConfig, day: dt.date) -> pd.DataFrame:
+def _labels(warehouse: Warehouse, usecase: UseCaseConfig, day: dt.date) -> pd.DataFrame:
     """The day's labels from gold (a later day's labels backfill an earlier report when it is re-run)."""
     spec = usecase.training_set
     gold = usecase.gold[spec.source]
@@ -291,7 +291,7 @@ def _reference_predictions(mlflow: MlflowTracking, config, reference_features: p
     return model.predict(reference_features)
 
 
-def _dataset_drift_history(warehouse: DeltaWarehouse, model: str, latest: dt.date, days: int) -> dict[dt.date, bool]:
+def _dataset_drift_history(warehouse: Warehouse, model: str, latest: dt.date, days: int) -> dict[dt.date, bool]:
     first = latest - dt.timedelta(days=days - 1)
     table = pl.from_arrow(warehouse.read("monitoring", "drift_metrics", days=DayRange("day", first, latest)))
     rows = table.filter((pl.col("model") == model) & (pl.col("scope") == FEATURES_SCOPE)
@@ -311,7 +311,7 @@ def quality_dropped_below(value: float | None, champion: float | None, spec: Mon
     return value < champion - spec.max_quality_drop
 
 
-def _quality_drop_history(warehouse: DeltaWarehouse, model: str, spec: MonitoringConfig, latest: dt.date
+def _quality_drop_history(warehouse: Warehouse, model: str, spec: MonitoringConfig, latest: dt.date
                           ) -> dict[dt.date, bool]:
     first = latest - dt.timedelta(days=spec.debounce.of_last - 1)
     table = pl.from_arrow(warehouse.read("monitoring", "quality_metrics", days=DayRange("day", first, latest)))

@@ -20,7 +20,7 @@ from mlops_platform.ml.training import held_out, model_frame
 from mlops_platform.monitoring.alerts import PROMOTION, champion_moved_alert, gate_lost_alert
 from mlops_platform.resources.alerts import AlertSinks
 from mlops_platform.resources.mlflow import MlflowTracking
-from mlops_platform.resources.warehouse import DeltaWarehouse
+from mlops_platform.resources.warehouse import Warehouse
 from mlops_platform.settings import ModelConfig, UseCaseConfig
 
 BEATS_CHAMPION = "beats_champion"
@@ -52,7 +52,7 @@ def _gate_check(usecase: UseCaseConfig, model_name: str, config: ModelConfig) ->
         description=f"The new version of {config.registered_name} meets its floors and beats the current "
                     f"'{CHAMPION}' on the same held-out test days ({rules}). On success it becomes 'challenger'.",
     )
-    def beats_champion(context: dg.AssetCheckExecutionContext, warehouse: DeltaWarehouse,
+    def beats_champion(context: dg.AssetCheckExecutionContext, warehouse: Warehouse,
                        mlflow: MlflowTracking, alerts: AlertSinks) -> dg.AssetCheckResult:
         version, training_set_version = _latest_candidate(context, key)
         table, _ = read_training_set(warehouse, usecase, training_set_version)

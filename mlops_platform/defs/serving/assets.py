@@ -21,7 +21,7 @@ from mlops_platform.features import feature_columns
 from mlops_platform.ml.gate import CHAMPION
 from mlops_platform.resources.mlflow import MlflowTracking
 from mlops_platform.resources.serving import EndpointDeployment, ResolvedModel, ServingTarget
-from mlops_platform.resources.warehouse import DeltaWarehouse
+from mlops_platform.resources.warehouse import Warehouse
 from mlops_platform.serving.config import publish_online_store
 from mlops_platform.serving.online_features import build_online_store, carried_columns, store_features
 from mlops_platform.settings import ServingEndpointConfig, UseCaseConfig
@@ -95,7 +95,7 @@ def _online_store_asset(usecase: UseCaseConfig, endpoint: str, spec: ServingEndp
         owners=usecase.owners,
         tags={"usecase": usecase.name},
     )
-    def online_store(context: dg.AssetExecutionContext, warehouse: DeltaWarehouse,
+    def online_store(context: dg.AssetExecutionContext, warehouse: Warehouse,
                      serving: ServingTarget) -> dg.MaterializeResult:
         build = build_online_store(usecase, endpoint, warehouse)
         path = publish_online_store(serving.store_path(endpoint), build.table)

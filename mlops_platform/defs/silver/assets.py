@@ -21,7 +21,7 @@ from mlops_platform.defs.quality import (
 )
 from mlops_platform.defs.tables import BACKFILL_POLICY, daily_partitions, days_of_run, table_metadata
 from mlops_platform.resources.engine import ComputeEngine
-from mlops_platform.resources.warehouse import DayRange, DeltaWarehouse
+from mlops_platform.resources.warehouse import DayRange, Warehouse
 from mlops_platform.settings import SourceConfig, UseCaseConfig
 from mlops_platform.transforms.conform import LANDING_DATE, RULE_COLUMN, conform
 
@@ -56,7 +56,7 @@ def _silver_asset(usecase: UseCaseConfig, name: str, spec: SourceConfig) -> dg.A
         partitions_def=daily_partitions(usecase) if partitioned else None,
         backfill_policy=BACKFILL_POLICY if partitioned else None,
     )
-    def silver(context: dg.AssetExecutionContext, warehouse: DeltaWarehouse, engine: ComputeEngine):
+    def silver(context: dg.AssetExecutionContext, warehouse: Warehouse, engine: ComputeEngine):
         runner = engine.engine()
         bronze_days = days_of_run(context, LANDING_DATE) if partitioned else None
         bronze = runner.read(warehouse, "bronze", name, bronze_days)

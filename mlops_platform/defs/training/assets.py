@@ -8,7 +8,7 @@ from mlops_platform.defs.serving.keys import serving_keys
 from mlops_platform.features import feature_columns
 from mlops_platform.ml.training import TrainingLineage, model_frame, train_model
 from mlops_platform.resources.mlflow import MlflowTracking
-from mlops_platform.resources.warehouse import DeltaWarehouse
+from mlops_platform.resources.warehouse import Warehouse
 from mlops_platform.settings import ModelConfig, UseCaseConfig
 
 TRAINING_SCHEMA = "training"
@@ -38,18 +38,16 @@ def sort_keys(usecase: UseCaseConfig) -> list[str]:
     return list(dict.fromkeys([gold.partition_column, *gold.keys]))
 
 
-def recorded_input_versions(warehouse: DeltaWarehouse, usecase: UseCaseConfig, version: int,
+def recorded_input_versions(warehouse: Warehouse, usecase: UseCaseConfig, version: int,
                             context: dg.AssetExecutionContext | None = None) -> dict[str, int]:
     """The input table versions a training-set version was built from.
 
     The training-set asset writes them into the Delta commit itself, which ties them to exactly this version; a
     table written without them falls back to the asset's latest materialization if that recorded this version.
     """
-    table = warehouse.delta_table(TRAINING_SCHEMA, usecase.name)
-    assert table is not None
-    for commit in table.history():
-        if commit.get("version") == version and "input_versions" in commit:
-            return {name: int(v) for name, v in json.loads(commit["input_versions"]).items()}
+    for commit in warehouse.history(TRAINING_SCHEMA, usecase.name):
+        if commit.version == version and "input_versions" in commit.metadata:
+            return {name: int(v) for name, v in json.loads(commit.metadata["input_versions"]).items()}
     if context is not None:
         event = context.instance.get_latest_materialization_event(training_set_key(usecase))
         metadata = event.asset_materialization.metadata if event and event.asset_materialization else {}
@@ -60,7 +58,7 @@ def recorded_input_versions(warehouse: DeltaWarehouse, usecase: UseCaseConfig, v
     return {}
 
 
-def read_training_set(warehouse: DeltaWarehouse, usecase: UseCaseConfig, version: int | None = None):
+def read_training_set(warehouse: Warehouse, usecase: UseCaseConfig, version: int | None = None):
     """The training-set table at ``version`` (default: the current one) and the version actually read."""
     current = warehouse.version(TRAINING_SCHEMA, usecase.name)
     if current is None:
@@ -90,13 +88,13 @@ def _model_asset(usecase: UseCaseConfig, model_name: str, config: ModelConfig) -
         tags={"usecase": usecase.name},
         metadata={"registered_model": config.registered_name, "task": config.task, "label": config.label},
     )
-    def model(context: dg.AssetExecutionContext, warehouse: DeltaWarehouse, mlflow: MlflowTracking
+    def model(context: dg.AssetExecutionContext, warehouse: Warehouse, mlflow: MlflowTracking
               ) -> dg.MaterializeResult:
         table, version = read_training_set(warehouse, usecase)
         features = feature_columns(usecase)
         lineage = TrainingLineage(
             table=warehouse.full_name(TRAINING_SCHEMA, usecase.name),
-            path=str(warehouse.path(TRAINING_SCHEMA, usecase.name)), version=version,
+            path=warehouse.location(TRAINING_SCHEMA, usecase.name), version=version,
             input_versions=recorded_input_versions(warehouse, usecase, version, context),
             dagster_run_id=context.run_id,
         )
