@@ -7,8 +7,10 @@ one-time job run (``jobs/runs/submit``) on a new cluster of the step's kind, run
 console script as a ``python_wheel_task``: the wheel is the unit that is built, versioned and installed, and the
 same entry point runs under ``PipesSubprocessClient`` on a laptop.
 
-What stays in the orchestrator: landing, bronze (it reads the landing files), the registry's aliases and
-``beats_champion`` gate, the freshness checks, sensors and schedules.
+Every asset that writes a table runs there, bronze included (the landing zone is on the environment's volume), so
+the tables are written by Spark as Unity Catalog tables. What stays in the orchestrator reads tables at most,
+through the SQL warehouse (``mlops_platform.resources.unity_catalog``): the landing observations, the registry's
+aliases and ``beats_champion`` gate, the serving assets, the freshness checks, sensors and schedules.
 """
 
 import re
@@ -22,7 +24,7 @@ from mlops_platform.settings import CONFIG_DIR_ENV, DATA_DIR_ENV, ENV_VAR, Setti
 
 # Asset groups whose assets run remotely, and the kind of cluster each needs.
 STEP_KIND_OF_GROUP: Mapping[str, StepKind] = {
-    "silver": "tables", "gold": "tables", "features": "tables",
+    "bronze": "tables", "silver": "tables", "gold": "tables", "features": "tables",
     "training": "training",
     "inference": "monitoring", "monitoring": "monitoring",
 }

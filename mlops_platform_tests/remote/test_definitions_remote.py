@@ -15,8 +15,10 @@ from dagster._core.definitions.metadata.external_metadata import metadata_map_fr
 
 from mlops_platform.defs import build_definitions
 from mlops_platform.defs.remote import STEP_KIND_OF_GROUP, remote_twin, submit_task
-from mlops_platform.remote import parse_partition, pipes_metadata
+from mlops_platform.remote import local_execution, parse_partition, pipes_metadata
 from mlops_platform.resources.databricks import DatabricksWorkspace
+from mlops_platform.resources.unity_catalog import UnityCatalogWarehouse
+from mlops_platform.resources.warehouse import DeltaWarehouse
 from mlops_platform.settings import load_settings
 
 HEAVY_GROUPS = set(STEP_KIND_OF_GROUP)
@@ -58,7 +60,22 @@ def test_prod_runs_every_heavy_asset_remotely_with_the_same_specs():
     remote = {key.to_user_string() for node in _assets(prod) if _is_remote(node) for key in node.keys}
     assert {"silver/flights", "gold/flights", "features/carrier_delays", "training/flights",
             "models/flights_delay", "predictions/flights_delay", "monitoring/flights_delay_drift"} <= remote
-    assert not remote & {"bronze/flights", "registry/flights_delay_champion"}
+    assert "bronze/flights" in remote, "bronze writes a table, so it runs where Unity Catalog is"
+    assert not remote & {"registry/flights_delay_champion", "serving/flights_delay_online_store"}
+
+
+def test_prod_tables_are_unity_catalog_tables_read_by_the_orchestrator_through_a_sql_warehouse():
+    prod = load_settings("prod")
+    resources = build_definitions(prod).resources
+    warehouse = resources["warehouse"]
+    assert isinstance(warehouse, UnityCatalogWarehouse)
+    assert warehouse.full_name("silver", "flights") == "mlops_prod.silver.flights"
+    assert isinstance(warehouse.workspace, DatabricksWorkspace)
+    assert resources["alerts"].warehouse is warehouse
+    # Inside the job (mlops_platform.remote) the same environment reads and writes through the cluster's Spark.
+    inside = build_definitions(local_execution(prod)).resources["warehouse"]
+    assert isinstance(inside, UnityCatalogWarehouse) and inside.workspace is None
+    assert isinstance(build_definitions(load_settings("local")).resources["warehouse"], DeltaWarehouse)
 
 
 def test_local_holds_no_databricks_resource_and_no_twin():

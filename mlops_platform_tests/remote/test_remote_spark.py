@@ -152,11 +152,17 @@ class FakeDatabricks:
             state_message="" if ok else self.outcome.stderr[-2000:]))
 
 
-def test_databricks_twin_submits_the_wheel_task_and_reports_the_run(landed_settings, embedded, monkeypatch):
-    # prod, with its config folder and wheel where this machine has them; data in the test's folder.
-    prod = load_settings("prod")
+def test_databricks_twin_submits_the_wheel_task_and_reports_the_run(landed_settings, embedded, tmp_path):
+    # prod, with its config folder and wheel where this machine has them and data in the test's folder. Its tables
+    # are Delta folders: Unity Catalog cannot exist here (its statements are tested in test_unity_catalog.py).
+    config_dir = tmp_path / "config"
+    shutil.copytree(PROJECT_ROOT / "config", config_dir)
+    prod_yaml = config_dir / "environments" / "prod.yaml"
+    prod_yaml.write_text(prod_yaml.read_text().replace("tables: unity_catalog", "tables: delta"))
+    prod = load_settings("prod", config_dir=config_dir)
+    assert prod.environment.tables == "delta"
     databricks = prod.environment.databricks.model_copy(update={
-        "config_dir": str(PROJECT_ROOT / "config"), "wheel": "/Volumes/mlops_prod/platform/artifacts/test.whl"})
+        "config_dir": str(config_dir), "wheel": "/Volumes/mlops_prod/platform/artifacts/test.whl"})
     prod = prod.model_copy(update={"environment": prod.environment.model_copy(update={"databricks": databricks})})
     assert prod.data_dir == landed_settings.data_dir
     definitions = build_definitions(prod)
@@ -180,7 +186,7 @@ def test_databricks_twin_submits_the_wheel_task_and_reports_the_run(landed_setti
     assert {"DAGSTER_PIPES_CONTEXT", "DAGSTER_PIPES_MESSAGES"} <= set(env)
     assert {k: v for k, v in env.items() if not k.startswith("DAGSTER_PIPES_")} == {
         "MLOPS_ENV": "prod", "MLOPS_DATA_DIR": str(landed_settings.data_dir),
-        "MLOPS_CONFIG_DIR": str(PROJECT_ROOT / "config")}
+        "MLOPS_CONFIG_DIR": str(config_dir)}
     assert submitted == {
         "task_key": "silver_flights",
         "new_cluster": {"spark_version": "15.4.x-scala2.12", "node_type_id": "m5d.xlarge", "num_workers": 4,
