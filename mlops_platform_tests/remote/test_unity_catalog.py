@@ -19,8 +19,8 @@ from unittest.mock import MagicMock
 import dagster as dg
 import pyarrow as pa
 import pytest
-from databricks.sdk.service import sql as dbsql
 from dagster_pyspark import LazyPySparkResource
+from databricks.sdk.service import sql as dbsql
 
 from mlops_platform.defs.quality import freshness_checks
 from mlops_platform.resources.databricks import DatabricksWorkspace
@@ -39,6 +39,8 @@ DAYS = DayRange("day", dt.date(2013, 1, 2), dt.date(2013, 1, 3))
 ROWS = pa.table({"day": pa.array([dt.date(2013, 1, 2), dt.date(2013, 1, 3)], pa.date32()),
                  "carrier": pa.array(["AA", "UA"], pa.large_string()), "delay": [1.5, -2.0]})
 COMMITTED = dt.datetime(2013, 1, 4, 6, 30)
+SILVER_FLIGHTS_EXISTS = ("SELECT 1 FROM `mlops_prod`.`information_schema`.`tables` WHERE table_schema = 'silver' "
+                         "AND table_name = 'flights'")
 
 
 @dataclass
@@ -67,7 +69,7 @@ class FakeSpark:
             return self.tables[statement.split()[3].replace("`", "")].empty_table()
         return pa.table({"row_count": [7]}) if "COUNT(*)" in statement else pa.table({})
 
-    def createDataFrame(self, data: pa.Table) -> MagicMock:  # noqa: N802 (Spark's name)
+    def createDataFrame(self, data: pa.Table) -> MagicMock:
         frame = MagicMock()
         self.calls.append(("createDataFrame", data))
 
@@ -114,11 +116,9 @@ def test_a_daily_write_replaces_its_days_of_a_registered_delta_table(spark, ware
     write = warehouse.replace_days("silver", "flights", ROWS, DAYS)
 
     assert spark.statements() == [
-        "SELECT 1 FROM `mlops_prod`.`information_schema`.`tables` WHERE table_schema = 'silver' "
-        "AND table_name = 'flights'",
+        SILVER_FLIGHTS_EXISTS,
         "CREATE SCHEMA IF NOT EXISTS `mlops_prod`.`silver`",
-        "SELECT 1 FROM `mlops_prod`.`information_schema`.`tables` WHERE table_schema = 'silver' "
-        "AND table_name = 'flights'",
+        SILVER_FLIGHTS_EXISTS,
         "DESCRIBE HISTORY `mlops_prod`.`silver`.`flights` LIMIT 1",
     ]
     assert spark.writes() == [
@@ -204,7 +204,7 @@ def presigned() -> Iterator[tuple[str, dict[str, bytes], list[dict[str, str]]]]:
     seen: list[dict[str, str]] = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        def do_GET(self) -> None:
             seen.append(dict(self.headers))
             body = bodies[self.path]
             self.send_response(200)
@@ -302,7 +302,6 @@ def test_the_freshness_check_in_prod_reads_the_last_commit_through_the_sql_wareh
     assert evaluation.passed
     assert evaluation.metadata["last_commit"].value == now.isoformat(timespec="seconds")
     assert statements == [
-        ("wh-42", "SELECT 1 FROM `mlops_prod`.`information_schema`.`tables` WHERE table_schema = 'silver' "
-                  "AND table_name = 'flights'"),
+        ("wh-42", SILVER_FLIGHTS_EXISTS),
         ("wh-42", "DESCRIBE HISTORY `mlops_prod`.`silver`.`flights` LIMIT 1"),
     ]
