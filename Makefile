@@ -14,7 +14,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade uv
-	$(BIN)/uv pip install --python $(BIN)/python --quiet -e ".[dev]"
+	$(BIN)/uv pip install --python $(BIN)/python --quiet -e ".[orchestrator,dev]"
 	touch $@
 
 run: install

@@ -44,7 +44,8 @@ from mlops_platform.defs.quality import reconcile_result, rule_result, sample_ro
 from mlops_platform.defs.silver.assets import quarantine_table
 from mlops_platform.ingest import read_bronze_batch
 from mlops_platform.landing import day_range, files_for_day, land_day, latest_snapshot, load_source_data
-from mlops_platform.resources.engine import LOCAL_SPARK_CONFIG, Engine, PolarsEngine, SparkEngine
+from mlops_platform.resources.engine import Engine, PolarsEngine, SparkEngine
+from mlops_platform.resources.spark import LOCAL_SPARK_CONFIG
 from mlops_platform.resources.warehouse import DayRange, DeltaWarehouse
 from mlops_platform.settings import UseCaseConfig, load_settings
 from mlops_platform.transforms.conform import LANDING_DATE, RULE_COLUMN, conform, tag_rows

@@ -25,11 +25,11 @@ from dagster_pipes import (
     PipesMetadataValue,
     open_dagster_pipes,
 )
-from dagster_pyspark import LazyPySparkResource
 
 from mlops_platform.defs import build_definitions
 from mlops_platform.defs.remote import RANGE_SEPARATOR
-from mlops_platform.resources.engine import ComputeEngine, on_databricks, spark_config
+from mlops_platform.resources.engine import ComputeEngine
+from mlops_platform.resources.spark import on_databricks, spark_sessions
 from mlops_platform.settings import Settings, load_settings
 
 
@@ -43,7 +43,7 @@ def local_execution(settings: Settings) -> Settings:
 
 
 def spark_engine() -> ComputeEngine:
-    return ComputeEngine(kind="spark", pyspark=LazyPySparkResource(spark_config=spark_config()))
+    return ComputeEngine(kind="spark", pyspark=spark_sessions())
 
 
 def parse_partition(value: str | None) -> tuple[str, str] | None:

@@ -450,7 +450,8 @@ StepKind = Literal["tables", "training", "monitoring"]
 class ClusterSpec(_Strict):
     """The new job cluster one kind of step runs on: created for the one-time run and gone after it."""
 
-    spark_version: str = Field(description="a Databricks runtime whose Python matches requires-python (3.11)")
+    spark_version: str = Field(description="a Databricks runtime from 15.4 LTS on whose Python matches "
+                                           "requires-python (3.11)")
     node_type_id: str
     num_workers: int = Field(ge=1)
     spark_conf: dict[str, str] = {}

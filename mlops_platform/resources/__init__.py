@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 import dagster as dg
-from dagster_pyspark import LazyPySparkResource
 
 from mlops_platform.resources.alerts import alert_sinks
 from mlops_platform.resources.databricks import databricks_workspace
-from mlops_platform.resources.engine import ComputeEngine, spark_config
+from mlops_platform.resources.engine import ComputeEngine
 from mlops_platform.resources.landing_zone import LandingZone
 from mlops_platform.resources.mlflow import MlflowTracking
 from mlops_platform.resources.reports import ReportStore
 from mlops_platform.resources.serving import serving_target
+from mlops_platform.resources.spark import spark_sessions
 from mlops_platform.resources.unity_catalog import UnityCatalogWarehouse
 from mlops_platform.resources.warehouse import DeltaWarehouse, Warehouse
 from mlops_platform.settings import Settings
 
 
-def build_warehouse(settings: Settings, pyspark: LazyPySparkResource) -> Warehouse:
+def build_warehouse(settings: Settings, pyspark: dg.ConfigurableResource) -> Warehouse:
     env = settings.environment
     if env.tables == "delta":
         return DeltaWarehouse(root=str(settings.warehouse_dir), catalog=env.catalog)
@@ -32,7 +32,7 @@ def build_warehouse(settings: Settings, pyspark: LazyPySparkResource) -> Warehou
 
 def build_resources(settings: Settings) -> dict[str, object]:
     env = settings.environment
-    pyspark = LazyPySparkResource(spark_config=spark_config())
+    pyspark = spark_sessions()
     warehouse = build_warehouse(settings, pyspark)
     return {
         "warehouse": warehouse,

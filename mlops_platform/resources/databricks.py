@@ -7,12 +7,16 @@ created per step for the same reason (it raises at construction without credenti
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import dagster as dg
-from dagster_databricks import PipesDatabricksClient
 from databricks.sdk import WorkspaceClient
 from pydantic import Field
 
 from mlops_platform.settings import DatabricksConfig
+
+if TYPE_CHECKING:
+    from dagster_databricks import PipesDatabricksClient
 
 
 class DatabricksWorkspace(dg.ConfigurableResource):
@@ -26,6 +30,10 @@ class DatabricksWorkspace(dg.ConfigurableResource):
         return WorkspaceClient(host=self.host, token=self.token)
 
     def pipes_client(self) -> PipesDatabricksClient:
+        # Only the orchestrator submits jobs, and only it has dagster-databricks: its dependency on pyspark from
+        # PyPI must not reach a Databricks runtime (see mlops_platform.resources.spark).
+        from dagster_databricks import PipesDatabricksClient
+
         # The client's defaults carry the Pipes context and messages through DBFS temporary files, which the
         # remote entry point reads and writes with the matching DBFS loader and writer.
         return PipesDatabricksClient(client=self.workspace_client(), poll_interval_seconds=self.poll_interval_seconds)

@@ -1,8 +1,8 @@
 """Where transformations run: the embedded engine (Polars, the default) or PySpark, chosen by configuration.
 
 Transformations are narwhals functions of lazy frames (``mlops_platform.transforms``); an engine only turns
-tables into lazy frames and results back into Arrow tables for the warehouse. Spark comes from dagster-pyspark's
-``LazyPySparkResource``, so a run that never touches Spark never starts a JVM.
+tables into lazy frames and results back into Arrow tables for the warehouse. Spark is started on first use
+(``mlops_platform.resources.spark``), so a run that never touches Spark never starts a JVM.
 
 Both engines hand the warehouse the same canonical Arrow types (``canonical_arrow``), so a table written by one
 engine can be appended to or partly replaced by the other without a schema-evolution error.
@@ -10,37 +10,16 @@ engine can be appended to or partly replaced by the other without a schema-evolu
 
 from __future__ import annotations
 
-import os
 from typing import Literal, Protocol
 
 import dagster as dg
 import narwhals as nw
 import polars as pl
 import pyarrow as pa
-from dagster_pyspark import LazyPySparkResource
+from pydantic import Field
 
+from mlops_platform.resources.spark import arrow_to_spark
 from mlops_platform.resources.warehouse import DayRange, Warehouse
-
-LOCAL_SPARK_CONFIG = {
-    "spark.master": "local[2]",
-    "spark.sql.session.timeZone": "UTC",
-    "spark.sql.shuffle.partitions": "4",
-    "spark.ui.enabled": "false",
-    "spark.sql.execution.arrow.pyspark.enabled": "true",
-    "spark.driver.memory": "4g",
-}
-# Set on every Databricks cluster: there Spark is the cluster's, configured by its cluster spec.
-DATABRICKS_RUNTIME_ENV = "DATABRICKS_RUNTIME_VERSION"
-
-
-def on_databricks() -> bool:
-    return bool(os.environ.get(DATABRICKS_RUNTIME_ENV))
-
-
-def spark_config() -> dict[str, str]:
-    """The in-process Spark session's configuration: the cluster's on Databricks, ``local[2]`` elsewhere."""
-    return {} if on_databricks() else LOCAL_SPARK_CONFIG
-
 
 CANONICAL_TIMESTAMP = pa.timestamp("us", tz="UTC")
 
@@ -119,7 +98,7 @@ class SparkEngine:
 
     def from_arrow(self, table: pa.Table) -> nw.LazyFrame:
         # Canonical first: Spark would read a naive timestamp in the session's time zone, which need not be UTC.
-        return nw.from_native(self.session.createDataFrame(canonical_arrow(table)))
+        return nw.from_native(arrow_to_spark(self.session, canonical_arrow(table)))
 
     def read(self, warehouse: Warehouse, schema: str, table: str, days: DayRange | None = None
              ) -> nw.LazyFrame:
@@ -133,7 +112,8 @@ class ComputeEngine(dg.ConfigurableResource):
     """Chooses the engine that runs the platform's transformations."""
 
     kind: Literal["polars", "spark"] = "polars"
-    pyspark: LazyPySparkResource
+    pyspark: dg.ConfigurableResource = Field(
+        description="Spark started on first use (mlops_platform.resources.spark.spark_sessions)")
 
     def engine(self) -> Engine:
         if self.kind == "spark":

@@ -4,7 +4,7 @@ Every operation is a Spark SQL statement or a Delta write by table name (``catal
 are registered Unity Catalog tables with their grants, lineage and history, not folders on a volume:
 
 - inside a Databricks job (the remote steps) statements and writes go through the cluster's Spark session,
-  which comes from dagster-pyspark's ``LazyPySparkResource``;
+  started on first use (``mlops_platform.resources.spark``);
 - in the orchestrator (freshness checks, the champion gate, the online-store publish) the same read statements go
   to a SQL warehouse through the Statement Execution API, whose results arrive as Arrow. The orchestrator writes
   no table in a Databricks environment: every asset that writes one runs as a Databricks job.
@@ -22,14 +22,15 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+import dagster as dg
 import httpx
 import pyarrow as pa
 import pyarrow.compute as pc
-from dagster_pyspark import LazyPySparkResource
 from databricks.sdk.service import sql as dbsql
 from pydantic import Field
 
 from mlops_platform.resources.databricks import DatabricksWorkspace
+from mlops_platform.resources.spark import arrow_to_spark
 from mlops_platform.resources.warehouse import Commit, DayRange, Filter, TableWrite, Warehouse
 
 SOURCE_VIEW = "mlops_merge_source"
@@ -63,10 +64,10 @@ class SparkSqlConnection:
         return self.session.sql(statement).toArrow()
 
     def write(self, data: pa.Table, full_name: str, mode: str, options: Mapping[str, str]) -> None:
-        self.session.createDataFrame(data).write.format("delta").mode(mode).options(**options).saveAsTable(full_name)
+        arrow_to_spark(self.session, data).write.format("delta").mode(mode).options(**options).saveAsTable(full_name)
 
     def register(self, data: pa.Table, view: str) -> None:
-        self.session.createDataFrame(data).createOrReplaceTempView(view)
+        arrow_to_spark(self.session, data).createOrReplaceTempView(view)
 
 
 class StatementConnection:
@@ -171,7 +172,8 @@ def sql_condition(filters: Sequence[Filter]) -> str:
 class UnityCatalogWarehouse(Warehouse):
     """Unity Catalog Delta tables ``catalog.schema.table``: Spark inside Databricks jobs, a SQL warehouse outside."""
 
-    pyspark: LazyPySparkResource
+    pyspark: dg.ConfigurableResource = Field(
+        description="the job's Spark, started on first use (mlops_platform.resources.spark.spark_sessions)")
     workspace: DatabricksWorkspace | None = Field(
         default=None, description="for the orchestrator's reads; None inside a Databricks job, which uses Spark")
     sql_warehouse_id: str | None = Field(default=None, description="the SQL warehouse the orchestrator reads with")

@@ -25,6 +25,8 @@ import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, Schema, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
+from mlops_platform.resources.spark import arrow_to_spark
+
 ResultT = TypeVar("ResultT")
 # A row filter as (column, operator, value), operators as in SQL comparisons: ``("day", ">=", date(2013, 1, 1))``.
 Filter = tuple[str, str, Any]
@@ -227,7 +229,7 @@ class DeltaWarehouse(Warehouse):
         table_ = self.delta_table(schema, table)
         uris = [] if table_ is None else table_.file_uris()
         if not uris:
-            return session.createDataFrame(self.read(schema, table, days=days))
+            return arrow_to_spark(session, self.read(schema, table, days=days))
         frame = session.read.parquet(*uris)
         if days is not None:
             frame = frame.filter(days.sql)

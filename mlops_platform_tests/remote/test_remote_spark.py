@@ -11,6 +11,8 @@ Each test starts one JVM, in the entry point's subprocess.
 
 from __future__ import annotations
 
+import importlib.metadata
+import json
 import os
 import shutil
 import subprocess
@@ -21,10 +23,13 @@ import dagster as dg
 import pytest
 from dagster_databricks import PipesDatabricksClient
 from databricks.sdk.service import jobs
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from mlops_platform.defs import build_definitions
-from mlops_platform.defs.remote import remote_twin
+from mlops_platform.defs.remote import remote_twin, submit_task
 from mlops_platform.resources.databricks import DatabricksWorkspace
+from mlops_platform.resources.spark import DATABRICKS_RUNTIME_ENV
 from mlops_platform.settings import PROJECT_ROOT, Settings, load_settings
 from mlops_platform_tests.conftest import FIRST_DAY, QUIET, run_day
 
@@ -152,9 +157,10 @@ class FakeDatabricks:
             state_message="" if ok else self.outcome.stderr[-2000:]))
 
 
-def test_databricks_twin_submits_the_wheel_task_and_reports_the_run(landed_settings, embedded, tmp_path):
-    # prod, with its config folder and wheel where this machine has them and data in the test's folder. Its tables
-    # are Delta folders: Unity Catalog cannot exist here (its statements are tested in test_unity_catalog.py).
+@pytest.fixture
+def prod_on_delta(landed_settings, tmp_path) -> Settings:
+    """prod, with its config folder and wheel where this machine has them and data in the test's folder. Its tables
+    are Delta folders: Unity Catalog cannot exist here (its statements are tested in test_unity_catalog.py)."""
     config_dir = tmp_path / "config"
     shutil.copytree(PROJECT_ROOT / "config", config_dir)
     prod_yaml = config_dir / "environments" / "prod.yaml"
@@ -165,6 +171,12 @@ def test_databricks_twin_submits_the_wheel_task_and_reports_the_run(landed_setti
         "config_dir": str(config_dir), "wheel": "/Volumes/mlops_prod/platform/artifacts/test.whl"})
     prod = prod.model_copy(update={"environment": prod.environment.model_copy(update={"databricks": databricks})})
     assert prod.data_dir == landed_settings.data_dir
+    return prod
+
+
+def test_databricks_twin_submits_the_wheel_task_and_reports_the_run(landed_settings, embedded, prod_on_delta):
+    prod = prod_on_delta
+    config_dir = prod.environment.databricks.config_dir
     definitions = build_definitions(prod)
     fake = FakeDatabricks()
 
@@ -212,3 +224,81 @@ def test_databricks_twin_submits_the_wheel_task_and_reports_the_run(landed_setti
         assert _comparable(materializations[key.to_user_string()]) == _comparable(local[key.to_user_string()])
     assert {k: v.passed for k, v in _checks(remote).items()} == {
         k: v.passed for k, v in _checks(embedded).items() if k[0] == "silver/flights" and k[1] != "freshness"}
+
+
+# --- what a Databricks runtime has: the wheel's dependencies and its own Spark ------------------------------------
+
+RUNTIME_SPARK = {"pyspark", "py4j"}
+
+
+def wheel_dependencies(distribution: str = "mlops_platform") -> set[str]:
+    """Every distribution installing the wheel brings (names canonical), resolved through what is installed here."""
+    seen: set[str] = set()
+    pending: list[tuple[str, frozenset[str]]] = [(distribution, frozenset())]
+    while pending:
+        name, extras = pending.pop()
+        for line in importlib.metadata.requires(name) or []:
+            requirement = Requirement(line)
+            markers = [{"extra": extra} for extra in extras or {""}]
+            if requirement.marker and not any(requirement.marker.evaluate(env) for env in markers):
+                continue
+            dependency = canonicalize_name(requirement.name)
+            if dependency not in seen:
+                seen.add(dependency)
+                pending.append((dependency, frozenset(requirement.extras)))
+    return seen
+
+
+def test_the_wheel_brings_no_spark_of_its_own():
+    # A pyspark from PyPI would replace the Databricks runtime's Spark on the cluster.
+    dependencies = wheel_dependencies()
+    assert {"dagster", "dagster-pipes", "mlflow", "deltalake", "evidently"} <= dependencies
+    assert not dependencies & {"pyspark", "dagster-pyspark", "dagster-databricks", "dagster-webserver"}
+
+
+ON_THE_RUNTIME = """
+import importlib.abc, json, sys
+
+blocked = set(json.loads(sys.argv[1]))
+
+
+class NotOnTheRuntime(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in blocked:
+            raise ModuleNotFoundError(f"No module named {name!r}: not installed with the wheel", name=name)
+        return None
+
+
+sys.meta_path.insert(0, NotOnTheRuntime())
+import dagster as dg
+from mlops_platform.remote import materialize_step
+from mlops_platform.settings import load_settings
+
+result = materialize_step(load_settings(), [dg.AssetKey.from_user_string(k) for k in sys.argv[3:]],
+                          (sys.argv[2], sys.argv[2]))
+metadata = {event.asset_key.to_user_string(): event.step_materialization_data.materialization.metadata
+            for event in result.get_asset_materialization_events()}
+failures = [event.step_failure_data.error.to_string() for event in result.get_step_failure_events()]
+print(json.dumps({"success": result.success, "failures": failures, "materialized": sorted(metadata),
+                  "engine": metadata["silver/flights"]["engine"].value if metadata else None}))
+"""
+
+
+def test_a_remote_step_runs_with_only_the_wheels_dependencies_and_the_runtimes_spark(embedded, prod_on_delta):
+    allowed = wheel_dependencies() | RUNTIME_SPARK
+    blocked = sorted(module for module, distributions in importlib.metadata.packages_distributions().items()
+                     if not {canonicalize_name(d) for d in distributions} & allowed
+                     and canonicalize_name(distributions[0]) != "mlops-platform")
+    assert {"dagster_pyspark", "dagster_databricks", "dagster_webserver", "pytest"} <= set(blocked)
+
+    task = submit_task(prod_on_delta, "tables", "silver_flights", [])
+    environment = {**os.environ, **task.new_cluster.spark_env_vars, DATABRICKS_RUNTIME_ENV: "15.4"}
+    outcome = subprocess.run(
+        [sys.executable, "-c", ON_THE_RUNTIME, json.dumps(blocked), DAY, *(key.to_user_string() for key in
+                                                                           (SILVER, QUARANTINE))],
+        env=environment, capture_output=True, text=True, check=False, timeout=600)
+
+    assert outcome.returncode == 0, outcome.stderr[-3000:]
+    report = json.loads(outcome.stdout.strip().splitlines()[-1])
+    assert report == {"success": True, "failures": [], "materialized": ["silver/flights", "silver/flights_quarantine"],
+                      "engine": "spark"}

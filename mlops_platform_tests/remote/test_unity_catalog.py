@@ -19,11 +19,11 @@ from unittest.mock import MagicMock
 import dagster as dg
 import pyarrow as pa
 import pytest
-from dagster_pyspark import LazyPySparkResource
 from databricks.sdk.service import sql as dbsql
 
 from mlops_platform.defs.quality import freshness_checks
 from mlops_platform.resources.databricks import DatabricksWorkspace
+from mlops_platform.resources.spark import DatabricksRuntimeSpark
 from mlops_platform.resources.unity_catalog import (
     SOURCE_VIEW,
     SparkSqlConnection,
@@ -48,6 +48,7 @@ class FakeSpark:
     """A Spark session of a Databricks cluster: records statements and writes; knows the tables it was given."""
 
     tables: dict[str, pa.Schema] = field(default_factory=dict)
+    version: str = "4.0.0"
     history: dict[str, list[dict]] = field(default_factory=dict)
     calls: list[tuple] = field(default_factory=list)
 
@@ -109,7 +110,7 @@ def warehouse(spark) -> UnityCatalogWarehouse:
         def connection(self):
             return SparkSqlConnection(spark)
 
-    return OnCluster(catalog=CATALOG, pyspark=LazyPySparkResource(spark_config={}))
+    return OnCluster(catalog=CATALOG, pyspark=DatabricksRuntimeSpark())
 
 
 def test_a_daily_write_replaces_its_days_of_a_registered_delta_table(spark, warehouse):
@@ -292,7 +293,7 @@ def test_the_freshness_check_in_prod_reads_the_last_commit_through_the_sql_wareh
     usecase = load_settings("prod").usecases["flights"]
     key = dg.AssetKey(["silver", "flights"])
     (check,) = freshness_checks(usecase, [key])
-    warehouse = UnityCatalogWarehouse(catalog=CATALOG, pyspark=LazyPySparkResource(spark_config={}), sql_warehouse_id="wh-42",
+    warehouse = UnityCatalogWarehouse(catalog=CATALOG, pyspark=DatabricksRuntimeSpark(), sql_warehouse_id="wh-42",
                                       workspace=FakeWorkspace(host="https://dbc-fake.cloud.databricks.com",
                                                               token="t"))
     result = dg.materialize([check, dg.AssetSpec(key)], selection=dg.AssetSelection.checks(check),

@@ -23,12 +23,13 @@ import pytest
 from mlops_platform.ingest import read_bronze_batch
 from mlops_platform.landing import files_for_day, landing_file, latest_snapshot
 from mlops_platform.resources.engine import (
-    LOCAL_SPARK_CONFIG,
     Engine,
     PolarsEngine,
     SparkEngine,
+    canonical_arrow,
     canonical_schema,
 )
+from mlops_platform.resources.spark import LOCAL_SPARK_CONFIG, arrow_to_spark_via_pandas
 from mlops_platform.resources.warehouse import DayRange, DeltaWarehouse
 from mlops_platform.settings import UseCaseConfig, load_settings
 from mlops_platform.transforms.conform import LANDING_DATE, RULE_COLUMN, conform
@@ -211,6 +212,20 @@ def test_both_engines_give_the_same_table(usecase, polars_out, spark_out, table_
     left, right = _sorted(left, keys), _sorted(right, keys)
     for column in left.column_names:
         _assert_columns_equal(table_name, column, left.column(column), right.column(column))
+
+
+@pytest.mark.parametrize("table_name", ["flights", "flights_quarantine", "gold"])
+def test_the_spark_3_route_into_spark_gives_the_same_frame_as_the_arrow_route(usecase, polars_out, spark, table_name):
+    """Databricks runtimes on Spark 3.5 take Arrow tables through pandas; nothing may change on the way."""
+    table = polars_out[table_name]
+    through_arrow = canonical_arrow(spark.createDataFrame(table).toArrow())
+    through_pandas = canonical_arrow(arrow_to_spark_via_pandas(spark, table).toArrow())
+
+    assert through_pandas.schema.equals(through_arrow.schema), f"{through_pandas.schema}\n{through_arrow.schema}"
+    keys = _sort_keys(usecase, table_name)
+    through_arrow, through_pandas = _sorted(through_arrow, keys), _sorted(through_pandas, keys)
+    for column in through_arrow.column_names:
+        _assert_columns_equal(table_name, column, through_arrow.column(column), through_pandas.column(column))
 
 
 def test_quarantine_rules_and_counts_match_and_cover_every_injected_branch(polars_out, spark_out):
