@@ -19,6 +19,7 @@ CONFIG_DIR_ENV = "MLOPS_CONFIG_DIR"
 ENV_VAR = "MLOPS_ENV"
 DATA_DIR_ENV = "MLOPS_DATA_DIR"
 SERVING_PORT_ENV = "MLOPS_SERVING_PORT"
+UNITY_CATALOG_REGISTRY = "databricks-uc"
 
 ColumnType = Literal["string", "int", "float", "bool", "date", "datetime"]
 Severity = Literal["ERROR", "WARN"]
@@ -443,6 +444,12 @@ class UseCaseConfig(_Strict):
     def snapshot_sources(self) -> dict[str, SourceConfig]:
         return {name: s for name, s in self.sources.items() if not s.is_daily}
 
+    def with_models_in(self, namespace: str) -> UseCaseConfig:
+        """This use case with its models registered as ``<namespace>.<registered_name>`` (Unity Catalog names)."""
+        models = {name: model.model_copy(update={"registered_name": f"{namespace}.{model.registered_name}"})
+                  for name, model in self.models.items()}
+        return self.model_copy(update={"models": models})
+
 
 StepKind = Literal["tables", "training", "monitoring"]
 
@@ -485,6 +492,27 @@ class LocalServingConfig(_Strict):
     port: int = Field(default=8080, ge=0, le=65535)
 
 
+class MlflowConfig(_Strict):
+    """Where an environment records runs and registers models; without URIs, a SQLite store under ``data_dir``."""
+
+    tracking_uri: str | None = Field(default=None, description="e.g. databricks: the workspace's tracking server")
+    registry_uri: str | None = Field(default=None, description="e.g. databricks-uc: the Unity Catalog model registry; "
+                                                               "the tracking URI when unset")
+    model_schema: str | None = Field(
+        default=None, pattern=r"^[a-z][a-z0-9_]*$",
+        description="the schema of the environment's catalog that holds its models: with it, a model's registered "
+                    "name is the Unity Catalog name <catalog>.<model_schema>.<registered_name>")
+    experiment_root: str = Field(default="", description="the workspace folder experiments are created in, e.g. "
+                                                         "/Shared/mlops_platform/prod")
+
+    @model_validator(mode="after")
+    def _unity_catalog_names_need_its_registry(self) -> MlflowConfig:
+        if self.model_schema and self.registry_uri != UNITY_CATALOG_REGISTRY:
+            raise ValueError(f"model_schema names models in Unity Catalog: it needs registry_uri: "
+                             f"{UNITY_CATALOG_REGISTRY}")
+        return self
+
+
 class EnvironmentConfig(_Strict):
     name: str
     catalog: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
@@ -495,11 +523,14 @@ class EnvironmentConfig(_Strict):
     usecases: list[str] = Field(min_length=1)
     databricks: DatabricksConfig | None = None
     serving: LocalServingConfig = LocalServingConfig()
+    mlflow: MlflowConfig = MlflowConfig()
 
     @model_validator(mode="after")
     def _unity_catalog_needs_databricks(self) -> EnvironmentConfig:
         if self.tables == "unity_catalog" and self.databricks is None:
             raise ValueError("tables: unity_catalog needs a databricks section (the workspace holding the catalog)")
+        if self.mlflow.model_schema and self.databricks is None:
+            raise ValueError("mlflow.model_schema needs a databricks section (the workspace holding the catalog)")
         return self
 
     @field_validator("data_dir")
@@ -583,4 +614,7 @@ def load_settings(environment: str | None = None, config_dir: Path | None = None
         usecase: load_yaml_model(config_dir / "usecases" / f"{usecase}.yaml", UseCaseConfig)
         for usecase in env.usecases
     }
+    if env.mlflow.model_schema:
+        namespace = f"{env.catalog}.{env.mlflow.model_schema}"
+        usecases = {name: usecase.with_models_in(namespace) for name, usecase in usecases.items()}
     return Settings(environment=env, usecases=usecases)

@@ -30,6 +30,19 @@ def build_warehouse(settings: Settings, pyspark: dg.ConfigurableResource) -> War
     )
 
 
+def build_mlflow(settings: Settings) -> MlflowTracking:
+    env = settings.environment
+    config = env.mlflow
+    if config.tracking_uri is None:
+        return MlflowTracking(tracking_uri=f"sqlite:///{settings.mlflow_dir}/mlflow.db", registry_uri=config.registry_uri,
+                              artifact_root=str(settings.mlflow_dir / "artifacts"),
+                              experiment_root=config.experiment_root)
+    # Inside a Databricks job (no databricks section left) MLflow authenticates as the job itself.
+    return MlflowTracking(tracking_uri=config.tracking_uri, registry_uri=config.registry_uri,
+                          experiment_root=config.experiment_root,
+                          workspace=databricks_workspace(env.databricks) if env.databricks else None)
+
+
 def build_resources(settings: Settings) -> dict[str, object]:
     env = settings.environment
     pyspark = spark_sessions()
@@ -39,8 +52,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
         "landing": LandingZone(root=str(settings.landing_dir)),
         "engine": ComputeEngine(kind=env.engine, pyspark=pyspark),
         "reports": ReportStore(root=str(settings.reports_dir)),
-        "mlflow": MlflowTracking(tracking_uri=f"sqlite:///{settings.mlflow_dir}/mlflow.db",
-                                 artifact_root=str(settings.mlflow_dir / "artifacts")),
+        "mlflow": build_mlflow(settings),
         "alerts": alert_sinks(settings, warehouse),
         "serving": serving_target(settings),
     }

@@ -337,13 +337,12 @@ def _same_deployment(path: Path, config: EndpointConfig) -> bool:
 
 
 class DatabricksServing(ServingTarget):
-    """Databricks Model Serving in ``workspace``; served entities are Unity Catalog models
-    ``<catalog>.<model_schema>.<registered name>``, requests are logged to inference tables
-    ``<catalog>.<inference_schema>.<endpoint>_payload``."""
+    """Databricks Model Serving in ``workspace``; served entities are the Unity Catalog models the registered names
+    name (``<catalog>.<mlflow.model_schema>.<model>`` in a Databricks environment), requests are logged to inference
+    tables ``<catalog>.<inference_schema>.<endpoint>_payload``."""
 
     workspace: DatabricksWorkspace
     catalog: str
-    model_schema: str = "models"
     inference_schema: str = "monitoring"
     timeout_minutes: float = 30.0
 
@@ -353,9 +352,6 @@ class DatabricksServing(ServingTarget):
 
     def invocation_url(self, name: str) -> str:
         return f"{self.workspace.host.rstrip('/')}/serving-endpoints/{name}/invocations"
-
-    def entity_name(self, registered_name: str) -> str:
-        return f"{self.catalog}.{self.model_schema}.{registered_name}"
 
     def endpoint_request(self, deployment: EndpointDeployment) -> dict[str, Any]:
         """The served entities, traffic config and inference-table config of ``deployment``, as SDK objects."""
@@ -367,7 +363,7 @@ class DatabricksServing(ServingTarget):
         )
 
         entities = [
-            ServedEntityInput(name=m.alias, entity_name=self.entity_name(m.registered_name), entity_version=m.version,
+            ServedEntityInput(name=m.alias, entity_name=m.registered_name, entity_version=m.version,
                               workload_size=deployment.workload_size, scale_to_zero_enabled=deployment.scale_to_zero)
             for m in deployment.models
         ]
@@ -405,7 +401,7 @@ class DatabricksServing(ServingTarget):
             served_versions={m.alias: m.version for m in deployment.models},
             traffic={m.alias: m.traffic_percent for m in deployment.models},
             detail={"action": action,
-                    "served_entities": [self.entity_name(m.registered_name) for m in deployment.models]},
+                    "served_entities": [m.registered_name for m in deployment.models]},
         )
 
 

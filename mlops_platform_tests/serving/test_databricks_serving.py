@@ -45,9 +45,9 @@ def target() -> DatabricksServing:
 
 
 def deployment(challenger: bool = True) -> EndpointDeployment:
-    models = [ResolvedModel("champion", "flights_delay", "7", 90 if challenger else 100)]
+    models = [ResolvedModel("champion", "mlops_dev.models.flights_delay", "7", 90 if challenger else 100)]
     if challenger:
-        models.append(ResolvedModel("challenger", "flights_delay", "8", 10))
+        models.append(ResolvedModel("challenger", "mlops_dev.models.flights_delay", "8", 10))
     return EndpointDeployment(name="flights-delay", models=tuple(models), keys=("carrier",), request_fields=(),
                               feature_columns=("carrier",), fallback={}, online_store_path="/unused.arrow",
                               workload_size="Small", scale_to_zero=True)
@@ -184,7 +184,7 @@ def test_the_staging_asset_deploys_the_aliases_to_databricks() -> None:
                                 resources={"mlflow": registry, "serving": target()})
 
     assert result.success
-    registry.client.return_value.get_registered_model.assert_called_once_with("flights_delay")
+    registry.client.return_value.get_registered_model.assert_called_once_with("mlops_dev.models.flights_delay")
     (call,) = workspace.serving_endpoints.create.call_args_list
     assert call.kwargs["name"] == "flights-delay-staging"
     assert call.kwargs["config"].served_entities == expected_entities()
