@@ -53,7 +53,7 @@ def scored(settings):
 
 
 def test_each_scored_row_names_the_champion_version_that_scored_it(scored):
-    definitions, result = scored
+    definitions, _ = scored
     warehouse = definitions.resources["warehouse"]
     predictions = pl.from_arrow(warehouse.read("predictions", "flights_delay"))
     gold = pl.from_arrow(warehouse.read("gold", "flights")).filter(pl.col("flight_date") == SCORED_DAY)

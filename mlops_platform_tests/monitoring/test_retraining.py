@@ -40,7 +40,8 @@ def test_drift_that_stopped_on_the_latest_day_or_lies_outside_the_window_does_no
 
 def test_guardrails_cooldown_daily_maximum_and_one_run_at_a_time():
     rule = RetrainingConfig(cooldown_days=7, max_per_day=1)
-    clear = dict(last_retraining_day=DAY - dt.timedelta(days=7), requested_on_day=0, runs_in_progress=[], rule=rule)
+    clear = {"last_retraining_day": DAY - dt.timedelta(days=7), "requested_on_day": 0, "runs_in_progress": [],
+             "rule": rule}
 
     assert retraining_decision(DAY, **clear).retrain
     assert not retraining_decision(DAY, **{**clear, "last_retraining_day": DAY - dt.timedelta(days=6)}).retrain

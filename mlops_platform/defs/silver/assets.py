@@ -34,8 +34,8 @@ def _silver_asset(usecase: UseCaseConfig, name: str, spec: SourceConfig) -> dg.A
     silver_key = dg.AssetKey(["silver", name])
     quarantine_key = dg.AssetKey(["silver", quarantine_table(name)])
     grain = f"one row per {', '.join(spec.keys)}"
-    common = dict(group_name="silver", kinds={"delta"}, owners=usecase.owners, tags={"usecase": usecase.name},
-                  deps=[dg.AssetKey(["bronze", name])])
+    common = {"group_name": "silver", "kinds": {"delta"}, "owners": usecase.owners, "tags": {"usecase": usecase.name},
+              "deps": [dg.AssetKey(["bronze", name])]}
     partitioned = spec.is_daily
 
     @dg.multi_asset(
