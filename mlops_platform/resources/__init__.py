@@ -49,7 +49,8 @@ def build_resources(settings: Settings) -> dict[str, object]:
     warehouse = build_warehouse(settings, pyspark)
     return {
         "warehouse": warehouse,
-        "landing": LandingZone(root=str(settings.landing_dir)),
+        "landing": LandingZone(root=str(settings.landing_dir),
+                               workspace=databricks_workspace(env.databricks) if env.databricks else None),
         "engine": ComputeEngine(kind=env.engine, pyspark=pyspark),
         "reports": ReportStore(root=str(settings.reports_dir)),
         "mlflow": build_mlflow(settings),
