@@ -1,13 +1,14 @@
 """Remote entry point: one step of the asset graph, materialized where the job runs, reported back through Pipes.
 
     python -m mlops_platform.remote silver/flights silver/flights_quarantine --partition 2013-01-01
-    python -m mlops_platform.remote gold/flights --partition 2013-01-01...2013-01-31
+    python -m mlops_platform.remote gold/flights --partition 2013-01-01...2013-01-31 --env prod \
+        --config-dir /Volumes/mlops_prod/platform/artifacts/config --data-dir /Volumes/mlops_prod/platform/data
 
 The orchestrator's twin of a heavy asset (``mlops_platform.defs.remote``) launches this as a Databricks job (the
 wheel's ``mlops-remote`` console script) or as a local subprocess. Inside the Pipes session it builds the
-platform's own definitions for ``MLOPS_ENV`` as if the environment ran everything here, on the Spark engine, and
+platform's own definitions for the environment (``--env`` or ``MLOPS_ENV``) as if it ran everything here, on the Spark engine, and
 materializes the asset that holds the given keys, with its checks, in-process on an ephemeral instance against
-the shared warehouse (``MLOPS_DATA_DIR``). Every materialization and check result goes back through Pipes with its
+the shared warehouse. Every materialization and check result goes back through Pipes with its
 metadata; a failed step raises with the step's own message, so the orchestrator's step fails with it.
 """
 
@@ -19,10 +20,15 @@ from collections.abc import Mapping, Sequence
 
 import dagster as dg
 from dagster_pipes import (
+    DAGSTER_PIPES_CONTEXT_CLI_ARGUMENT,
+    DAGSTER_PIPES_MESSAGES_CLI_ARGUMENT,
+    PipesCliArgsParamsLoader,
     PipesContext,
     PipesDbfsContextLoader,
     PipesDbfsMessageWriter,
     PipesMetadataValue,
+    PipesUnityCatalogVolumesContextLoader,
+    PipesUnityCatalogVolumesMessageWriter,
     open_dagster_pipes,
 )
 
@@ -150,19 +156,36 @@ def report(pipes: PipesContext, result: dg.ExecuteInProcessResult) -> None:
         )
 
 
+def pipes_transport() -> dict[str, object]:
+    """How this process talks to the orchestrator's Pipes session: the launching client's counterpart."""
+    cli = PipesCliArgsParamsLoader()
+    if cli.is_dagster_pipes_process():
+        # PipesDatabricksServerlessClient: parameters as arguments, files on a volume.
+        return {"params_loader": cli, "context_loader": PipesUnityCatalogVolumesContextLoader(),
+                "message_writer": PipesUnityCatalogVolumesMessageWriter()}
+    if on_databricks():
+        # PipesDatabricksClient: parameters in the cluster's environment, files on DBFS.
+        return {"context_loader": PipesDbfsContextLoader(), "message_writer": PipesDbfsMessageWriter()}
+    return {}   # PipesSubprocessClient
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="mlops-remote", description=__doc__.split("\n\n")[0])
     parser.add_argument("asset_keys", nargs="+", help="asset keys of one step, e.g. silver/flights")
     parser.add_argument("--partition", help=f"a partition key, or START{RANGE_SEPARATOR}END for a range")
+    parser.add_argument("--env", help="the environment (default: MLOPS_ENV, else local)")
+    parser.add_argument("--config-dir", help="the config/ folder (default: MLOPS_CONFIG_DIR)")
+    parser.add_argument("--data-dir", help="the environment's data folder (default: MLOPS_DATA_DIR, else its own)")
+    # Added by PipesDatabricksServerlessClient, read by PipesCliArgsParamsLoader.
+    for option in (DAGSTER_PIPES_CONTEXT_CLI_ARGUMENT, DAGSTER_PIPES_MESSAGES_CLI_ARGUMENT):
+        parser.add_argument(option, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     keys = [dg.AssetKey.from_user_string(key) for key in args.asset_keys]
     partition = parse_partition(args.partition)
 
-    # On Databricks, Pipes talks through DBFS temporary files; locally through the subprocess's own channel.
-    transport = ({"context_loader": PipesDbfsContextLoader(), "message_writer": PipesDbfsMessageWriter()}
-                 if on_databricks() else {})
-    with open_dagster_pipes(**transport) as pipes:
-        result = materialize_step(load_settings(), keys, partition)
+    with open_dagster_pipes(**pipes_transport()) as pipes:
+        settings = load_settings(args.env, args.config_dir, args.data_dir)
+        result = materialize_step(settings, keys, partition)
         report(pipes, result)
         failure = _failure_message(result)
         if failure:

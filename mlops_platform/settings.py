@@ -464,9 +464,17 @@ class ClusterSpec(_Strict):
     spark_conf: dict[str, str] = {}
 
 
+class ServerlessSpec(_Strict):
+    """Serverless jobs compute for one kind of step: no cluster to size or wait for; the wheel is a dependency of
+    the task's serverless environment."""
+
+    serverless: Literal[True]
+    environment_version: str = Field(default="2", description="the serverless environment; 2 runs Python 3.11")
+
+
 class DatabricksConfig(_Strict):
     """Where the heavy steps run: the workspace (its credentials are named here, never given), the platform wheel
-    the jobs install, this config folder as the jobs see it, and a cluster per kind of step."""
+    the jobs install, this config folder as the jobs see it, and the compute of each kind of step."""
 
     host_env: str = "DATABRICKS_HOST"
     token_env: str = "DATABRICKS_TOKEN"
@@ -474,14 +482,20 @@ class DatabricksConfig(_Strict):
                                       description="names the SQL warehouse the orchestrator reads tables with")
     wheel: str = Field(description="the platform wheel the jobs install, e.g. a Unity Catalog volume path")
     config_dir: str = Field(description="this config/ folder where the jobs read it, e.g. a volume path")
-    clusters: dict[StepKind, ClusterSpec]
+    compute: dict[StepKind, ClusterSpec | ServerlessSpec]
+    pipes_volume: str | None = Field(
+        default=None, description="a volume folder for Dagster Pipes' exchange files with serverless tasks")
     poll_interval_seconds: float = Field(default=10, gt=0)
 
     @model_validator(mode="after")
-    def _every_step_kind_has_a_cluster(self) -> DatabricksConfig:
-        missing = sorted(set(StepKind.__args__) - set(self.clusters))
+    def _every_step_kind_has_compute(self) -> DatabricksConfig:
+        missing = sorted(set(StepKind.__args__) - set(self.compute))
         if missing:
-            raise ValueError(f"clusters: no cluster for step kinds {missing}")
+            raise ValueError(f"compute: none for step kinds {missing}")
+        serverless = sorted(kind for kind, spec in self.compute.items() if isinstance(spec, ServerlessSpec))
+        if serverless and not self.pipes_volume:
+            raise ValueError(f"compute: serverless steps {serverless} need pipes_volume (where Dagster Pipes "
+                             "exchanges files with them)")
         return self
 
 
@@ -597,15 +611,17 @@ def load_yaml_model(path: Path, model: type[ModelT], **overrides: object) -> Mod
         raise ConfigError(f"{path}: invalid {model.__name__}:\n{_describe(exc)}") from exc
 
 
-def load_settings(environment: str | None = None, config_dir: Path | None = None) -> Settings:
-    """Load the environment named by ``MLOPS_ENV`` (or the argument) and the use cases it enables.
+def load_settings(environment: str | None = None, config_dir: Path | str | None = None,
+                  data_dir: Path | str | None = None) -> Settings:
+    """Load the environment named by the argument (or ``MLOPS_ENV``) and the use cases it enables.
 
-    ``MLOPS_DATA_DIR`` relocates all data (tests point it at a temporary folder); ``MLOPS_SERVING_PORT`` moves the
-    local serving process to another port (0: any free one).
+    ``data_dir`` (or ``MLOPS_DATA_DIR``) relocates all data (tests point it at a temporary folder);
+    ``MLOPS_SERVING_PORT`` moves the local serving process to another port (0: any free one).
     """
-    config_dir = config_dir or Path(os.environ.get(CONFIG_DIR_ENV, PROJECT_ROOT / "config"))
+    config_dir = Path(config_dir or os.environ.get(CONFIG_DIR_ENV, PROJECT_ROOT / "config"))
     name = environment or os.environ.get(ENV_VAR, "local")
-    overrides = {"data_dir": os.environ[DATA_DIR_ENV]} if os.environ.get(DATA_DIR_ENV) else {}
+    data_dir = data_dir or os.environ.get(DATA_DIR_ENV)
+    overrides = {"data_dir": str(data_dir)} if data_dir else {}
     env = load_yaml_model(config_dir / "environments" / f"{name}.yaml", EnvironmentConfig, **overrides)
     if os.environ.get(SERVING_PORT_ENV):
         serving = LocalServingConfig.model_validate({**env.serving.model_dump(), "port": os.environ[SERVING_PORT_ENV]})

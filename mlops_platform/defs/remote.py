@@ -3,9 +3,12 @@
 A twin has the original's specs, check specs, partitions and backfill policy, so lineage, jobs, sensors, blocking
 checks and the UI are the same as locally; its body only launches ``python -m mlops_platform.remote`` for the
 step's keys and partition and yields what the job reports back through Dagster Pipes. On Databricks the launch is a
-one-time job run (``jobs/runs/submit``) on a new cluster of the step's kind, running the wheel's ``mlops-remote``
-console script as a ``python_wheel_task``: the wheel is the unit that is built, versioned and installed, and the
-same entry point runs under ``PipesSubprocessClient`` on a laptop.
+one-time job run (``jobs/runs/submit``) running the wheel's ``mlops-remote`` console script as a
+``python_wheel_task``, on a new cluster of the step's kind (``PipesDatabricksClient``, Pipes files on DBFS) or on
+serverless compute with the wheel in the task's environment (``PipesDatabricksServerlessClient``, Pipes files on a
+volume). The wheel is the unit that is built, versioned and installed, and the same entry point runs under
+``PipesSubprocessClient`` on a laptop. The job's settings (environment, config folder, data folder) are options of
+the entry point, since serverless tasks take no environment variables.
 
 Every asset that writes a table runs there, bronze included (the landing zone is on the environment's volume), so
 the tables are written by Spark as Unity Catalog tables. What stays in the orchestrator reads tables at most,
@@ -20,7 +23,7 @@ import dagster as dg
 from databricks.sdk.service import compute, jobs
 
 from mlops_platform.resources.databricks import DatabricksWorkspace, databricks_workspace
-from mlops_platform.settings import CONFIG_DIR_ENV, DATA_DIR_ENV, ENV_VAR, Settings, StepKind
+from mlops_platform.settings import ServerlessSpec, Settings, StepKind
 
 # Asset groups whose assets run remotely, and the kind of cluster each needs.
 STEP_KIND_OF_GROUP: Mapping[str, StepKind] = {
@@ -75,31 +78,56 @@ def remote_twin(assets_def: dg.AssetsDefinition, launch: Launch,
     return twin
 
 
+def settings_arguments(settings: Settings) -> list[str]:
+    """The entry point's options that rebuild ``settings`` where the job runs."""
+    databricks = settings.environment.databricks
+    assert databricks is not None, "a remote step needs an environment with a databricks section"
+    return ["--env", settings.environment.name, "--config-dir", databricks.config_dir,
+            "--data-dir", str(settings.data_dir)]
+
+
 def submit_task(settings: Settings, kind: StepKind, task_key: str, arguments: list[str]) -> jobs.SubmitTask:
-    """The one-time job task that runs ``arguments`` through the platform wheel on a new cluster of ``kind``."""
+    """The one-time job task that runs ``arguments`` through the platform wheel on the compute of ``kind``."""
     databricks = settings.environment.databricks
     assert databricks is not None, "submit_task needs an environment with a databricks section"
-    cluster = databricks.clusters[kind]
+    spec = databricks.compute[kind]
+    wheel_task = jobs.PythonWheelTask(package_name=WHEEL_PACKAGE, entry_point=WHEEL_ENTRY_POINT,
+                                      parameters=[*arguments, *settings_arguments(settings)])
+    key = re.sub(r"[^A-Za-z0-9_-]", "_", task_key)[:100]
+    if isinstance(spec, ServerlessSpec):
+        return jobs.SubmitTask(task_key=key, environment_key=kind, python_wheel_task=wheel_task)
     return jobs.SubmitTask(
-        task_key=re.sub(r"[^A-Za-z0-9_-]", "_", task_key)[:100],
-        new_cluster=compute.ClusterSpec(
-            spark_version=cluster.spark_version, node_type_id=cluster.node_type_id, num_workers=cluster.num_workers,
-            spark_conf=dict(cluster.spark_conf) or None,
-            spark_env_vars={ENV_VAR: settings.environment.name, DATA_DIR_ENV: str(settings.data_dir),
-                            CONFIG_DIR_ENV: databricks.config_dir},
-        ),
+        task_key=key,
+        new_cluster=compute.ClusterSpec(spark_version=spec.spark_version, node_type_id=spec.node_type_id,
+                                        num_workers=spec.num_workers, spark_conf=dict(spec.spark_conf) or None),
         libraries=[compute.Library(whl=databricks.wheel)],
-        python_wheel_task=jobs.PythonWheelTask(package_name=WHEEL_PACKAGE, entry_point=WHEEL_ENTRY_POINT,
-                                               parameters=arguments),
+        python_wheel_task=wheel_task,
     )
 
 
+def serverless_environment(settings: Settings, kind: StepKind) -> jobs.JobEnvironment:
+    """The serverless environment a task of ``kind`` names: its version and the platform wheel."""
+    databricks = settings.environment.databricks
+    assert databricks is not None and isinstance(databricks.compute[kind], ServerlessSpec)
+    return jobs.JobEnvironment(environment_key=kind, spec=compute.Environment(
+        environment_version=databricks.compute[kind].environment_version, dependencies=[databricks.wheel]))
+
+
 def databricks_launch(settings: Settings, kind: StepKind) -> Launch:
+    databricks = settings.environment.databricks
+    assert databricks is not None
+    serverless = isinstance(databricks.compute[kind], ServerlessSpec)
+
     def launch(context: dg.AssetExecutionContext, arguments: list[str]) -> Iterable[dg.PipesExecutionResult]:
         workspace: DatabricksWorkspace = getattr(context.resources, RESOURCE_KEY)
         task = submit_task(settings, kind, context.op_def.name, arguments)
+        # Both clients add the run's id and page URL ("Databricks Job Run ID" / "URL") to every result.
+        if serverless:
+            context.log.info(f"submitting {WHEEL_ENTRY_POINT} {' '.join(arguments)} on serverless compute ({kind})")
+            client = workspace.serverless_pipes_client(databricks.pipes_volume)
+            return client.run(task=task, context=context, extras={"step_kind": kind},
+                              submit_args={"environments": [serverless_environment(settings, kind)]}).get_results()
         context.log.info(f"submitting {WHEEL_ENTRY_POINT} {' '.join(arguments)} on a new {kind} cluster")
-        # The client adds the run's id and page URL ("Databricks Job Run ID" / "URL") to every result.
         return workspace.pipes_client().run(task=task, context=context, extras={"step_kind": kind}).get_results()
 
     return launch

@@ -17,6 +17,7 @@ from mlops_platform.settings import DatabricksConfig
 
 if TYPE_CHECKING:
     from dagster_databricks import PipesDatabricksClient
+    from dagster_databricks.pipes import PipesDatabricksServerlessClient
 
 
 class DatabricksWorkspace(dg.ConfigurableResource):
@@ -37,6 +38,14 @@ class DatabricksWorkspace(dg.ConfigurableResource):
         # The client's defaults carry the Pipes context and messages through DBFS temporary files, which the
         # remote entry point reads and writes with the matching DBFS loader and writer.
         return PipesDatabricksClient(client=self.workspace_client(), poll_interval_seconds=self.poll_interval_seconds)
+
+    def serverless_pipes_client(self, volume_path: str) -> PipesDatabricksServerlessClient:
+        from dagster_databricks.pipes import PipesDatabricksServerlessClient
+
+        # Serverless tasks see no DBFS: context and messages go through temporary files under ``volume_path``,
+        # which the remote entry point reads and writes with the matching Unity Catalog volume loader and writer.
+        return PipesDatabricksServerlessClient(client=self.workspace_client(), volume_path=volume_path,
+                                               poll_interval_seconds=self.poll_interval_seconds)
 
 
 def databricks_workspace(config: DatabricksConfig) -> DatabricksWorkspace:

@@ -14,12 +14,12 @@ from dagster._core.definitions.metadata import normalize_metadata
 from dagster._core.definitions.metadata.external_metadata import metadata_map_from_external
 
 from mlops_platform.defs import build_definitions
-from mlops_platform.defs.remote import STEP_KIND_OF_GROUP, remote_twin, submit_task
+from mlops_platform.defs.remote import STEP_KIND_OF_GROUP, remote_twin, serverless_environment, submit_task
 from mlops_platform.remote import local_execution, parse_partition, pipes_metadata
 from mlops_platform.resources.databricks import DatabricksWorkspace
 from mlops_platform.resources.unity_catalog import UnityCatalogWarehouse
 from mlops_platform.resources.warehouse import DeltaWarehouse
-from mlops_platform.settings import load_settings
+from mlops_platform.settings import PROJECT_ROOT, ConfigError, ServerlessSpec, load_settings
 
 HEAVY_GROUPS = set(STEP_KIND_OF_GROUP)
 
@@ -102,15 +102,40 @@ def test_the_submitted_task_runs_the_wheel_entry_point_on_the_step_kind_cluster(
     task = submit_task(settings, "training", "models__flights_delay", ["models/flights_delay"]).as_dict()
     assert task == {
         "task_key": "models__flights_delay",
-        "new_cluster": {
-            "spark_version": "15.4.x-cpu-ml-scala2.12", "node_type_id": "m5d.2xlarge", "num_workers": 1,
-            "spark_env_vars": {"MLOPS_ENV": "staging", "MLOPS_DATA_DIR": str(tmp_path),
-                               "MLOPS_CONFIG_DIR": "/Volumes/mlops_staging/platform/artifacts/config"},
-        },
+        "new_cluster": {"spark_version": "15.4.x-cpu-ml-scala2.12", "node_type_id": "m5d.2xlarge", "num_workers": 1},
         "libraries": [{"whl": "/Volumes/mlops_staging/platform/artifacts/mlops_platform-0.1.0-py3-none-any.whl"}],
-        "python_wheel_task": {"package_name": "mlops_platform", "entry_point": "mlops-remote",
-                              "parameters": ["models/flights_delay"]},
+        "python_wheel_task": {"package_name": "mlops_platform", "entry_point": "mlops-remote", "parameters": [
+            "models/flights_delay", "--env", "staging",
+            "--config-dir", "/Volumes/mlops_staging/platform/artifacts/config", "--data-dir", str(tmp_path)]},
     }
+
+
+def test_a_serverless_step_names_its_environment_and_the_environment_holds_the_wheel(monkeypatch, tmp_path):
+    monkeypatch.setenv("MLOPS_DATA_DIR", str(tmp_path))
+    dev = load_settings("dev")
+    assert isinstance(dev.environment.databricks.compute["monitoring"], ServerlessSpec)
+
+    task = submit_task(dev, "monitoring", "monitoring__flights_delay", ["monitoring/flights_delay"]).as_dict()
+    environment = serverless_environment(dev, "monitoring").as_dict()
+
+    assert task == {
+        "task_key": "monitoring__flights_delay", "environment_key": "monitoring",
+        "python_wheel_task": {"package_name": "mlops_platform", "entry_point": "mlops-remote", "parameters": [
+            "monitoring/flights_delay", "--env", "dev",
+            "--config-dir", "/Volumes/mlops_dev/platform/artifacts/config", "--data-dir", str(tmp_path)]},
+    }
+    assert environment == {"environment_key": "monitoring", "spec": {
+        "environment_version": "2",
+        "dependencies": ["/Volumes/mlops_dev/platform/artifacts/mlops_platform-0.1.0-py3-none-any.whl"]}}
+
+
+def test_serverless_steps_need_a_volume_for_pipes(tmp_path):
+    config_dir = tmp_path / "config"
+    (config_dir / "environments").mkdir(parents=True)
+    dev = (PROJECT_ROOT / "config" / "environments" / "dev.yaml").read_text()
+    (config_dir / "environments" / "dev.yaml").write_text(dev.replace("pipes_volume:", "# pipes_volume:"))
+    with pytest.raises(ConfigError, match=r"serverless steps \['monitoring'\] need pipes_volume"):
+        load_settings("dev", config_dir=config_dir)
 
 
 def test_a_twin_passes_its_keys_and_partition_range_to_the_entry_point():

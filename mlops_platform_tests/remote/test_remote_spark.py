@@ -17,7 +17,12 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import ClassVar
 from unittest.mock import MagicMock
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import dagster as dg
 import pytest
@@ -27,10 +32,10 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from mlops_platform.defs import build_definitions
-from mlops_platform.defs.remote import remote_twin, submit_task
+from mlops_platform.defs.remote import remote_twin
 from mlops_platform.resources.databricks import DatabricksWorkspace
 from mlops_platform.resources.spark import DATABRICKS_RUNTIME_ENV
-from mlops_platform.settings import PROJECT_ROOT, Settings, load_settings
+from mlops_platform.settings import PROJECT_ROOT, ServerlessSpec, Settings, load_settings
 from mlops_platform_tests.conftest import FIRST_DAY, QUIET, run_day
 
 pytestmark = [pytest.mark.spark, pytest.mark.xdist_group("spark"), pytest.mark.timeout(900)]
@@ -141,7 +146,7 @@ class FakeDatabricks:
         # Databricks runs the wheel's console script; `python -m` is the same function.
         self.outcome = subprocess.run(
             [*ENTRY_POINT, *task.python_wheel_task.parameters],
-            env={**os.environ, **task.new_cluster.spark_env_vars}, capture_output=True, text=True,
+            env={**os.environ, **(task.new_cluster.spark_env_vars or {})}, capture_output=True, text=True,
             check=False,
         )
         waiter = MagicMock()
@@ -195,17 +200,15 @@ def test_databricks_twin_submits_the_wheel_task_and_reports_the_run(landed_setti
     (task,) = fake.submitted
     submitted = task.as_dict()
     env = submitted["new_cluster"].pop("spark_env_vars")
-    assert {"DAGSTER_PIPES_CONTEXT", "DAGSTER_PIPES_MESSAGES"} <= set(env)
-    assert {k: v for k, v in env.items() if not k.startswith("DAGSTER_PIPES_")} == {
-        "MLOPS_ENV": "prod", "MLOPS_DATA_DIR": str(landed_settings.data_dir),
-        "MLOPS_CONFIG_DIR": str(config_dir)}
+    assert set(env) == {"DAGSTER_PIPES_CONTEXT", "DAGSTER_PIPES_MESSAGES"}
     assert submitted == {
         "task_key": "silver_flights",
         "new_cluster": {"spark_version": "15.4.x-scala2.12", "node_type_id": "m5d.xlarge", "num_workers": 4,
                         "spark_conf": {"spark.sql.session.timeZone": "UTC"}},
         "libraries": [{"whl": "/Volumes/mlops_prod/platform/artifacts/test.whl"}],
-        "python_wheel_task": {"package_name": "mlops_platform", "entry_point": "mlops-remote",
-                              "parameters": ["silver/flights", "silver/flights_quarantine", "--partition", DAY]},
+        "python_wheel_task": {"package_name": "mlops_platform", "entry_point": "mlops-remote", "parameters": [
+            "silver/flights", "silver/flights_quarantine", "--partition", DAY,
+            "--env", "prod", "--config-dir", config_dir, "--data-dir", str(landed_settings.data_dir)]},
     }
 
     materializations = _materializations(remote)
@@ -274,8 +277,9 @@ import dagster as dg
 from mlops_platform.remote import materialize_step
 from mlops_platform.settings import load_settings
 
-result = materialize_step(load_settings(), [dg.AssetKey.from_user_string(k) for k in sys.argv[3:]],
-                          (sys.argv[2], sys.argv[2]))
+env, config_dir, data_dir, day, *keys = sys.argv[2:]
+result = materialize_step(load_settings(env, config_dir, data_dir), [dg.AssetKey.from_user_string(k) for k in keys],
+                          (day, day))
 metadata = {event.asset_key.to_user_string(): event.step_materialization_data.materialization.metadata
             for event in result.get_asset_materialization_events()}
 failures = [event.step_failure_data.error.to_string() for event in result.get_step_failure_events()]
@@ -291,14 +295,141 @@ def test_a_remote_step_runs_with_only_the_wheels_dependencies_and_the_runtimes_s
                      and canonicalize_name(distributions[0]) != "mlops-platform")
     assert {"dagster_pyspark", "dagster_databricks", "dagster_webserver", "pytest"} <= set(blocked)
 
-    task = submit_task(prod_on_delta, "tables", "silver_flights", [])
-    environment = {**os.environ, **task.new_cluster.spark_env_vars, DATABRICKS_RUNTIME_ENV: "15.4"}
+    settings = [prod_on_delta.environment.name, prod_on_delta.environment.databricks.config_dir,
+                str(prod_on_delta.data_dir)]
     outcome = subprocess.run(
-        [sys.executable, "-c", ON_THE_RUNTIME, json.dumps(blocked), DAY, *(key.to_user_string() for key in
-                                                                           (SILVER, QUARANTINE))],
-        env=environment, capture_output=True, text=True, check=False, timeout=600)
+        [sys.executable, "-c", ON_THE_RUNTIME, json.dumps(blocked), *settings, DAY,
+         *(key.to_user_string() for key in (SILVER, QUARANTINE))],
+        env={**os.environ, DATABRICKS_RUNTIME_ENV: "15.4"}, capture_output=True, text=True, check=False, timeout=600)
 
     assert outcome.returncode == 0, outcome.stderr[-3000:]
     report = json.loads(outcome.stdout.strip().splitlines()[-1])
     assert report == {"success": True, "failures": [], "materialized": ["silver/flights", "silver/flights_quarantine"],
                       "engine": "spark"}
+
+
+# --- serverless: the Jobs and Files APIs of a (fake) workspace, over HTTP ------------------------------------------
+
+class FakeWorkspaceApi(BaseHTTPRequestHandler):
+    """``jobs/runs/submit`` runs the wheel task here in the background, ``jobs/runs/get`` reports it; the Files API
+    serves this machine's files under the same absolute paths (the volume the task and the orchestrator share)."""
+
+    submitted: ClassVar[list[dict]] = []
+    outcomes: ClassVar[dict[int, subprocess.CompletedProcess]] = {}
+
+    def _reply(self, status: int, payload: bytes = b"{}", content_type: str = "application/json") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def _json(self, status: int, answer: dict) -> None:
+        self._reply(status, json.dumps(answer).encode())
+
+    def _local(self, prefix: str) -> Path:
+        return Path(unquote(urlsplit(self.path).path).removeprefix(prefix))
+
+    def _body(self) -> bytes:
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+    def _run(self, run_id: int, task: dict) -> None:
+        self.outcomes[run_id] = subprocess.run([*ENTRY_POINT, *task["python_wheel_task"]["parameters"]],
+                                               capture_output=True, text=True, check=False)
+
+    def do_POST(self) -> None:
+        assert urlsplit(self.path).path == "/api/2.2/jobs/runs/submit", self.path
+        body = json.loads(self._body())
+        self.submitted.append(body)
+        run_id = FakeDatabricks.RUN_ID + len(self.submitted)
+        threading.Thread(target=self._run, args=(run_id, body["tasks"][0]), daemon=True).start()
+        self._json(200, {"run_id": run_id})
+
+    def do_GET(self) -> None:
+        url = urlsplit(self.path)
+        if url.path == "/api/2.2/jobs/runs/get":
+            run_id = int(dict(parse_qsl(url.query))["run_id"])
+            outcome = self.outcomes.get(run_id)
+            state = ({"life_cycle_state": "RUNNING"} if outcome is None else
+                     {"life_cycle_state": "TERMINATED", "state_message": outcome.stderr[-2000:],
+                      "result_state": "SUCCESS" if outcome.returncode == 0 else "FAILED"})
+            self._json(200, {"run_id": run_id, "run_page_url": f"{FakeDatabricks.RUN_URL[:-4]}{run_id}",
+                             "state": state})
+        elif url.path.startswith("/api/2.0/fs/files/"):
+            path = self._local("/api/2.0/fs/files")
+            if path.is_file():
+                self._reply(200, path.read_bytes(), "application/octet-stream")
+            else:
+                self._json(404, {"error_code": "NOT_FOUND", "message": f"{path} does not exist"})
+        elif url.path.startswith("/api/2.0/fs/directories/"):
+            path = self._local("/api/2.0/fs/directories")
+            if path.is_dir():
+                self._json(200, {"contents": [{"path": str(entry), "name": entry.name, "is_directory": entry.is_dir()}
+                                              for entry in sorted(path.iterdir())]})
+            else:
+                self._json(404, {"error_code": "NOT_FOUND", "message": f"{path} does not exist"})
+
+    def do_PUT(self) -> None:
+        if self.path.startswith("/api/2.0/fs/directories/"):
+            self._local("/api/2.0/fs/directories").mkdir(parents=True, exist_ok=True)
+        else:
+            self._local("/api/2.0/fs/files").write_bytes(self._body())
+        self._json(200, {})
+
+    def do_DELETE(self) -> None:
+        if self.path.startswith("/api/2.0/fs/directories/"):
+            self._local("/api/2.0/fs/directories").rmdir()
+        else:
+            self._local("/api/2.0/fs/files").unlink()
+        self._json(200, {})
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_serverless_step_runs_the_wheel_in_its_environment_and_reports_through_a_volume(
+        landed_settings, embedded, prod_on_delta, tmp_path):
+    volume = tmp_path / "volume"     # the pipes_volume, seen at the same path by the task and the Files API
+    volume.mkdir()
+    databricks = prod_on_delta.environment.databricks
+    databricks = databricks.model_copy(update={"compute": {**databricks.compute, "tables": ServerlessSpec(serverless=True)},
+                                               "pipes_volume": str(volume)})
+    settings = prod_on_delta.model_copy(update={
+        "environment": prod_on_delta.environment.model_copy(update={"databricks": databricks})})
+    definitions = build_definitions(settings)
+    FakeWorkspaceApi.submitted, FakeWorkspaceApi.outcomes = [], {}
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeWorkspaceApi)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        workspace = DatabricksWorkspace(host=f"http://127.0.0.1:{server.server_address[1]}", token="dapi-test",
+                                        poll_interval_seconds=0.2)
+        remote = dg.materialize([_silver_node(definitions)], partition_key=DAY, run_config=QUIET,
+                                resources={**definitions.resources, "databricks": workspace}, raise_on_error=False)
+    finally:
+        server.shutdown()
+
+    (outcome,) = FakeWorkspaceApi.outcomes.values()
+    assert remote.success, outcome.stderr[-3000:]
+    (submitted,) = FakeWorkspaceApi.submitted
+    (task,) = submitted.pop("tasks")
+    parameters = task["python_wheel_task"].pop("parameters")
+    assert submitted == {"environments": [{"environment_key": "tables", "spec": {
+        "environment_version": "2", "dependencies": ["/Volumes/mlops_prod/platform/artifacts/test.whl"]}}]}
+    assert task == {"task_key": "silver_flights", "environment_key": "tables",
+                    "python_wheel_task": {"package_name": "mlops_platform", "entry_point": "mlops-remote"}}
+    assert parameters[:10] == ["silver/flights", "silver/flights_quarantine", "--partition", DAY, "--env", "prod",
+                               "--config-dir", databricks.config_dir, "--data-dir", str(landed_settings.data_dir)]
+    assert parameters[10::2] == ["--dagster-pipes-context", "--dagster-pipes-messages"]
+    # Pipes' exchange files were on the volume, and are gone.
+    assert list((volume / "tmp").iterdir()) == []
+
+    materializations = _materializations(remote)
+    run_id = str(FakeDatabricks.RUN_ID + 1)
+    local = _materializations(embedded)
+    for key in (SILVER, QUARANTINE):
+        metadata = materializations[key.to_user_string()]
+        assert metadata.pop("Databricks Job Run ID").value == run_id
+        assert metadata.pop("Databricks Job Run URL").value.endswith(f"/run/{run_id}")
+        assert metadata.pop("dagster/table_name").value == f"mlops_prod.{key.to_user_string().replace('/', '.')}"
+        local[key.to_user_string()].pop("dagster/table_name")
+        assert _comparable(metadata) == _comparable(local[key.to_user_string()])
