@@ -114,14 +114,11 @@ def run_silver(usecase: UseCaseConfig, runner: Engine, warehouse: DeltaWarehouse
         bronze_days = DayRange(LANDING_DATE, days[0], days[-1]) if spec.is_daily else None
         with phases.phase("read"):
             bronze = runner.read(warehouse, "bronze", name, bronze_days)
-        with phases.phase("compute"):
-            conformed = conform(bronze, spec)
+        with phases.phase("compute"), runner.reused(tag_rows(bronze, spec)) as tagged:
+            conformed = conform(tagged, spec)
             silver_rows = runner.to_arrow(conformed.silver)
             quarantined = runner.to_arrow(conformed.quarantine)
         with phases.phase("counts"):
-            clean_rows = runner.to_arrow(
-                tag_rows(bronze, spec).filter(nw.col(RULE_COLUMN).is_null()).select(nw.len())
-            ).column(0)[0].as_py()
             bronze_rows = runner.to_arrow(bronze.select(nw.len())).column(0)[0].as_py()
         with phases.phase("write"):
             if spec.is_daily:
@@ -132,7 +129,7 @@ def run_silver(usecase: UseCaseConfig, runner: Engine, warehouse: DeltaWarehouse
                 write = warehouse.overwrite("silver", name, silver_rows)
                 quarantine_write = warehouse.overwrite("silver", quarantine_table(name), quarantined)
         with phases.phase("checks"):
-            duplicates = clean_rows - silver_rows.num_rows
+            duplicates = bronze_rows - quarantined.num_rows - silver_rows.num_rows
             key = dg.AssetKey(["silver", name])
             unique_keys_result(key, silver_rows, spec.keys)
             reconcile_result(key, expected=bronze_rows,

@@ -10,6 +10,8 @@ engine can be appended to or partly replaced by the other without a schema-evolu
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import Literal, Protocol
 
 import dagster as dg
@@ -18,7 +20,7 @@ import polars as pl
 import pyarrow as pa
 from pydantic import Field
 
-from mlops_platform.resources.spark import arrow_to_spark
+from mlops_platform.resources.spark import arrow_to_spark, is_spark_connect
 from mlops_platform.resources.warehouse import DayRange, Warehouse
 
 CANONICAL_TIMESTAMP = pa.timestamp("us", tz="UTC")
@@ -75,6 +77,10 @@ class Engine(Protocol):
 
     def to_arrow(self, frame: nw.LazyFrame) -> pa.Table: ...
 
+    def reused(self, frame: nw.LazyFrame) -> AbstractContextManager[nw.LazyFrame]:
+        """``frame``, computed once for the several results the block derives from it."""
+        ...
+
 
 class PolarsEngine:
     name = "polars"
@@ -88,6 +94,10 @@ class PolarsEngine:
 
     def to_arrow(self, frame: nw.LazyFrame) -> pa.Table:
         return canonical_arrow(frame.collect().to_arrow())
+
+    @contextmanager
+    def reused(self, frame: nw.LazyFrame) -> Iterator[nw.LazyFrame]:
+        yield frame.collect().lazy()
 
 
 class SparkEngine:
@@ -106,6 +116,19 @@ class SparkEngine:
 
     def to_arrow(self, frame: nw.LazyFrame) -> pa.Table:
         return canonical_arrow(frame.to_native().toArrow())
+
+    @contextmanager
+    def reused(self, frame: nw.LazyFrame) -> Iterator[nw.LazyFrame]:
+        native = frame.to_native()
+        if is_spark_connect(native):
+            # Serverless compute (Spark Connect) refuses the caching APIs; each result recomputes the frame there.
+            yield frame
+            return
+        native.persist()
+        try:
+            yield frame
+        finally:
+            native.unpersist()
 
 
 class ComputeEngine(dg.ConfigurableResource):

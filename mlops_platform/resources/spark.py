@@ -53,6 +53,11 @@ def spark_sessions() -> dg.ConfigurableResource:
     return LazyPySparkResource(spark_config=LOCAL_SPARK_CONFIG)
 
 
+def is_spark_connect(frame) -> bool:
+    """Whether ``frame`` (a pyspark DataFrame) belongs to a Spark Connect session, as on serverless compute."""
+    return type(frame).__module__.startswith("pyspark.sql.connect")
+
+
 def _spark_major(session) -> int:
     return int(session.version.split(".")[0])
 

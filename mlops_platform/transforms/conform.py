@@ -20,6 +20,7 @@ LANDING_DATE = "_landing_date"
 LINEAGE_COLUMNS = ("_source_file", "_source_row", "_ingested_at", "_batch_id")
 RULE_COLUMN = "_rule"
 RULE_DETAIL_COLUMN = "_rule_detail"
+FAILED_CHECK = "_failed_check"
 # Parsed without the trailing "Z" (the pattern checks it): narwhals would hand Spark a zone-offset letter for it.
 DATETIME_FORMAT = "%Y-%m-%dT%H:%M:%S"
 
@@ -27,7 +28,6 @@ DATETIME_FORMAT = "%Y-%m-%dT%H:%M:%S"
 # mode, on Spark, and a pattern gives both engines the same verdict on the same string.
 TYPE_PATTERNS: dict[ColumnType, str] = {
     # \A and \z, not ^ and $: Java's $ also matches before a trailing newline, Rust's does not.
-    "string": r"(?s)\A.*\z",
     "int": r"\A[+-]?[0-9]+\z",
     "float": r"\A[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?\z",
     "bool": r"\A(true|false|True|False)\z",
@@ -52,6 +52,9 @@ def _typed(raw: nw.Expr, kind: ColumnType) -> nw.Expr:
 
 def _parseable(column: str, kind: ColumnType) -> nw.Expr:
     raw = nw.col(column)
+    if kind == "string":
+        # Every string is one; a pattern would cost a regex match per value on Spark.
+        return nw.lit(True)
     return raw.is_null() | raw.str.contains(TYPE_PATTERNS[kind])
 
 
@@ -132,15 +135,22 @@ def _by_position(position: nw.Expr, values: Sequence[str]) -> nw.Expr:
                          for i, value in enumerate(values)))
 
 
+def _checks(source: SourceConfig) -> list[Check]:
+    """Every row-level check of ``source``, in the order that decides which one a row is quarantined for."""
+    return [*_type_checks(source), *_typed_checks(source)]
+
+
 def tag_rows(bronze: nw.LazyFrame, source: SourceConfig) -> nw.LazyFrame:
-    """Bronze rows with typed values (``column``), raw strings (``_raw_column``) and the first rule each breaks.
+    """Bronze rows with typed values (``column``), raw strings (``_raw_column``) and the first check each fails.
 
     Type failures are judged on the raw strings, the configured rules on the typed values; a row whose value does
     not parse is reported for that, not for a rule its nulled value might then trip.
 
-    Each condition is written once: parse verdicts are kept in temporary columns and the rule's name and
-    description are looked up from the position of the first failing check. Polars deduplicated the repeated copies
-    (name, description, typed value) itself; Spark's analyzer and optimizer spent seconds per query on them.
+    Each condition is written once: parse verdicts are kept in temporary columns, and a row carries only the
+    position of its first failing check (``FAILED_CHECK``, null when it passes them all). ``conform`` looks the
+    rule's name and description up from that position for quarantined rows only: Spark's optimizer inlines the
+    position into every branch of the lookup, which, done on every row, multiplied the cost of the checks by their
+    number.
     """
     flags = {column: _parse_flag(column) for column in source.columns}
     type_checks, typed_checks = _type_checks(source), _typed_checks(source)
@@ -158,14 +168,10 @@ def tag_rows(bronze: nw.LazyFrame, source: SourceConfig) -> nw.LazyFrame:
     typed = typed.rename({column: f"_raw_{column}" for column in source.columns}).rename(
         {f"_typed_{column}": column for column in source.columns}
     )
-    checks = [*type_checks, *typed_checks]
-    failure = nw.col("_failure")
     return typed.with_columns(
-        nw.coalesce(nw.col("_type_failure"), _first_failure(typed_checks, offset=len(type_checks))).alias("_failure")
-    ).with_columns(
-        _by_position(failure, [check.name for check in checks]).alias(RULE_COLUMN),
-        _by_position(failure, [check.detail for check in checks]).alias(RULE_DETAIL_COLUMN),
-    ).drop("_type_failure", "_failure")
+        nw.coalesce(nw.col("_type_failure"), _first_failure(typed_checks, offset=len(type_checks)))
+        .alias(FAILED_CHECK)
+    ).drop("_type_failure")
 
 
 @dataclass(frozen=True)
@@ -179,19 +185,23 @@ def silver_columns(source: SourceConfig) -> list[str]:
     return [*partition, *source.columns, *LINEAGE_COLUMNS]
 
 
-def conform(bronze: nw.LazyFrame, source: SourceConfig) -> ConformedSource:
-    """Split tagged bronze rows into deduplicated silver rows and quarantined rows (raw values kept)."""
-    tagged = tag_rows(bronze, source)
-    clean = tagged.filter(nw.col(RULE_COLUMN).is_null())
+def conform(tagged: nw.LazyFrame, source: SourceConfig) -> ConformedSource:
+    """Split rows tagged by ``tag_rows`` into deduplicated silver rows and quarantined rows (raw values kept).
+
+    Both results are read from ``tagged``: computed once (``Engine.reused``), the parsing and rules run once.
+    """
+    failed = nw.col(FAILED_CHECK)
+    clean = tagged.filter(failed.is_null())
     if source.partition is not None:
         clean = clean.with_columns(nw.col(LANDING_DATE).alias(source.partition.column))
     silver = deduplicate(clean.select(silver_columns(source)), source.keys)
-    quarantine = tagged.filter(~nw.col(RULE_COLUMN).is_null()).select(
+    checks = _checks(source)
+    quarantine = tagged.filter(~failed.is_null()).select(
         *([LANDING_DATE] if source.partition else []),
         *(nw.col(f"_raw_{column}").alias(column) for column in source.columns),
         *LINEAGE_COLUMNS,
-        RULE_COLUMN,
-        RULE_DETAIL_COLUMN,
+        _by_position(failed, [check.name for check in checks]).alias(RULE_COLUMN),
+        _by_position(failed, [check.detail for check in checks]).alias(RULE_DETAIL_COLUMN),
     )
     return ConformedSource(silver=silver, quarantine=quarantine)
 

@@ -32,7 +32,7 @@ from mlops_platform.resources.engine import (
 from mlops_platform.resources.spark import LOCAL_SPARK_CONFIG, arrow_to_spark_via_pandas
 from mlops_platform.resources.warehouse import DayRange, DeltaWarehouse
 from mlops_platform.settings import UseCaseConfig, load_settings
-from mlops_platform.transforms.conform import LANDING_DATE, RULE_COLUMN, conform
+from mlops_platform.transforms.conform import LANDING_DATE, RULE_COLUMN, conform, tag_rows
 from mlops_platform.usecases.flights import build_gold_flights
 from mlops_platform_tests.conftest import LANDED_DAYS
 
@@ -152,9 +152,10 @@ def _run(engine: Engine, usecase: UseCaseConfig, bronze: dict[str, pa.Table]) ->
     """Silver and quarantine of every source, then gold from that engine's own silver, as Arrow tables."""
     out = {}
     for name in SOURCES:
-        conformed = conform(engine.from_arrow(bronze[name]), usecase.sources[name])
-        out[name] = engine.to_arrow(conformed.silver)
-        out[f"{name}_quarantine"] = engine.to_arrow(conformed.quarantine)
+        with engine.reused(tag_rows(engine.from_arrow(bronze[name]), usecase.sources[name])) as tagged:
+            conformed = conform(tagged, usecase.sources[name])
+            out[name] = engine.to_arrow(conformed.silver)
+            out[f"{name}_quarantine"] = engine.to_arrow(conformed.quarantine)
     silver = {name: engine.from_arrow(out[name]) for name in SOURCES}
     out["gold"] = engine.to_arrow(build_gold_flights(silver))
     return out
@@ -281,3 +282,12 @@ def test_a_table_written_by_one_engine_takes_a_day_from_the_other(tmp_path, pola
     assert reread.schema.equals(polars_engine.to_arrow(polars_engine.read(warehouse, "silver", "flights")).schema)
     warehouse.replace_days("silver", "flights", reread, one_day)
     assert reread.num_rows == day_of(polars_out["flights"]).num_rows
+
+
+def test_a_reused_frame_is_cached_on_spark_for_the_block_only(spark):
+    engine = SparkEngine(spark)
+    frame = engine.from_arrow(pa.table({"flight": [3, 1, 2]}))
+    with engine.reused(frame) as reused:
+        assert reused.to_native().storageLevel.useMemory
+        assert engine.to_arrow(reused).column("flight").to_pylist() == [3, 1, 2]
+    assert not frame.to_native().storageLevel.useMemory
