@@ -53,7 +53,7 @@ def _typed(raw: nw.Expr, kind: ColumnType) -> nw.Expr:
 def _parseable(column: str, kind: ColumnType) -> nw.Expr:
     raw = nw.col(column)
     if kind == "string":
-        # Every string is one; a pattern would cost a regex match per value on Spark.
+        # Any string is a valid string; a pattern would cost a regex match per value on Spark.
         return nw.lit(True)
     return raw.is_null() | raw.str.contains(TYPE_PATTERNS[kind])
 
