@@ -48,7 +48,7 @@ from mlops_platform.resources.engine import Engine, PolarsEngine, SparkEngine
 from mlops_platform.resources.spark import LOCAL_SPARK_CONFIG
 from mlops_platform.resources.warehouse import DayRange, DeltaWarehouse
 from mlops_platform.settings import UseCaseConfig, load_settings
-from mlops_platform.transforms.conform import LANDING_DATE, RULE_COLUMN, conform, tag_rows
+from mlops_platform.transforms.conform import LANDING_DATE, RULE_COLUMN, conformed_tables
 
 RESULTS = Path(__file__).resolve().parent / "results" / "medallion.json"
 STAGES = ("bronze", "silver", "gold")
@@ -114,10 +114,8 @@ def run_silver(usecase: UseCaseConfig, runner: Engine, warehouse: DeltaWarehouse
         bronze_days = DayRange(LANDING_DATE, days[0], days[-1]) if spec.is_daily else None
         with phases.phase("read"):
             bronze = runner.read(warehouse, "bronze", name, bronze_days)
-        with phases.phase("compute"), runner.reused(tag_rows(bronze, spec)) as tagged:
-            conformed = conform(tagged, spec)
-            silver_rows = runner.to_arrow(conformed.silver)
-            quarantined = runner.to_arrow(conformed.quarantine)
+        with phases.phase("compute"):
+            silver_rows, quarantined = conformed_tables(runner, bronze, spec)
         with phases.phase("counts"):
             bronze_rows = runner.to_arrow(bronze.select(nw.len())).column(0)[0].as_py()
         with phases.phase("write"):

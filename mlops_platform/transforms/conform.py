@@ -3,18 +3,23 @@
 Pure narwhals over lazy frames, no Dagster: the same functions run on Polars and on PySpark.
 
 Every bronze row ends in exactly one place: silver, quarantine (tagged with the first rule it broke), or the
-duplicates removed in favour of a later copy of the same natural key. ``ConformedSource`` keeps the three counts so
-the reconciliation check can prove it.
+duplicates removed in favour of a later copy of the same natural key. The duplicates are what bronze holds beyond
+silver and quarantine, which the reconciliation check proves.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import narwhals as nw
+import pyarrow as pa
 
 from mlops_platform.settings import ColumnType, Rule, SourceConfig
+
+if TYPE_CHECKING:
+    from mlops_platform.resources.engine import Engine
 
 LANDING_DATE = "_landing_date"
 LINEAGE_COLUMNS = ("_source_file", "_source_row", "_ingested_at", "_batch_id")
@@ -188,7 +193,7 @@ def silver_columns(source: SourceConfig) -> list[str]:
 def conform(tagged: nw.LazyFrame, source: SourceConfig) -> ConformedSource:
     """Split rows tagged by ``tag_rows`` into deduplicated silver rows and quarantined rows (raw values kept).
 
-    Both results are read from ``tagged``: computed once (``Engine.reused``), the parsing and rules run once.
+    Both results are read from ``tagged``; ``conformed_tables`` computes it once for the two.
     """
     failed = nw.col(FAILED_CHECK)
     clean = tagged.filter(failed.is_null())
@@ -204,6 +209,13 @@ def conform(tagged: nw.LazyFrame, source: SourceConfig) -> ConformedSource:
         _by_position(failed, [check.detail for check in checks]).alias(RULE_DETAIL_COLUMN),
     )
     return ConformedSource(silver=silver, quarantine=quarantine)
+
+
+def conformed_tables(engine: Engine, bronze: nw.LazyFrame, source: SourceConfig) -> tuple[pa.Table, pa.Table]:
+    """Silver and quarantine rows of ``bronze`` as Arrow tables, with the rows tagged once for both."""
+    with engine.reused(tag_rows(bronze, source)) as tagged:
+        conformed = conform(tagged, source)
+        return engine.to_arrow(conformed.silver), engine.to_arrow(conformed.quarantine)
 
 
 def deduplicate(frame: nw.LazyFrame, keys: Sequence[str]) -> nw.LazyFrame:

@@ -32,7 +32,7 @@ from mlops_platform.resources.engine import (
 from mlops_platform.resources.spark import LOCAL_SPARK_CONFIG, arrow_to_spark_via_pandas
 from mlops_platform.resources.warehouse import DayRange, DeltaWarehouse
 from mlops_platform.settings import UseCaseConfig, load_settings
-from mlops_platform.transforms.conform import LANDING_DATE, RULE_COLUMN, conform, tag_rows
+from mlops_platform.transforms.conform import LANDING_DATE, RULE_COLUMN, conformed_tables
 from mlops_platform.usecases.flights import build_gold_flights
 from mlops_platform_tests.conftest import LANDED_DAYS
 
@@ -152,10 +152,8 @@ def _run(engine: Engine, usecase: UseCaseConfig, bronze: dict[str, pa.Table]) ->
     """Silver and quarantine of every source, then gold from that engine's own silver, as Arrow tables."""
     out = {}
     for name in SOURCES:
-        with engine.reused(tag_rows(engine.from_arrow(bronze[name]), usecase.sources[name])) as tagged:
-            conformed = conform(tagged, usecase.sources[name])
-            out[name] = engine.to_arrow(conformed.silver)
-            out[f"{name}_quarantine"] = engine.to_arrow(conformed.quarantine)
+        out[name], out[f"{name}_quarantine"] = conformed_tables(engine, engine.from_arrow(bronze[name]),
+                                                                usecase.sources[name])
     silver = {name: engine.from_arrow(out[name]) for name in SOURCES}
     out["gold"] = engine.to_arrow(build_gold_flights(silver))
     return out

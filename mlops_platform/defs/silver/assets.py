@@ -23,7 +23,7 @@ from mlops_platform.defs.tables import BACKFILL_POLICY, daily_partitions, days_o
 from mlops_platform.resources.engine import ComputeEngine
 from mlops_platform.resources.warehouse import DayRange, Warehouse
 from mlops_platform.settings import SourceConfig, UseCaseConfig
-from mlops_platform.transforms.conform import LANDING_DATE, RULE_COLUMN, conform, tag_rows
+from mlops_platform.transforms.conform import LANDING_DATE, RULE_COLUMN, conformed_tables
 
 
 def quarantine_table(name: str) -> str:
@@ -60,10 +60,7 @@ def _silver_asset(usecase: UseCaseConfig, name: str, spec: SourceConfig) -> dg.A
         runner = engine.engine()
         bronze_days = days_of_run(context, LANDING_DATE) if partitioned else None
         bronze = runner.read(warehouse, "bronze", name, bronze_days)
-        with runner.reused(tag_rows(bronze, spec)) as tagged:
-            conformed = conform(tagged, spec)
-            silver_rows = runner.to_arrow(conformed.silver)
-            quarantined = runner.to_arrow(conformed.quarantine)
+        silver_rows, quarantined = conformed_tables(runner, bronze, spec)
         bronze_rows = runner.to_arrow(bronze.select(nw.len())).column(0)[0].as_py()
 
         if partitioned:
