@@ -1,0 +1,61 @@
+"""Typed configuration: environments and use cases under ``config/``, one module per concern.
+
+``MLOPS_ENV`` names the environment (``local`` when unset). Every file is validated when it is loaded; a wrong
+value fails with the file, the field and what was expected, before any asset runs.
+"""
+
+from mlops_platform.settings.base import (
+    CONFIG_DIR_ENV,
+    DATA_DIR_ENV,
+    ENV_VAR,
+    PROJECT_ROOT,
+    SERVING_PORT_ENV,
+    UNITY_CATALOG_REGISTRY,
+    ColumnType,
+    ConfigError,
+    Severity,
+)
+from mlops_platform.settings.environment import (
+    ClusterSpec,
+    DatabricksConfig,
+    EnvironmentConfig,
+    LocalServingConfig,
+    MlflowConfig,
+    ServerlessSpec,
+    Settings,
+    StepKind,
+)
+from mlops_platform.settings.features import FeatureLookup, FeatureTableConfig, TrainingSetConfig
+from mlops_platform.settings.loader import load_settings, load_yaml_model
+from mlops_platform.settings.ml import MetricGate, ModelConfig, TuningConfig
+from mlops_platform.settings.monitoring import (
+    AlertsConfig,
+    Debounce,
+    EmailSink,
+    MonitoringConfig,
+    RetrainingConfig,
+    WebhookSink,
+)
+from mlops_platform.settings.serving import (
+    DatabricksCompute,
+    EndpointStages,
+    KeySource,
+    OnlineStoreConfig,
+    ServedAlias,
+    ServingEndpointConfig,
+    SmokeConfig,
+    StageEndpoint,
+)
+from mlops_platform.settings.sources import DailyPartition, GoldConfig, Rule, SourceConfig
+from mlops_platform.settings.usecase import PartitionWindow, UseCaseConfig
+
+__all__ = [
+    "CONFIG_DIR_ENV", "DATA_DIR_ENV", "ENV_VAR", "PROJECT_ROOT", "SERVING_PORT_ENV", "UNITY_CATALOG_REGISTRY",
+    "AlertsConfig", "ClusterSpec", "ColumnType", "ConfigError", "DailyPartition", "DatabricksCompute",
+    "DatabricksConfig", "Debounce", "EmailSink", "EndpointStages", "EnvironmentConfig", "FeatureLookup",
+    "FeatureTableConfig", "GoldConfig", "KeySource", "LocalServingConfig", "MetricGate", "MlflowConfig",
+    "ModelConfig", "MonitoringConfig", "OnlineStoreConfig", "PartitionWindow", "RetrainingConfig", "Rule",
+    "ServedAlias", "ServerlessSpec", "ServingEndpointConfig", "Settings", "Severity", "SmokeConfig",
+    "SourceConfig", "StageEndpoint", "StepKind", "TrainingSetConfig", "TuningConfig", "UseCaseConfig",
+    "WebhookSink", "load_settings", "load_yaml_model",
+]
