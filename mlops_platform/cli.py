@@ -11,10 +11,8 @@ import warnings
 
 from mlops_platform.settings import ConfigError, Settings, UseCaseConfig, load_settings
 
-DEFAULT_DAYS = 35
-DEFAULT_BOOTSTRAP_DAYS = 35
-# January to June: five weeks to a first champion, then the months in which summer drifts away from it.
-DEFAULT_REPLAY_DAYS = 181
+# A use case of snapshots only has no window of days: its replay lands this many daily snapshots by default.
+DEFAULT_SNAPSHOT_DAYS = 7
 
 
 def _usecase(settings: Settings, name: str | None) -> UseCaseConfig:
@@ -26,18 +24,32 @@ def _usecase(settings: Settings, name: str | None) -> UseCaseConfig:
     return settings.usecases[name]
 
 
-def _days(args: argparse.Namespace) -> list[dt.date]:
+def _days(args: argparse.Namespace, usecase: UseCaseConfig, *, replay: bool) -> list[dt.date]:
+    """The days a command covers: ``--start`` / ``--days``, by default the use case's own replay window."""
     from mlops_platform.landing import day_range
 
-    return day_range(dt.date.fromisoformat(args.start), args.days)
+    window, defaults = usecase.partitions, usecase.replay
+    start = args.start or defaults.start or (window.start if window else dt.datetime.now(dt.UTC).date())
+    start = start if isinstance(start, dt.date) else dt.date.fromisoformat(start)
+    if args.days is not None:
+        days = args.days
+    elif replay and defaults.days:
+        days = defaults.days
+    elif replay and window:
+        days = (window.end - start).days
+    else:
+        days = defaults.bootstrap_days if window else DEFAULT_SNAPSHOT_DAYS
+    return day_range(start, days)
 
 
 def cmd_land(args: argparse.Namespace, settings: Settings) -> int:
     from mlops_platform.landing import land_days
 
     usecase = _usecase(settings, args.usecase)
-    paths = land_days(usecase, settings.landing_dir, _days(args))
-    print(f"landed {len(paths)} files for {args.days} day(s) under {settings.landing_dir / usecase.name}")
+    days = _days(args, usecase, replay=False)
+    paths = land_days(usecase, settings.landing_dir, days)
+    print(f"landed {len(paths)} files for {len(days)} day(s) from {days[0]} under "
+          f"{settings.landing_dir / usecase.name}")
     return 0
 
 
@@ -56,8 +68,9 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     disable_logging()
     usecase = _usecase(settings, args.usecase)
     instance = persistent_instance(durable=False)
-    days = _days(args)
-    bootstrap = None if args.skip_training or not usecase.models else args.bootstrap_days
+    days = _days(args, usecase, replay=True)
+    bootstrap_days = args.bootstrap_days or usecase.replay.bootstrap_days
+    bootstrap = None if args.skip_training or not usecase.models else bootstrap_days
     print(f"{usecase.name}: replaying {len(days)} day(s) from {days[0]} on the {settings.environment.engine} engine "
           f"(environment '{settings.environment.name}', Dagster home {os.environ['DAGSTER_HOME']})"
           + (f"; first champion after {bootstrap} days, then drift-triggered retraining" if bootstrap else ""))
@@ -95,7 +108,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         model = usecase.monitoring.model
 
         def report_for_day(day: dt.date):
-            path = reports.path(model, f"drift_{day.isoformat()}.html")
+            path = reports.path(usecase.name, model, f"drift_{day.isoformat()}.html")
             return path if path.exists() else None
 
         summary = write_replay_summary(
@@ -108,16 +121,19 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from mlops_platform import names
     from mlops_platform.resources import build_resources
 
     usecase = _usecase(settings, args.usecase)
     resources = build_resources(settings)
     warehouse = resources["warehouse"]
-    print(f"{'table':40} {'version':>8}")
-    for schema, tables in (("bronze", usecase.sources), ("silver", usecase.sources), ("gold", usecase.gold)):
+    print(f"{'table':48} {'version':>8}")
+    for layer, tables in ((names.BRONZE, usecase.sources), (names.SILVER, usecase.sources),
+                          (names.GOLD, usecase.gold)):
         for table in tables:
-            version = warehouse.version(schema, table)
-            print(f"{warehouse.full_name(schema, table):40} {'-' if version is None else version:>8}")
+            location = names.table(usecase.name, layer, table)
+            version = warehouse.version(*location)
+            print(f"{warehouse.full_name(*location):48} {'-' if version is None else version:>8}")
     _print_model_status(usecase, resources)
     return 0
 
@@ -130,11 +146,11 @@ def _print_model_status(usecase: UseCaseConfig, resources: dict) -> None:
     if not usecase.models:
         return
     print(f"\n{'model':28} {CHAMPION:>9} {CHALLENGER:>11} {'latest drift day':>17}")
-    for config in usecase.models.values():
+    for key, config in usecase.models.items():
         name = config.registered_name
         champion = resources["mlflow"].alias_version(name, CHAMPION)
         challenger = resources["mlflow"].alias_version(name, CHALLENGER)
-        latest = latest_drift_day(resources["warehouse"], name)
+        latest = latest_drift_day(resources["warehouse"], usecase.name, key)
         print(f"{name:28} {champion or '-':>9} {challenger or '-':>11} {latest.isoformat() if latest else '-':>17}")
 
 
@@ -253,7 +269,8 @@ def cmd_drift(args: argparse.Namespace, settings: Settings) -> int:
     model = usecase.models[usecase.monitoring.model].registered_name
     first, last = _date_range(args)
     try:
-        days = drift_by_day(build_resources(settings)["warehouse"], model, first, last)
+        days = drift_by_day(build_resources(settings)["warehouse"], usecase.name, usecase.monitoring.model, first,
+                            last)
     except FileNotFoundError as exc:
         print(f"drift: {exc}", file=sys.stderr)
         return 1
@@ -278,14 +295,13 @@ def cmd_monitoring_refresh(args: argparse.Namespace, settings: Settings) -> int:
     import dagster as dg
 
     from mlops_platform.defs import build_definitions
-    from mlops_platform.defs.inference.assets import predictions_key
-    from mlops_platform.defs.monitoring.assets import monitoring_key
+    from mlops_platform.defs.stages import monitoring_key, predictions_key
     from mlops_platform.instance import persistent_instance
 
     usecase = _monitored(settings, args.usecase)
     first, last = _date_range(args)
     definitions = build_definitions(settings)
-    keys = [predictions_key(usecase.monitoring.model), monitoring_key(usecase.monitoring.model)]
+    keys = [predictions_key(usecase, usecase.monitoring.model), monitoring_key(usecase, usecase.monitoring.model)]
     # One run over the whole range (the assets' single-run backfill policy), as a backfill from the UI would be.
     result = dg.materialize(
         [definitions.get_assets_def(key) for key in keys], selection=keys, instance=persistent_instance(),
@@ -340,18 +356,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     def with_days(command: argparse.ArgumentParser) -> argparse.ArgumentParser:
         command.add_argument("--usecase", help="use case name (default: the environment's first)")
-        command.add_argument("--start", default="2013-01-01", help="first day, YYYY-MM-DD")
-        command.add_argument("--days", type=int, default=DEFAULT_DAYS, help="number of days")
+        command.add_argument("--start", help="first day, YYYY-MM-DD (default: the use case's replay start)")
+        command.add_argument("--days", type=int, help="number of days (default: the use case's replay window)")
         return command
 
     with_days(commands.add_parser("land", help="write days of source data into the landing zone")).set_defaults(
         handler=cmd_land)
     run = with_days(commands.add_parser("run", help="replay days: tables, a first champion, scoring, monitoring and "
                                                     "drift-triggered retraining"))
-    run.set_defaults(days=DEFAULT_REPLAY_DAYS)
     run.add_argument("--skip-training", action="store_true", help="only the daily job: no champion, no retraining")
-    run.add_argument("--bootstrap-days", type=int, default=DEFAULT_BOOTSTRAP_DAYS,
-                     help="days replayed before the first champion is trained (default: %(default)s)")
+    run.add_argument("--bootstrap-days", type=int,
+                     help="days replayed before the first champion is trained (default: the use case's replay)")
     run.set_defaults(handler=cmd_run)
     status = commands.add_parser("status", help="tables and their Delta versions, champions, latest drift day")
     status.add_argument("--usecase")

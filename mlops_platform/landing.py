@@ -10,14 +10,13 @@ full export each day; bronze takes the newest.
 from __future__ import annotations
 
 import datetime as dt
-import importlib
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import polars as pl
 
-from mlops_platform.settings import SourceConfig, UseCaseConfig
+from mlops_platform.settings import SourceConfig, UseCaseConfig, usecase_function
 
 _POLARS_TYPES = {"int": pl.Int64, "float": pl.Float64, "bool": pl.Boolean, "string": pl.String}
 
@@ -43,8 +42,7 @@ def latest_snapshot(landing_dir: Path, usecase: str, source: str, spec: SourceCo
 
 def load_source_data(usecase: UseCaseConfig) -> dict[str, pl.DataFrame]:
     """The full source data of a use case, from its module's ``source_data()`` (what a replay lands from)."""
-    module = importlib.import_module(usecase.module)
-    return module.source_data()
+    return usecase_function(usecase, "source_data", "module")()
 
 
 def _export_frame(frame: pl.DataFrame, spec: SourceConfig) -> pl.DataFrame:
@@ -76,14 +74,20 @@ def land_day(
     for name, spec in usecase.sources.items():
         frame = data[name]
         if spec.partition is not None:
-            year, month, day_part = spec.partition.from_parts
-            frame = frame.filter(
-                (pl.col(year) == day.year) & (pl.col(month) == day.month) & (pl.col(day_part) == day.day)
-            )
+            frame = frame.filter(rows_of_day(spec, day))
         path = landing_file(landing_dir, usecase.name, name, spec, day)
         _write_atomically(_export_frame(frame, spec), path, spec.format)
         written.append(path)
     return written
+
+
+def rows_of_day(spec: SourceConfig, day: dt.date) -> pl.Expr:
+    """Which rows of a daily source's data belong to ``day`` (what a day's export holds)."""
+    assert spec.partition is not None
+    if spec.partition.from_parts:
+        year, month, day_part = spec.partition.from_parts
+        return (pl.col(year) == day.year) & (pl.col(month) == day.month) & (pl.col(day_part) == day.day)
+    return pl.col(spec.partition.day_column).dt.date() == day
 
 
 def land_days(usecase: UseCaseConfig, landing_dir: Path, days: Iterable[dt.date]) -> list[Path]:

@@ -20,10 +20,8 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from mlops_platform.defs.jobs import daily_job_name, reference_job_name
-from mlops_platform.defs.monitoring.assets import monitoring_key
-from mlops_platform.defs.monitoring.sensors import retraining_sensor_name
-from mlops_platform.defs.training.assets import training_job_name
+from mlops_platform import names
+from mlops_platform.defs.stages import monitoring_key
 from mlops_platform.landing import land_day, load_source_data
 from mlops_platform.ml.gate import CHAMPION
 from mlops_platform.resources.warehouse import Warehouse
@@ -31,7 +29,7 @@ from mlops_platform.settings import Settings, UseCaseConfig
 
 # Runs are logged in full to the instance (and the UI); the terminal gets one line per day instead.
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
-REFERENCE_REFRESH_DAYS = 7
+SNAPSHOT_REFRESH_DAYS = 7
 BOOTSTRAP_TAG = "mlops/bootstrap"
 # The tags the daemon puts on a sensor's runs; a daemon started after the replay skips run keys it finds there.
 SENSOR_NAME_TAG = "dagster/sensor_name"
@@ -112,13 +110,17 @@ class Replay:
     def __init__(self, settings: Settings, usecase: UseCaseConfig, definitions: dg.Definitions,
                  instance: dg.DagsterInstance) -> None:
         self.settings, self.usecase, self.definitions, self.instance = settings, usecase, definitions, instance
-        self.daily = definitions.resolve_job_def(daily_job_name(usecase))
-        self.reference = definitions.resolve_job_def(reference_job_name(usecase))
-        self.training = definitions.resolve_job_def(training_job_name(usecase)) if usecase.models else None
-        self.sensor = (definitions.resolve_sensor_def(retraining_sensor_name(usecase))
-                       if usecase.models and usecase.monitoring else None)
+        self.daily = self._job(names.daily_job(usecase.name))
+        self.snapshot = self._job(names.snapshot_job(usecase.name))
+        self.training = self._job(names.training_job(usecase.name))
+        self.sensor = (definitions.resolve_sensor_def(names.retraining_sensor(usecase.name))
+                       if self.training and usecase.monitoring else None)
         self.sensor_cursor: str | None = None
         self.mlflow = definitions.resources["mlflow"]
+
+    def _job(self, name: str) -> dg.JobDefinition | None:
+        jobs = {job.name for job in self.definitions.jobs or []}
+        return self.definitions.resolve_job_def(name) if name in jobs else None
 
     def champion(self) -> str | None:
         monitored = self.usecase.monitoring.model if self.usecase.monitoring else next(iter(self.usecase.models))
@@ -127,17 +129,22 @@ class Replay:
     def day(self, index: int, day: dt.date, data, bootstrap_days: int) -> DayOutcome:
         land_day(self.usecase, self.settings.landing_dir, day, data)
         timing = RunTiming()
-        if index % REFERENCE_REFRESH_DAYS == 0:
-            refreshed, spent = _execute(self.reference, self.instance)
-            timing.add(spent)
-            if not refreshed.success:
-                return DayOutcome(day=day, success=False, errors=failure_messages(refreshed), timing=timing)
-        result, spent = _execute(self.daily, self.instance, partition_key=day.isoformat())
+        snapshot_tags = {names.SNAPSHOT_DAY_TAG: day.isoformat()}
+        if self.daily is None:
+            # A use case of snapshots: each day's snapshot is the day's work.
+            result, spent = _execute(self.snapshot, self.instance, tags=snapshot_tags)
+        else:
+            if self.snapshot is not None and index % SNAPSHOT_REFRESH_DAYS == 0:
+                refreshed, spent = _execute(self.snapshot, self.instance, tags=snapshot_tags)
+                timing.add(spent)
+                if not refreshed.success:
+                    return DayOutcome(day=day, success=False, errors=failure_messages(refreshed), timing=timing)
+            result, spent = _execute(self.daily, self.instance, partition_key=day.isoformat())
         timing.add(spent)
         outcome = DayOutcome(day=day, success=result.success, errors=failure_messages(result), timing=timing)
         _record_checks(result, outcome)
         if self.usecase.monitoring:
-            monitored = _materialization_metadata(result, monitoring_key(self.usecase.monitoring.model))
+            monitored = _materialization_metadata(result, monitoring_key(self.usecase, self.usecase.monitoring.model))
             outcome.drift_share = monitored.get("drift_share")
             quality = monitored.get(self.usecase.monitoring.quality_metric)
             outcome.quality = None if quality is None or math.isnan(quality) else float(quality)
@@ -204,12 +211,14 @@ def replay(
 
 def layer_counts(warehouse: Warehouse, usecase: UseCaseConfig) -> dict[str, int]:
     """Rows per layer across the use case's tables, as they stand in the warehouse."""
-    rows = warehouse.row_count
+    def rows(layer: str, table: str) -> int:
+        return warehouse.row_count(*names.table(usecase.name, layer, table))
+
     return {
-        "bronze": sum(rows("bronze", name) for name in usecase.sources),
-        "silver": sum(rows("silver", name) for name in usecase.sources),
-        "quarantine": sum(rows("silver", f"{name}_quarantine") for name in usecase.sources),
-        "gold": sum(rows("gold", table) for table in usecase.gold),
+        names.BRONZE: sum(rows(names.BRONZE, name) for name in usecase.sources),
+        names.SILVER: sum(rows(names.SILVER, name) for name in usecase.sources),
+        "quarantine": sum(rows(names.SILVER, names.quarantine(name)) for name in usecase.sources),
+        names.GOLD: sum(rows(names.GOLD, table) for table in usecase.gold),
     }
 
 

@@ -84,8 +84,8 @@ def test_a_rule_on_an_unknown_column_names_the_source_rule_and_column(config_dir
     message = _error(config_dir)
 
     assert message.startswith(f"{path}: invalid UseCaseConfig")
-    assert "field 'sources.flights'" in message
-    assert "rule 'carrier_present' names unknown column 'carrier_code'" in message
+    assert "field 'sources.flights.rules.0.column': rule 'carrier_present' names unknown column 'carrier_code'" in (
+        message)
 
 
 def test_a_range_rule_without_bounds_names_the_rule_and_what_it_needs(config_dir):
@@ -98,8 +98,8 @@ def test_a_range_rule_without_bounds_names_the_rule_and_what_it_needs(config_dir
     message = _error(config_dir)
 
     assert message.startswith(f"{path}: invalid UseCaseConfig")
-    assert re.search(r"field 'sources\.flights\.rules\.\d+'", message)
-    assert "rule 'scheduled_time_valid': a range rule needs min, max or both" in message
+    assert re.search(r"field 'sources\.flights\.rules\.\d+\.min': rule 'scheduled_time_valid': a range rule needs "
+                     r"min, max or both", message)
 
 
 def test_a_wrongly_typed_value_names_the_field_and_the_expected_type(config_dir):
@@ -120,7 +120,94 @@ def test_gold_reading_an_unknown_source_names_the_table_and_the_source(config_di
     message = _error(config_dir)
 
     assert message.startswith(f"{path}: invalid UseCaseConfig")
-    assert "gold table 'flights' reads unknown sources ['radar']" in message
+    assert "field 'gold.flights.inputs.3': gold table 'flights' reads unknown source 'radar'" in message
+    # The field at fault is named, not the whole use case dumped as "(top level)".
+    assert "(top level)" not in message and "description" not in message
+
+
+@pytest.mark.parametrize(("old", "new", "field", "says"), [
+    ("model: delay\n  # One day's", "model: dealy\n  # One day's", "monitoring.model",
+     "monitoring watches unknown model 'dealy'"),
+    ("    label: is_delayed", "    label: is_late", "models.delay.label", "label 'is_late' is not a training_set label"),
+    ("{table: route_delays, keys: {origin: origin, dest: dest, flight_date: feature_date}}",
+     "{table: route_delay, keys: {origin: origin, dest: dest, flight_date: feature_date}}",
+     "training_set.lookups.1.table", "unknown feature table 'route_delay'"),
+    ("estimator: hist_gradient_boosting      # or", "estimator: xgboost      # or", "models.delay.estimator",
+     ("unknown estimator 'xgboost'; known: ['hist_gradient_boosting', 'linear_regression', 'logistic_regression', "
+     "'random_forest']")),
+    ("    estimator: hist_gradient_boosting\n    task: regression",
+     "    estimator: logistic_regression\n    task: regression", "models.arrival_delay.estimator",
+     ("'logistic_regression' cannot learn regression; choose among ['hist_gradient_boosting', 'linear_regression', "
+     "'random_forest']")),
+    ("    task: classification", "    task: classification\n    registered_name: my_model", "models.delay.registered_name",
+     "is derived from the use case and model names ('flights_delay'): remove it"),
+    ("split: {by: time, window_days: 120", "split: {by: time, stratify_by: is_delayed, window_days: 120",
+     "training_set.split.stratify_by", "stratify_by applies to random splits, not 'time'"),
+    ("      staging: {name: flights-delay-staging}", "      staging: {name: flights-delay}",
+     "serving.delay.stages.production.name", "staging and production need different endpoint names"),
+])
+def test_a_check_across_fields_names_the_field_at_fault(config_dir, old, new, field, says):
+    path = _edit(config_dir / "usecases" / "flights.yaml", old, new)
+
+    message = _error(config_dir)
+
+    assert message.startswith(f"{path}: invalid UseCaseConfig")
+    assert f"field '{field}': {says}" in message, message
+    assert "(top level)" not in message
+
+
+def test_registered_models_and_tables_are_prefixed_by_the_use_case(config_dir):
+    from mlops_platform import names
+
+    usecase = load_settings("local", config_dir=config_dir).usecases["flights"]
+
+    assert {key: model.registered_name for key, model in usecase.models.items()} == {
+        "delay": "flights_delay", "arrival_delay": "flights_arrival_delay"}
+    assert names.table("flights", names.SILVER, "flights").qualified("local") == "local.flights_silver.flights"
+    # In Unity Catalog the models live in the environment's catalog and model schema.
+    prod = load_settings("prod", config_dir=config_dir).usecases["flights"]
+    assert prod.models["delay"].registered_name == "mlops_prod.models.flights_delay"
+
+
+def test_a_use_case_whose_module_does_not_exist_names_the_use_case_and_the_file(config_dir):
+    path = _edit(config_dir / "usecases" / "flights.yaml", "module: mlops_platform.usecases.flights",
+                 "module: mlops_platform.usecases.flightz")
+
+    assert _error(config_dir) == (f"{path}: field 'module': use case 'flights' names module "
+                                  "'mlops_platform.usecases.flightz', which is not importable (a Python module path, "
+                                  "e.g. mlops_platform.usecases.flights)")
+
+
+def test_a_missing_builder_names_the_use_case_the_file_and_the_field(config_dir):
+    from mlops_platform.defs import build_definitions
+
+    path = _edit(config_dir / "usecases" / "flights.yaml", "builder: build_gold_flights",
+                 "builder: build_gold_flightz")
+    settings = load_settings("local", config_dir=config_dir)
+
+    with pytest.raises(ConfigError) as caught:
+        build_definitions(settings)
+
+    assert str(caught.value) == (f"{path}: field 'gold.flights.builder': use case 'flights': module "
+                                 "mlops_platform.usecases.flights has no function 'build_gold_flightz'")
+
+
+def test_a_use_case_named_unlike_its_file_is_refused(config_dir):
+    path = _edit(config_dir / "usecases" / "flights.yaml", "name: flights", "name: flight")
+
+    assert _error(config_dir) == f"{path}: field 'name': must be the file's name 'flights' (got 'flight')"
+
+
+def test_two_use_cases_may_not_share_an_endpoint_name(config_dir):
+    twin = config_dir / "usecases" / "flights_copy.yaml"
+    twin.write_text((config_dir / "usecases" / "flights.yaml").read_text().replace("name: flights\n",
+                                                                                     "name: flights_copy\n"))
+    _edit(config_dir / "environments" / "local.yaml", "usecases: [flights", "usecases: [flights_copy, flights")
+
+    message = _error(config_dir)
+
+    assert "field 'serving.delay.stages.staging.name': endpoint name 'flights-delay-staging' is already used by " \
+           "use case 'flights_copy'" in message
 
 
 def test_a_file_that_is_not_a_mapping_is_refused(config_dir):

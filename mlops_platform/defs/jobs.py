@@ -1,92 +1,92 @@
-"""Jobs a person, schedule or sensor launches by name.
+"""Jobs a person, schedule or sensor launches by name, made from the stage registry (``defs.stages``).
 
-The daily job holds only day-partitioned assets; reference snapshots (planes, airlines, ...) change rarely and
-have their own job, so a day's run does not re-ingest them.
+- ``<usecase>_daily``: every day-partitioned asset of the tables and scoring stages, one day (or a range) at a time:
+  bronze -> silver -> gold -> feature tables -> the champion's predictions -> monitoring.
+- ``<usecase>_snapshot``: the unpartitioned ones, run when a new snapshot lands: reference tables of a daily use case
+  (planes, airlines, ...), or the whole table-to-monitoring flow of a use case of snapshots.
+- ``<usecase>_training``: training set -> models -> gate -> champion -> online store -> endpoints.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import dagster as dg
 
-from mlops_platform.defs.inference.assets import predictions_key
-from mlops_platform.defs.monitoring.assets import monitoring_key
+from mlops_platform import names
+from mlops_platform.defs import stages
 from mlops_platform.defs.tables import daily_partitions
 from mlops_platform.settings import UseCaseConfig
 
-
-def daily_job_name(usecase: UseCaseConfig) -> str:
-    return f"{usecase.name}_daily"
+DAILY_ROLES = ("tables", "scoring")
 
 
-def reference_job_name(usecase: UseCaseConfig) -> str:
-    return f"{usecase.name}_reference"
-
-
-def _table_keys(usecase: UseCaseConfig, *, daily: bool) -> list[dg.AssetKey]:
-    sources = usecase.daily_sources if daily else usecase.snapshot_sources
-    keys = [dg.AssetKey([layer, name]) for name in sources for layer in ("bronze", "silver")]
-    keys += [dg.AssetKey(["silver", f"{name}_quarantine"]) for name in sources]
-    if daily:
-        keys += [dg.AssetKey(["gold", table]) for table in usecase.gold]
-        if usecase.training_set:
-            keys += [predictions_key(name) for name in usecase.models]
-        if usecase.monitoring:
-            keys.append(monitoring_key(usecase.monitoring.model))
-    keys += [
-        dg.AssetKey(["features", name])
-        for name, spec in usecase.features.items()
-        if (spec.kind == "rolling" or usecase.sources[spec.source].is_daily) == daily
-    ]
+def _keys(assets: Sequence[dg.AssetsDefinition], roles: Sequence[str], *, partitioned: bool | None = None
+          ) -> list[dg.AssetKey]:
+    keys = []
+    for assets_def in assets:
+        if partitioned is not None and (assets_def.partitions_def is not None) != partitioned:
+            continue
+        keys += [spec.key for spec in assets_def.specs
+                 if (stage := stages.stage_of(spec)) is not None and stage.job in roles]
     return keys
 
 
-def daily_job(usecase: UseCaseConfig) -> dg.UnresolvedAssetJobDefinition:
-    """A day's work: bronze -> silver -> gold -> feature tables -> the champion's predictions -> monitoring, with
-    every check. Scoring and monitoring skip themselves until a first champion exists.
-
-    In-process: a day's steps are small, and a process per step (the multiprocess executor) would spend more on
-    spawning and importing than on the work.
-    """
-    return dg.define_asset_job(
-        daily_job_name(usecase),
-        selection=dg.AssetSelection.assets(*_table_keys(usecase, daily=True)),
-        partitions_def=daily_partitions(usecase),
-        executor_def=dg.in_process_executor,
-        description=f"One day of the {usecase.name} use case, landing files to feature tables, scored and "
-                    "monitored, guarded by checks.",
-    )
-
-
-def reference_job(usecase: UseCaseConfig) -> dg.UnresolvedAssetJobDefinition:
-    """Reference snapshots (bronze, silver and their lookup feature tables) from the newest landed export."""
-    return dg.define_asset_job(
-        reference_job_name(usecase),
-        selection=dg.AssetSelection.assets(*_table_keys(usecase, daily=False)),
-        description=f"Refresh the {usecase.name} use case's reference tables from their newest snapshot.",
-    )
+def usecase_jobs(usecase: UseCaseConfig, assets: Sequence[dg.AssetsDefinition]
+                 ) -> dict[str, dg.UnresolvedAssetJobDefinition]:
+    """The use case's jobs by name; a job with no assets (a use case without models has no training) is left out."""
+    jobs = {}
+    daily = _keys(assets, DAILY_ROLES, partitioned=True)
+    if daily:
+        # In-process: a day's steps are small, and a process per step (the multiprocess executor) would spend more
+        # on spawning and importing than on the work.
+        jobs[names.daily_job(usecase.name)] = dg.define_asset_job(
+            names.daily_job(usecase.name), selection=dg.AssetSelection.assets(*daily),
+            partitions_def=daily_partitions(usecase), executor_def=dg.in_process_executor,
+            description=f"One day of the {usecase.name} use case, landing files to feature tables, scored and "
+                        "monitored, guarded by checks. Scoring and monitoring skip themselves until a first "
+                        "champion exists.")
+    snapshot = _keys(assets, DAILY_ROLES, partitioned=False)
+    if snapshot:
+        jobs[names.snapshot_job(usecase.name)] = dg.define_asset_job(
+            names.snapshot_job(usecase.name), selection=dg.AssetSelection.assets(*snapshot),
+            executor_def=dg.in_process_executor,
+            description=f"The {usecase.name} use case's snapshot tables (and, for a use case of snapshots, its "
+                        "features, scoring and monitoring) from the newest landed snapshot.")
+    training = _keys(assets, ("training",))
+    if training:
+        jobs[names.training_job(usecase.name)] = dg.define_asset_job(
+            names.training_job(usecase.name), selection=dg.AssetSelection.assets(*training),
+            description=f"Rebuild the {usecase.name} training set, train and register every model, gate each "
+                        "against its champion (beats_champion) and promote the ones that pass, then redeploy the "
+                        "serving endpoints: staging, its smoke_test, production.")
+    return jobs
 
 
 def freshness_keys(usecase: UseCaseConfig) -> list[dg.AssetKey]:
-    """The daily tables whose freshness is checked: silver of each daily source, and gold."""
-    return [dg.AssetKey(["silver", name]) for name in usecase.daily_sources] + [
-        dg.AssetKey(["gold", table]) for table in usecase.gold]
+    """The daily tables whose freshness is checked: silver of each daily source, and daily gold."""
+    return ([stages.source_key(usecase, names.SILVER, name) for name in usecase.daily_sources]
+            + [stages.table_key(usecase, names.GOLD, table) for table, spec in usecase.gold.items() if spec.is_daily])
 
 
-def schedules(usecase: UseCaseConfig, daily: dg.UnresolvedAssetJobDefinition,
-              reference: dg.UnresolvedAssetJobDefinition) -> list[dg.ScheduleDefinition]:
-    """Wall-clock cadence for live data: yesterday's partition every morning, reference tables every Monday, the
+def schedules(usecase: UseCaseConfig, jobs: dict[str, dg.UnresolvedAssetJobDefinition]
+              ) -> list[dg.ScheduleDefinition]:
+    """Wall-clock cadence for live data: yesterday's partition every morning, snapshots every Monday, the
     freshness checks every hour.
 
     Stopped by default: replayed history arrives through the landing sensor, not the calendar.
     """
-    freshness = dg.define_asset_job(
-        f"{usecase.name}_freshness",
-        selection=dg.AssetSelection.checks(*(dg.AssetCheckKey(key, "freshness") for key in freshness_keys(usecase))),
-        description=f"Evaluate the freshness checks of the {usecase.name} use case's daily tables.",
-    )
-    return [
-        dg.ScheduleDefinition(job=freshness, cron_schedule="0 * * * *", default_status=dg.DefaultScheduleStatus.STOPPED),
-        dg.build_schedule_from_partitioned_job(daily, hour_of_day=2, default_status=dg.DefaultScheduleStatus.STOPPED),
-        dg.ScheduleDefinition(name=f"{reference_job_name(usecase)}_weekly", job=reference, cron_schedule="0 1 * * 1",
-                              default_status=dg.DefaultScheduleStatus.STOPPED),
-    ]
+    stopped = dg.DefaultScheduleStatus.STOPPED
+    built = []
+    if freshness := freshness_keys(usecase):
+        job = dg.define_asset_job(
+            f"{usecase.name}_freshness",
+            selection=dg.AssetSelection.checks(*(dg.AssetCheckKey(key, "freshness") for key in freshness)),
+            description=f"Evaluate the freshness checks of the {usecase.name} use case's daily tables.")
+        built.append(dg.ScheduleDefinition(job=job, cron_schedule="0 * * * *", default_status=stopped))
+    if daily := jobs.get(names.daily_job(usecase.name)):
+        built.append(dg.build_schedule_from_partitioned_job(daily, hour_of_day=2, default_status=stopped))
+    if snapshot := jobs.get(names.snapshot_job(usecase.name)):
+        built.append(dg.ScheduleDefinition(name=f"{snapshot.name}_weekly", job=snapshot, cron_schedule="0 1 * * 1",
+                                           default_status=stopped))
+    return built

@@ -15,6 +15,7 @@ import dagster as dg
 import polars as pl
 import pyarrow as pa
 
+from mlops_platform import names
 from mlops_platform.resources.warehouse import Warehouse
 from mlops_platform.settings import Rule, UseCaseConfig
 
@@ -106,7 +107,8 @@ def freshness_checks(usecase: UseCaseConfig, keys: Sequence[dg.AssetKey]) -> lis
         @dg.asset_check(asset=key, name=FRESHNESS, description=f"last write less than {usecase.freshness_hours:g} "
                                                                 "hours ago")
         def freshness(warehouse: Warehouse) -> dg.AssetCheckResult:
-            commit = warehouse.last_commit(*key.path)
+            # A table asset's key path is (use case, layer, table), exactly its table's name parts.
+            commit = warehouse.last_commit(*names.table(*key.path))
             if commit is None:
                 return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN,
                                            metadata={"reason": "the table does not exist yet"})

@@ -17,20 +17,15 @@ aliases and ``beats_champion`` gate, the serving assets, the freshness checks, s
 """
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 
 import dagster as dg
 from databricks.sdk.service import compute, jobs
 
+from mlops_platform.defs.stages import stage_of
 from mlops_platform.resources.databricks import DatabricksWorkspace, databricks_workspace
 from mlops_platform.settings import ServerlessSpec, Settings, StepKind
 
-# Asset groups whose assets run remotely, and the kind of cluster each needs.
-STEP_KIND_OF_GROUP: Mapping[str, StepKind] = {
-    "bronze": "tables", "silver": "tables", "gold": "tables", "features": "tables",
-    "training": "training",
-    "inference": "monitoring", "monitoring": "monitoring",
-}
 WHEEL_PACKAGE = "mlops_platform"
 WHEEL_ENTRY_POINT = "mlops-remote"
 RESOURCE_KEY = "databricks"
@@ -41,10 +36,11 @@ Launch = Callable[[dg.AssetExecutionContext, list[str]], Iterable[dg.PipesExecut
 
 
 def step_kind(assets_def: dg.AssetsDefinition) -> StepKind | None:
-    """The kind of remote step an asset is, or None when it stays in the orchestrator."""
+    """The kind of remote step an asset is (its stage's, ``defs.stages``), or None when it stays in the
+    orchestrator."""
     if isinstance(assets_def, dg.AssetChecksDefinition) or not assets_def.specs:
         return None
-    kinds = {STEP_KIND_OF_GROUP.get(spec.group_name or "") for spec in assets_def.specs}
+    kinds = {stage.step_kind if (stage := stage_of(spec)) else None for spec in assets_def.specs}
     return kinds.pop() if len(kinds) == 1 else None
 
 

@@ -21,7 +21,15 @@ def _daily(start: dt.date, end: dt.date) -> dg.DailyPartitionsDefinition:
 
 def daily_partitions(usecase: UseCaseConfig) -> dg.DailyPartitionsDefinition:
     """One partition per day of the use case's window; assets of a use case share the same definition."""
+    assert usecase.partitions is not None, f"use case '{usecase.name}' has no day partitions"
     return _daily(usecase.partitions.start, usecase.partitions.end)
+
+
+def partitioning(usecase: UseCaseConfig, daily: bool) -> dict[str, object]:
+    """The partitions and backfill policy of an asset: by day (one run per backfill), or none for a snapshot."""
+    if not daily:
+        return {"partitions_def": None, "backfill_policy": None}
+    return {"partitions_def": daily_partitions(usecase), "backfill_policy": BACKFILL_POLICY}
 
 
 # A backfill of many days runs as one run over the range, so a year of history is one job, not 365.

@@ -9,23 +9,27 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+import narwhals as nw
 import pyarrow as pa
 
+from mlops_platform import names
 from mlops_platform.resources.engine import Engine
 from mlops_platform.resources.warehouse import DayRange, Warehouse
 from mlops_platform.settings import UseCaseConfig
 from mlops_platform.transforms.features import (
+    SPLIT,
+    assign_split,
     feature_columns,
     lookup_features,
     rolling_features,
-    training_set,
+    split_by_date,
     window_pairs,
     with_features,
 )
 
 __all__ = [
     "TrainingSetBuild", "build_feature_rows", "build_scoring_rows", "build_training_set", "feature_columns",
-    "feature_registry", "input_tables",
+    "feature_registry", "input_tables", "row_keys",
 ]
 
 
@@ -33,44 +37,57 @@ def build_feature_rows(usecase: UseCaseConfig, name: str, runner: Engine, wareho
                        days: DayRange | None) -> pa.Table:
     """A feature table's rows for ``days`` (rolling and daily lookups) or all of it (snapshot lookups)."""
     spec = usecase.features[name]
+    source_table = names.table(usecase.name, spec.layer, spec.source)
+    date_column = usecase.partition_column(spec.layer, spec.source)
     if spec.kind == "lookup":
-        source = usecase.sources[spec.source]
-        source_days = (DayRange(source.partition.column, days.first, days.last)
-                       if days is not None and source.partition else None)
-        return runner.to_arrow(lookup_features(runner.read(warehouse, spec.layer, spec.source, source_days), spec))
-    date_column = usecase.gold[spec.source].partition_column
+        source_days = DayRange(date_column, days.first, days.last) if days is not None and date_column else None
+        return runner.to_arrow(lookup_features(runner.read(warehouse, *source_table, source_days), spec))
+    assert days is not None and date_column is not None, "a rolling feature table is built for days of a daily table"
     longest = dt.timedelta(days=max(spec.windows_days))
     history = DayRange(date_column, days.first - longest, days.last - dt.timedelta(days=1))
     feature_dates = [days.first + dt.timedelta(days=i) for i in range((days.last - days.first).days + 1)]
     pairs = runner.from_arrow(window_pairs(feature_dates, spec.windows_days))
-    source = runner.read(warehouse, spec.layer, spec.source, history)
+    source = runner.read(warehouse, *source_table, history)
     return runner.to_arrow(rolling_features(source, spec, date_column, pairs))
 
 
-def input_tables(usecase: UseCaseConfig) -> dict[str, tuple[str, str]]:
-    """The training set's inputs as ``"schema.table" -> (schema, table)``."""
+def input_tables(usecase: UseCaseConfig) -> dict[str, names.TableName]:
+    """The training set's inputs, by the name their versions are recorded under (``"gold.flights"``)."""
     spec = usecase.training_set
     assert spec is not None
-    tables = {f"gold.{spec.source}": ("gold", spec.source)}
-    tables |= {f"features.{lookup.table}": ("features", lookup.table) for lookup in spec.lookups}
+    tables = {f"{names.GOLD}.{spec.source}": names.table(usecase.name, names.GOLD, spec.source)}
+    tables |= {f"{names.FEATURES}.{lookup.table}": names.table(usecase.name, names.FEATURES, lookup.table)
+               for lookup in spec.lookups}
     return tables
+
+
+def row_keys(usecase: UseCaseConfig) -> list[str]:
+    """The training set's primary key (its source's day column and keys): the order rows are built and trained in,
+    whatever order Delta returns them in."""
+    assert usecase.training_set is not None
+    gold = usecase.gold[usecase.training_set.source]
+    return list(dict.fromkeys([*([gold.partition_column] if gold.partition_column else []), *gold.keys]))
 
 
 @dataclass(frozen=True)
 class TrainingSetBuild:
     rows: pa.Table
     input_versions: dict[str, int]
-    first_day: dt.date
-    validation_start: dt.date
-    test_start: dt.date
-    last_day: dt.date
+    split: dict[str, object]
+    first_day: dt.date | None = None
+    last_day: dt.date | None = None
+
+    def describe(self) -> str:
+        window = f"{self.first_day} .. {self.last_day}, " if self.first_day else ""
+        return window + ", ".join(f"{name} {value}" for name, value in self.split.items())
 
 
 def build_training_set(usecase: UseCaseConfig, runner: Engine, warehouse: Warehouse,
                        input_versions: dict[str, int] | None = None) -> TrainingSetBuild:
-    """The training set over the newest ``window_days`` of labels, from the given input versions (default: current).
+    """The training set from the given input versions (default: current), split as configured.
 
-    Pinning every input to a version is what makes a model rebuildable: the same versions give the same rows.
+    Pinning every input to a version is what makes a model rebuildable: the same versions give the same rows and,
+    the split being seeded or by date, the same splits.
     """
     spec = usecase.training_set
     assert spec is not None, f"use case '{usecase.name}' has no training_set"
@@ -80,40 +97,50 @@ def build_training_set(usecase: UseCaseConfig, runner: Engine, warehouse: Wareho
     if missing:
         raise FileNotFoundError(f"training set inputs {missing} do not exist yet: materialize them first")
 
-    gold_spec = usecase.gold[spec.source]
-    date_column = gold_spec.partition_column
-    gold_version = versions[f"gold.{spec.source}"]
-    dates = warehouse.read("gold", spec.source, columns=[date_column], version=gold_version).column(date_column)
-    last_day = max(dates.to_pylist())
-    first_day = last_day - dt.timedelta(days=spec.window_days - 1)
-    test_start = last_day - dt.timedelta(days=spec.test_days - 1)
-    validation_start = test_start - dt.timedelta(days=spec.validation_days)
-
-    window = DayRange(date_column, first_day, last_day)
-    labels = runner.from_arrow(warehouse.read("gold", spec.source, days=window, version=gold_version))
+    gold_table = tables[f"{names.GOLD}.{spec.source}"]
+    gold_version = versions[f"{names.GOLD}.{spec.source}"]
+    date_column = usecase.gold[spec.source].partition_column
+    split = spec.split
+    window = first_day = last_day = None
+    if split.by == "time":
+        assert date_column is not None
+        dates = warehouse.read(*gold_table, columns=[date_column], version=gold_version).column(date_column)
+        last_day = max(dates.to_pylist())
+        first_day = last_day - dt.timedelta(days=split.window_days - 1)
+        window = DayRange(date_column, first_day, last_day)
+    labels = runner.from_arrow(warehouse.read(*gold_table, days=window, version=gold_version))
     features = {
-        lookup.table: runner.from_arrow(warehouse.read("features", lookup.table,
-                                                      version=versions[f"features.{lookup.table}"]))
+        lookup.table: runner.from_arrow(warehouse.read(*tables[f"{names.FEATURES}.{lookup.table}"],
+                                                      version=versions[f"{names.FEATURES}.{lookup.table}"]))
         for lookup in spec.lookups
     }
-    rows = runner.to_arrow(
-        training_set(labels, features, usecase, date_column=date_column,
-                     keys=[date_column, *gold_spec.keys], validation_start=validation_start, test_start=test_start)
-        .sort(*dict.fromkeys([date_column, *gold_spec.keys]))
-    )
-    return TrainingSetBuild(rows, dict(versions), first_day, validation_start, test_start, last_day)
+    keys = row_keys(usecase)
+    joined = with_features(labels, features, usecase, keys)
+    if split.by == "time":
+        assert last_day is not None and date_column is not None
+        test_start = last_day - dt.timedelta(days=split.test_days - 1)
+        validation_start = test_start - dt.timedelta(days=split.validation_days)
+        rows = runner.to_arrow(joined.with_columns(
+            split_by_date(nw.col(date_column), validation_start, test_start).alias(SPLIT)).sort(*keys))
+        described = {"by": "time", "validation_from": validation_start.isoformat(),
+                     "test_from": test_start.isoformat()}
+    else:
+        rows = assign_split(runner.to_arrow(joined.sort(*keys)), split, split.hash_keys or keys)
+        described = split.model_dump(include={"by", "seed", "validation_fraction", "test_fraction", "stratify_by"}
+                                     | ({"hash_keys"} if split.by == "hash" else set()))
+    return TrainingSetBuild(rows, dict(versions), described, first_day, last_day)
 
 
-
-def build_scoring_rows(usecase: UseCaseConfig, runner: Engine, warehouse: Warehouse, days: DayRange
+def build_scoring_rows(usecase: UseCaseConfig, runner: Engine, warehouse: Warehouse, days: DayRange | None
                        ) -> pa.Table:
-    """The gold rows of ``days`` with their features, joined exactly as the training set joins them."""
+    """The gold rows of ``days`` (all of a snapshot table) with their features, joined as the training set joins
+    them."""
     spec = usecase.training_set
     assert spec is not None, f"use case '{usecase.name}' has no training_set"
-    gold = usecase.gold[spec.source]
-    rows = runner.read(warehouse, "gold", spec.source, days)
-    features = {lookup.table: runner.read(warehouse, "features", lookup.table) for lookup in spec.lookups}
-    keys = list(dict.fromkeys([gold.partition_column, *gold.keys]))
+    rows = runner.read(warehouse, *names.table(usecase.name, names.GOLD, spec.source), days)
+    features = {lookup.table: runner.read(warehouse, *names.table(usecase.name, names.FEATURES, lookup.table))
+                for lookup in spec.lookups}
+    keys = row_keys(usecase)
     return runner.to_arrow(with_features(rows, features, usecase, keys).sort(*keys))
 
 
@@ -123,15 +150,16 @@ def feature_registry(usecase: UseCaseConfig, warehouse: Warehouse) -> list[dict[
                                                                    if usecase.training_set else [])}
     entries = []
     for name, spec in usecase.features.items():
-        commit = warehouse.last_commit("features", name)
+        table = names.table(usecase.name, names.FEATURES, name)
+        commit = warehouse.last_commit(*table)
         entries.append({
-            "table": warehouse.full_name("features", name),
+            "table": warehouse.full_name(*table),
             "kind": spec.kind,
             "keys": spec.keys,
             "timestamp_key": spec.timestamp_key,
             "features": list(spec.columns),
             "version": None if commit is None else commit.version,
-            "rows": warehouse.row_count("features", name),
+            "rows": warehouse.row_count(*table),
             "last_updated": None if commit is None else commit.at.isoformat(timespec="seconds"),
             "used_by_models": used_by.get(name, []),
         })

@@ -1,8 +1,7 @@
 """Train one model of a use case from its training set, tuned, evaluated and registered in MLflow.
 
-The model is a scikit-learn Pipeline: categorical features are ordinal-encoded (unknown and missing values both
-become -1, which the booster treats as missing) and handed to a histogram gradient-boosting estimator that splits
-on them as categories; numeric features pass through with their NaNs, which the booster handles natively.
+The model is a scikit-learn Pipeline of the estimator the configuration names, its features prepared as that
+estimator needs (``mlops_platform.ml.estimators``); a classification label becomes 0/1 by its positive class.
 
 Hyperparameters are searched on the validation split (each trial a nested MLflow run); the best ones are refit on
 train + validation and scored once on the test split. Everything is seeded and the rows are put in key order
@@ -26,8 +25,6 @@ from matplotlib.figure import Figure
 from mlflow.data.delta_dataset_source import DeltaDatasetSource
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema, TensorSpec
-from sklearn.compose import ColumnTransformer
-from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.inspection import permutation_importance
 from sklearn.metrics import (
     ConfusionMatrixDisplay,
@@ -45,16 +42,15 @@ from sklearn.metrics import (
     root_mean_squared_error,
 )
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OrdinalEncoder
 from sklearn.utils._param_validation import Interval
 from threadpoolctl import threadpool_limits
 
+from mlops_platform.ml.estimators import build_pipeline, configured_space, estimator_class, estimator_of
 from mlops_platform.ml.scoring import feature_frame
-from mlops_platform.ml.tuning import HyperoptTuner, Params, Tuner
+from mlops_platform.ml.tuning import HyperoptTuner, Params, Trial, Tuner, TuningResult
+from mlops_platform.names import SPLIT, SPLITS
 from mlops_platform.settings import ModelConfig
 
-SPLIT = "split"
-SPLITS = ("train", "validation", "test")
 # What the tuner minimises on the validation split, and the metric it reports for each trial.
 OBJECTIVES = {"classification": "roc_auc", "regression": "root_mean_squared_error"}
 PLOTS_DIR = "plots"
@@ -64,15 +60,6 @@ INPUT_EXAMPLE_ROWS = 5
 IMPORTANCE_ROWS = 2_000
 IMPORTANCE_REPEATS = 3
 IMPORTANCE_SECONDS = 10.0
-# skops (MLflow's safe sklearn format) refuses to load types it does not know. These are the ones a fitted
-# HistGradientBoosting pipeline holds, reviewed once; a new one makes log_model fail loudly instead of loading it.
-SKOPS_TRUSTED_TYPES = [
-    "functools.partial",
-    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
-    "sklearn.utils.validation.check_array",
-]
-
-
 @dataclass(frozen=True)
 class TrainingLineage:
     """Which data a model was trained from: the training-set table at a Delta version, and that table's inputs."""
@@ -140,8 +127,27 @@ def model_frame(data: pa.Table | pd.DataFrame, config: ModelConfig, features: Se
     frame = frame.reset_index(drop=True)
     frame[list(features)] = feature_frame(frame, config, features)
     label = frame[config.label]
-    frame[config.label] = label.astype(int) if config.task == "classification" else label.astype("float64")
+    frame[config.label] = binary_labels(label, config) if config.task == "classification" else label.astype("float64")
     return frame
+
+
+def binary_labels(label: pd.Series, config: ModelConfig) -> pd.Series:
+    """A classification label as 0/1: 1 where it is the configured ``positive_class`` (a boolean or 0/1 label needs
+    none). Rows without a label must be dropped first."""
+    values = set(label.unique().tolist())
+    where = f"model '{config.registered_name}': label '{config.label}'"
+    if config.positive_class is None:
+        if not values <= {0, 1}:
+            raise ValueError(f"{where} holds {sorted(map(str, values))[:10]}: name the value to predict as "
+                             "positive_class in the model's configuration (only a boolean or 0/1 label needs none)")
+        return label.astype(int)
+    if len(values) > 2:
+        raise ValueError(f"{where} holds {len(values)} values ({sorted(map(str, values))[:10]}), a binary "
+                         "classifier needs two")
+    if values and config.positive_class not in values:
+        raise ValueError(f"{where}: positive_class {config.positive_class!r} is not among its values "
+                         f"{sorted(map(str, values))}")
+    return (label == config.positive_class).astype(int)
 
 
 def split(frame: pd.DataFrame, config: ModelConfig) -> Splits:
@@ -157,22 +163,19 @@ def split(frame: pd.DataFrame, config: ModelConfig) -> Splits:
     return Splits(**parts)
 
 
-def _estimator(config: ModelConfig) -> type:
-    return HistGradientBoostingClassifier if config.task == "classification" else HistGradientBoostingRegressor
-
-
 def search_space(config: ModelConfig) -> dict[str, tuple[float, float]]:
-    """The tuning space with integer bounds for the estimator's integer parameters.
+    """The tuning space (the model's, or its estimator's default) with integer bounds for integer parameters.
 
     The configuration parses every bound as a float (``[100, 300]`` arrives as ``(100.0, 300.0)``), so whether
     a parameter is an integer comes from the estimator's own declared constraints, not from how YAML spelled it.
     """
-    constraints = _estimator(config)._parameter_constraints
+    estimator = estimator_class(config)
+    constraints = estimator._parameter_constraints
     space: dict[str, tuple[float, float]] = {}
-    for name, (low, high) in config.tuning.space.items():
+    for name, (low, high) in configured_space(config).items():
         if name not in constraints:
             raise ValueError(f"model '{config.registered_name}': '{name}' is not a hyperparameter of "
-                             f"{_estimator(config).__name__} (known: {sorted(constraints)})")
+                             f"{estimator.__name__} (known: {sorted(constraints)})")
         kinds = {rule.type for rule in constraints[name] if isinstance(rule, Interval)}
         if kinds == {Integral}:
             if not (float(low).is_integer() and float(high).is_integer()):
@@ -181,23 +184,6 @@ def search_space(config: ModelConfig) -> dict[str, tuple[float, float]]:
         else:
             space[name] = (float(low), float(high))
     return space
-
-
-def build_pipeline(config: ModelConfig, features: Sequence[str], params: Params, seed: int) -> Pipeline:
-    categorical = [column for column in features if column in config.categorical]
-    numeric = [column for column in features if column not in config.categorical]
-    encode = OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1, encoded_missing_value=-1,
-                            dtype=np.float64)
-    prepare = ColumnTransformer(
-        [("categorical", encode, categorical), ("numeric", "passthrough", numeric)],
-        remainder="drop", verbose_feature_names_out=False,
-    )
-    estimator = _estimator(config)
-    # Early stopping would carve its own random holdout out of the training rows; the tuner already chooses
-    # max_iter against the validation split.
-    model = estimator(categorical_features=list(range(len(categorical))), early_stopping=False, random_state=seed,
-                      **params)
-    return Pipeline([("prepare", prepare), ("model", model)])
 
 
 def score(config: ModelConfig, pipeline: Pipeline, rows: pd.DataFrame, features: Sequence[str]) -> dict[str, float]:
@@ -387,7 +373,13 @@ def _train(config: ModelConfig, frame: pd.DataFrame, features: list[str], *, exp
                 mlflow.log_metrics({f"validation_{name}": value for name, value in metrics.items()})
                 return objective_loss(config, metrics)
 
-        result = tuner.minimize(objective, space, tuning.max_trials, tuning.timeout_seconds, tuning.seed)
+        if space:
+            result = tuner.minimize(objective, space, tuning.max_trials, tuning.timeout_seconds, tuning.seed)
+        else:
+            # Nothing to tune (a plain linear regression): one trial with the estimator's defaults.
+            started = time.perf_counter()
+            loss = objective({})
+            result = TuningResult({}, (Trial(0, {}, loss, time.perf_counter() - started),))
         best = min(range(len(result.trials)), key=lambda i: result.trials[i].loss)
         clock.lap("tuning")
 
@@ -408,7 +400,7 @@ def _train(config: ModelConfig, frame: pd.DataFrame, features: list[str], *, exp
         info = mlflow.sklearn.log_model(
             pipeline, name="model", registered_model_name=config.registered_name,
             signature=input_signature(config, features), input_example=example,
-            skops_trusted_types=SKOPS_TRUSTED_TYPES, pip_requirements=pip_requirements(),
+            skops_trusted_types=list(estimator_of(config).trusted_types), pip_requirements=pip_requirements(),
         )
         clock.lap("log_model")
 

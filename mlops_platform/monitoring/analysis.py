@@ -10,31 +10,31 @@ from dataclasses import asdict, dataclass, field
 
 import polars as pl
 
-from mlops_platform.defs.monitoring.assets import DATASET_ROW, FEATURES_SCOPE, PREDICTION_SCOPE, SERVING_SCOPE
+from mlops_platform.monitoring import tables
 from mlops_platform.monitoring.serving_drift import OK_STATUS
+from mlops_platform.monitoring.tables import DATASET_ROW, FEATURES_SCOPE, PREDICTION_SCOPE, SERVING_SCOPE
 from mlops_platform.resources.warehouse import Warehouse, schema_difference
 from mlops_platform.serving.inference_log import DEFAULT_SCHEMA, DEFAULT_TABLE, INFERENCE_LOG_SCHEMA
 
-MONITORING = "monitoring"
-DRIFT_TABLE = "drift_metrics"
-QUALITY_TABLE = "quality_metrics"
 LATENCY_PERCENTILES = (50, 95, 99)
 
 
-def drift_by_day(warehouse: Warehouse, model: str, first: dt.date, last: dt.date) -> list[dict]:
-    """One entry per monitored day of ``model`` (its registered name): drift share and drifted columns of the
-    batch features, prediction drift, drift share of the served traffic (None without requests) and quality."""
-    if not warehouse.exists(MONITORING, DRIFT_TABLE):
-        raise FileNotFoundError(f"{warehouse.full_name(MONITORING, DRIFT_TABLE)} does not exist at "
-                                f"{warehouse.location(MONITORING, DRIFT_TABLE)}: run `mlops monitoring refresh` first")
-    def rows(table: str) -> pl.DataFrame:
+def drift_by_day(warehouse: Warehouse, usecase: str, model: str, first: dt.date, last: dt.date) -> list[dict]:
+    """One entry per monitored day of a use case's ``model``: drift share and drifted columns of the batch
+    features, prediction drift, drift share of the served traffic (None without requests) and quality."""
+    drift_table = tables.table(usecase, model, tables.DRIFT_METRICS)
+    quality_table = tables.table(usecase, model, tables.QUALITY_METRICS)
+    if not warehouse.exists(*drift_table):
+        raise FileNotFoundError(f"{warehouse.full_name(*drift_table)} does not exist at "
+                                f"{warehouse.location(*drift_table)}: run `mlops monitoring refresh` first")
+
+    def rows(table: tuple[str, str]) -> pl.DataFrame:
         # Read whole and filtered here: the tables are small (a row per day and column), and a filtered delta-rs
         # scan can abort the interpreter at exit (delta-io/delta-rs#2184), which a CLI reports as a crash.
-        return pl.from_arrow(warehouse.read(MONITORING, table)).filter(
-            (pl.col("model") == model) & pl.col("day").is_between(first, last))
+        return pl.from_arrow(warehouse.read(*table)).filter(pl.col(tables.DAY).is_between(first, last))
 
-    drift = rows(DRIFT_TABLE)
-    quality = rows(QUALITY_TABLE) if warehouse.exists(MONITORING, QUALITY_TABLE) else None
+    drift = rows(drift_table)
+    quality = rows(quality_table) if warehouse.exists(*quality_table) else None
     summary = []
     for day in sorted(set(drift["day"].to_list())):
         today = drift.filter(pl.col("day") == day)
@@ -66,11 +66,11 @@ def drift_by_day(warehouse: Warehouse, model: str, first: dt.date, last: dt.date
     return summary
 
 
-def latest_drift_day(warehouse: Warehouse, model: str) -> dt.date | None:
-    if not warehouse.exists(MONITORING, DRIFT_TABLE):
+def latest_drift_day(warehouse: Warehouse, usecase: str, model: str) -> dt.date | None:
+    table = tables.table(usecase, model, tables.DRIFT_METRICS)
+    if not warehouse.exists(*table):
         return None
-    days = pl.from_arrow(warehouse.read(MONITORING, DRIFT_TABLE, columns=["day", "model"])).filter(
-        pl.col("model") == model)["day"]
+    days = pl.from_arrow(warehouse.read(*table, columns=[tables.DAY]))[tables.DAY]
     return days.max() if days.len() else None
 
 

@@ -9,7 +9,7 @@ import datetime as dt
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
-from mlops_platform.settings import Debounce, RetrainingConfig
+from mlops_platform.settings import Debounce, MonitoringWindow, RetrainingConfig
 
 
 def debounced(drifted_by_day: Mapping[dt.date, bool], latest: dt.date, rule: Debounce) -> bool:
@@ -47,3 +47,15 @@ def retraining_decision(
         return RetrainingDecision(False, f"in cooldown: last retraining for {last_retraining_day}, "
                                          f"{rule.cooldown_days} days must pass")
     return RetrainingDecision(True, "drift confirmed and guardrails clear")
+
+
+def window_start(rows_per_day: Mapping[dt.date, int], day: dt.date, window: MonitoringWindow) -> dt.date:
+    """The first day of ``day``'s monitoring window: at least ``window.days`` days ending at ``day``, extended back
+    until they hold ``window.min_rows`` rows, but never beyond ``window.max_days`` days."""
+    first = day - dt.timedelta(days=window.days - 1)
+    earliest = day - dt.timedelta(days=window.max_days - 1)
+    held = sum(rows_per_day.get(day - dt.timedelta(days=back), 0) for back in range(window.days))
+    while held < window.min_rows and first > earliest:
+        first -= dt.timedelta(days=1)
+        held += rows_per_day.get(first, 0)
+    return first

@@ -1,4 +1,5 @@
-"""Alert sinks (a webhook, email over SMTP) with delivery recorded in the Delta table ``monitoring.alerts``.
+"""Alert sinks (a webhook, email over SMTP) with delivery recorded in each use case's Delta table
+``<usecase>_monitoring.alerts``.
 
 Why a Delta table for the record of what was sent: every write is one atomic commit, it lives next to the drift and
 quality metrics it explains (same warehouse, same catalog, queryable the same way), and it outlives runs,
@@ -27,12 +28,11 @@ from pathlib import Path
 import dagster as dg
 import pyarrow as pa
 
+from mlops_platform import names
 from mlops_platform.monitoring.alerts import Alert, post_json, send_email
 from mlops_platform.resources.warehouse import Warehouse
 from mlops_platform.settings import Settings
 
-ALERTS_SCHEMA = "monitoring"
-ALERTS_TABLE = "alerts"
 LOCK_FILE = "-alerts.lock"
 WEBHOOK = "webhook"
 EMAIL = "email"
@@ -113,7 +113,7 @@ class AlertSinks(dg.ConfigurableResource):
         if not senders:
             return Delivery(alert.cause, skipped=skipped)
         with self._lock():
-            already = self._delivered(alert.cause)
+            already = self._delivered(alert)
             sent, failed, rows = [], {}, []
             for sink, deliver in senders.items():
                 if sink in already:
@@ -124,22 +124,23 @@ class AlertSinks(dg.ConfigurableResource):
                     failed[sink] = f"{type(error).__name__}: {error}"
                     # A warning, not an error: the run goes on, the attempt is recorded and retried.
                     log.warning(f"alert {alert.cause}: {sink} sink failed: {failed[sink]} (recorded in "
-                              f"{self.warehouse.full_name(ALERTS_SCHEMA, ALERTS_TABLE)}; retried when the cause "
+                              f"{self.warehouse.full_name(*names.alerts_table(alert.usecase))}; retried when the cause "
                               "is raised again)")
                 else:
                     sent.append(sink)
                 rows.append(self._row(alert, sink, failed.get(sink)))
             if rows:
-                self.warehouse.append(ALERTS_SCHEMA, ALERTS_TABLE, pa.Table.from_pylist(rows, ALERT_ROW_SCHEMA))
+                self.warehouse.append(*names.alerts_table(alert.usecase), pa.Table.from_pylist(rows, ALERT_ROW_SCHEMA))
         delivery = Delivery(alert.cause, tuple(sent), tuple(s for s in senders if s in already), skipped, failed)
         log.info(delivery.summary())
         return delivery
 
-    def history(self) -> pa.Table:
-        """Every delivery attempt so far (empty before the first)."""
-        if not self.warehouse.exists(ALERTS_SCHEMA, ALERTS_TABLE):
+    def history(self, usecase: str) -> pa.Table:
+        """Every delivery attempt of ``usecase``'s alerts so far (empty before the first)."""
+        table = names.alerts_table(usecase)
+        if not self.warehouse.exists(*table):
             return ALERT_ROW_SCHEMA.empty_table()
-        return self.warehouse.read(ALERTS_SCHEMA, ALERTS_TABLE)
+        return self.warehouse.read(*table)
 
     def _senders(self, alert: Alert) -> tuple[dict[str, Callable[[], None]], dict[str, str]]:
         route = self.routes.get(alert.usecase)
@@ -164,14 +165,15 @@ class AlertSinks(dg.ConfigurableResource):
                                                     password=password)
         return senders, skipped
 
-    def _delivered(self, cause: str) -> set[str]:
-        if not self.warehouse.exists(ALERTS_SCHEMA, ALERTS_TABLE):
+    def _delivered(self, alert: Alert) -> set[str]:
+        table = names.alerts_table(alert.usecase)
+        if not self.warehouse.exists(*table):
             return set()
         # Unfiltered on purpose: the table is small, and a filtered delta-rs scan can abort the interpreter at
         # exit (delta-io/delta-rs#2184), which a CLI process sending an alert would report as a crash.
-        rows = self.warehouse.read(ALERTS_SCHEMA, ALERTS_TABLE, columns=["cause", "sink", "status"]).to_pydict()
+        rows = self.warehouse.read(*table, columns=["cause", "sink", "status"]).to_pydict()
         return {sink for row_cause, sink, status in zip(rows["cause"], rows["sink"], rows["status"], strict=True)
-                if row_cause == cause and status == SENT}
+                if row_cause == alert.cause and status == SENT}
 
     def _row(self, alert: Alert, sink: str, error: str | None) -> dict:
         return {"at": dt.datetime.now(dt.UTC), "cause": alert.cause, "kind": alert.kind, "usecase": alert.usecase,

@@ -10,8 +10,8 @@ are registered Unity Catalog tables with their grants, lineage and history, not 
   no table in a Databricks environment: every asset that writes one runs as a Databricks job.
 
 Writes keep the local warehouse's guarantees: one commit per write, a daily write replaces exactly its days
-(``replaceWhere``), a schema change is refused unless allowed (``mergeSchema`` when it is), and commit metadata lands
-in the Delta log (``userMetadata``), where ``history`` reads it back.
+(``replaceWhere``), a schema change is refused unless allowed (``mergeSchema``; ``overwriteSchema`` for a whole-table
+overwrite), and commit metadata lands in the Delta log (``userMetadata``), where ``history`` reads it back.
 """
 
 from __future__ import annotations
@@ -279,8 +279,8 @@ class UnityCatalogWarehouse(Warehouse):
         self.check_schema(schema, table, data.schema, allow_evolution=allow_evolution)
         connection = self.connection()
         connection.sql(f"CREATE SCHEMA IF NOT EXISTS {quote_name(self.catalog, schema)}")
-        connection.write(data, self.full_name(schema, table), mode,
-                         {**(options or {}), **({"mergeSchema": "true"} if allow_evolution else {})})
+        connection.write(data, self.full_name(schema, table), mode, {**(options or {}), **_evolution(mode, options,
+                                                                                              allow_evolution)})
         return self._written(schema, table, data)
 
     def _written(self, schema: str, table: str, data: pa.Table) -> TableWrite:
@@ -288,6 +288,14 @@ class UnityCatalogWarehouse(Warehouse):
         assert version is not None, f"{self.full_name(schema, table)} has no history after a write"
         return TableWrite(self.full_name(schema, table), self.location(schema, table), version, data.num_rows,
                           data.schema)
+
+
+def _evolution(mode: str, options: Mapping[str, str] | None, allow: bool) -> dict[str, str]:
+    """A whole-table overwrite may replace the schema (a new version of the table); other writes add columns."""
+    if not allow:
+        return {}
+    whole = mode == "overwrite" and "replaceWhere" not in (options or {})
+    return {"overwriteSchema": "true"} if whole else {"mergeSchema": "true"}
 
 
 def _utc(value: dt.datetime) -> dt.datetime:

@@ -165,6 +165,11 @@ class Warehouse(dg.ConfigurableResource):
             )
 
 
+def _schema_mode(mode: str, predicate: str | None) -> str:
+    """A whole-table overwrite may replace the schema (a new version of the table); other writes add columns."""
+    return "overwrite" if mode == "overwrite" and predicate is None else "merge"
+
+
 class DeltaWarehouse(Warehouse):
     """Delta tables under ``root``, one folder per ``schema/table``, written and read through delta-rs."""
 
@@ -289,7 +294,7 @@ class DeltaWarehouse(Warehouse):
         def commit() -> int:
             write_deltalake(
                 str(path), data, mode=mode, predicate=predicate,
-                schema_mode="merge" if allow_evolution and self.exists(schema, table) else None,
+                schema_mode=_schema_mode(mode, predicate) if allow_evolution and self.exists(schema, table) else None,
                 commit_properties=CommitProperties(custom_metadata=commit_metadata) if commit_metadata else None,
             )
             return DeltaTable(str(path)).version()

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import polars as pl
 import pyarrow as pa
 
+from mlops_platform import names
 from mlops_platform.features import feature_columns
 from mlops_platform.resources.warehouse import Warehouse
 from mlops_platform.settings import UseCaseConfig
@@ -45,13 +46,12 @@ def _key_spine(usecase: UseCaseConfig, endpoint: str, warehouse: Warehouse
                ) -> tuple[pl.DataFrame, dt.date | None, dt.date | None]:
     spec = usecase.serving[endpoint].online_store
     source = spec.key_source
-    if source.layer == "gold":
-        date_column: str | None = usecase.gold[source.table].partition_column
-    else:
-        partition = usecase.sources[source.table].partition
-        date_column = partition.column if partition else None
+    if source is None:
+        # No keys: the store is one row, the newest of each table, whatever a request carries.
+        return pl.DataFrame({"_row": [0]}), None, None
+    date_column = usecase.partition_column(source.layer, source.table)
     columns = [*spec.keys, *([date_column] if date_column else [])]
-    frame = pl.from_arrow(warehouse.read(source.layer, source.table, columns=columns))
+    frame = pl.from_arrow(warehouse.read(*names.table(usecase.name, source.layer, source.table), columns=columns))
     first = last = None
     if date_column and frame.height:
         last = frame[date_column].max()
@@ -71,8 +71,9 @@ def build_online_store(usecase: UseCaseConfig, endpoint: str, warehouse: Warehou
         feature_spec = usecase.features[table]
         to_row_names = {key: column for column, key in lookups[table].keys.items()
                         if key != feature_spec.timestamp_key}
-        frame = pl.from_arrow(warehouse.read("features", table))
-        versions[table] = warehouse.version("features", table)
+        location = names.table(usecase.name, names.FEATURES, table)
+        frame = pl.from_arrow(warehouse.read(*location))
+        versions[table] = warehouse.version(*location)
         if feature_spec.timestamp_key:
             # The newest row per key is what a request made now would be scored with.
             frame = frame.sort(feature_spec.timestamp_key, descending=True)
@@ -80,7 +81,8 @@ def build_online_store(usecase: UseCaseConfig, endpoint: str, warehouse: Warehou
                   .rename(to_row_names)
                   .select(*to_row_names.values(), *feature_spec.columns)
                   .with_columns(pl.lit(True).alias("_found")))
-        store = store.join(newest, on=list(to_row_names.values()), how="left")
+        store = (store.join(newest, on=list(to_row_names.values()), how="left") if to_row_names
+                 else store.join(newest.head(1), how="cross"))
         missing[table] = int(store["_found"].is_null().sum())
         store = store.drop("_found")
     columns = [*spec.keys, *store_features(usecase, endpoint)]

@@ -13,6 +13,7 @@ from mlops_platform.settings.base import (
     UNITY_CATALOG_REGISTRY,
     ColumnType,
     ConfigError,
+    FieldError,
     Severity,
 )
 from mlops_platform.settings.environment import (
@@ -25,14 +26,21 @@ from mlops_platform.settings.environment import (
     Settings,
     StepKind,
 )
-from mlops_platform.settings.features import FeatureLookup, FeatureTableConfig, TrainingSetConfig
-from mlops_platform.settings.loader import load_settings, load_yaml_model
-from mlops_platform.settings.ml import MetricGate, ModelConfig, TuningConfig
+from mlops_platform.settings.features import FeatureLookup, FeatureTableConfig, SplitConfig, TrainingSetConfig
+from mlops_platform.settings.loader import (
+    load_settings,
+    load_usecase,
+    load_yaml_model,
+    usecase_file,
+    usecase_function,
+)
+from mlops_platform.settings.ml import ESTIMATOR_TASKS, MetricGate, ModelConfig, TuningConfig
 from mlops_platform.settings.monitoring import (
     AlertsConfig,
     Debounce,
     EmailSink,
     MonitoringConfig,
+    MonitoringWindow,
     RetrainingConfig,
     WebhookSink,
 )
@@ -46,16 +54,61 @@ from mlops_platform.settings.serving import (
     SmokeConfig,
     StageEndpoint,
 )
-from mlops_platform.settings.sources import DailyPartition, GoldConfig, Rule, SourceConfig
-from mlops_platform.settings.usecase import PartitionWindow, UseCaseConfig
+from mlops_platform.settings.sources import GoldConfig, Partition, Rule, SourceConfig
+from mlops_platform.settings.usecase import PartitionWindow, ReplayConfig, UseCaseConfig
 
 __all__ = [
-    "CONFIG_DIR_ENV", "DATA_DIR_ENV", "ENV_VAR", "PROJECT_ROOT", "SERVING_PORT_ENV", "UNITY_CATALOG_REGISTRY",
-    "AlertsConfig", "ClusterSpec", "ColumnType", "ConfigError", "DailyPartition", "DatabricksCompute",
-    "DatabricksConfig", "Debounce", "EmailSink", "EndpointStages", "EnvironmentConfig", "FeatureLookup",
-    "FeatureTableConfig", "GoldConfig", "KeySource", "LocalServingConfig", "MetricGate", "MlflowConfig",
-    "ModelConfig", "MonitoringConfig", "OnlineStoreConfig", "PartitionWindow", "RetrainingConfig", "Rule",
-    "ServedAlias", "ServerlessSpec", "ServingEndpointConfig", "Settings", "Severity", "SmokeConfig",
-    "SourceConfig", "StageEndpoint", "StepKind", "TrainingSetConfig", "TuningConfig", "UseCaseConfig",
-    "WebhookSink", "load_settings", "load_yaml_model",
+    "CONFIG_DIR_ENV",
+    "DATA_DIR_ENV",
+    "ENV_VAR",
+    "ESTIMATOR_TASKS",
+    "PROJECT_ROOT",
+    "SERVING_PORT_ENV",
+    "UNITY_CATALOG_REGISTRY",
+    "AlertsConfig",
+    "ClusterSpec",
+    "ColumnType",
+    "ConfigError",
+    "DatabricksCompute",
+    "DatabricksConfig",
+    "Debounce",
+    "EmailSink",
+    "EndpointStages",
+    "EnvironmentConfig",
+    "FeatureLookup",
+    "FeatureTableConfig",
+    "FieldError",
+    "GoldConfig",
+    "KeySource",
+    "LocalServingConfig",
+    "MetricGate",
+    "MlflowConfig",
+    "ModelConfig",
+    "MonitoringConfig",
+    "MonitoringWindow",
+    "OnlineStoreConfig",
+    "Partition",
+    "PartitionWindow",
+    "ReplayConfig",
+    "RetrainingConfig",
+    "Rule",
+    "ServedAlias",
+    "ServerlessSpec",
+    "ServingEndpointConfig",
+    "Settings",
+    "Severity",
+    "SmokeConfig",
+    "SourceConfig",
+    "SplitConfig",
+    "StageEndpoint",
+    "StepKind",
+    "TrainingSetConfig",
+    "TuningConfig",
+    "UseCaseConfig",
+    "WebhookSink",
+    "load_settings",
+    "load_usecase",
+    "load_yaml_model",
+    "usecase_file",
+    "usecase_function",
 ]

@@ -16,11 +16,22 @@ SERVING_PORT_ENV = "MLOPS_SERVING_PORT"
 UNITY_CATALOG_REGISTRY = "databricks-uc"
 
 ColumnType = Literal["string", "int", "float", "bool", "date", "datetime"]
+TEMPORAL_TYPES = ("date", "datetime")
 Severity = Literal["ERROR", "WARN"]
 
 
 class ConfigError(ValueError):
     """A configuration file is missing or holds a value that does not fit its schema."""
+
+
+class FieldError(ValueError):
+    """A check across fields failed; ``location`` is the path of the offending field below the model that raised it,
+    so the loader names that field instead of the whole model."""
+
+    def __init__(self, location: str | tuple[str | int, ...], message: str, value: object = None) -> None:
+        super().__init__(message)
+        self.location = tuple(location.split(".")) if isinstance(location, str) else tuple(location)
+        self.value = value
 
 
 class _Strict(BaseModel):

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from mlops_platform.settings.base import PROJECT_ROOT, UNITY_CATALOG_REGISTRY, _Strict
+from mlops_platform.settings.base import PROJECT_ROOT, UNITY_CATALOG_REGISTRY, FieldError, _Strict
 from mlops_platform.settings.usecase import UseCaseConfig
 
 StepKind = Literal["tables", "training", "monitoring"]
@@ -50,10 +50,10 @@ class DatabricksConfig(_Strict):
     def _every_step_kind_has_compute(self) -> DatabricksConfig:
         missing = sorted(set(StepKind.__args__) - set(self.compute))
         if missing:
-            raise ValueError(f"compute: none for step kinds {missing}")
+            raise FieldError("compute", f"no compute for step kinds {missing}", sorted(self.compute))
         serverless = sorted(kind for kind, spec in self.compute.items() if isinstance(spec, ServerlessSpec))
         if serverless and not self.pipes_volume:
-            raise ValueError(f"compute: serverless steps {serverless} need pipes_volume (where Dagster Pipes "
+            raise FieldError("pipes_volume", f"serverless steps {serverless} need pipes_volume (where Dagster Pipes "
                              "exchanges files with them)")
         return self
 
@@ -81,7 +81,7 @@ class MlflowConfig(_Strict):
     @model_validator(mode="after")
     def _unity_catalog_names_need_its_registry(self) -> MlflowConfig:
         if self.model_schema and self.registry_uri != UNITY_CATALOG_REGISTRY:
-            raise ValueError(f"model_schema names models in Unity Catalog: it needs registry_uri: "
+            raise FieldError("registry_uri", "model_schema names models in Unity Catalog: it needs registry_uri: "
                              f"{UNITY_CATALOG_REGISTRY}")
         return self
 
@@ -101,9 +101,11 @@ class EnvironmentConfig(_Strict):
     @model_validator(mode="after")
     def _unity_catalog_needs_databricks(self) -> EnvironmentConfig:
         if self.tables == "unity_catalog" and self.databricks is None:
-            raise ValueError("tables: unity_catalog needs a databricks section (the workspace holding the catalog)")
+            raise FieldError("tables", "tables: unity_catalog needs a databricks section (the workspace holding the "
+                                       "catalog)", self.tables)
         if self.mlflow.model_schema and self.databricks is None:
-            raise ValueError("mlflow.model_schema needs a databricks section (the workspace holding the catalog)")
+            raise FieldError("mlflow.model_schema", "mlflow.model_schema needs a databricks section (the workspace "
+                                                     "holding the catalog)", self.mlflow.model_schema)
         return self
 
     @field_validator("data_dir")

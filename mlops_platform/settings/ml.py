@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from mlops_platform.settings.base import _Strict
+from mlops_platform.settings.base import FieldError, _Strict
 
 
 class MetricGate(_Strict):
@@ -28,14 +28,44 @@ class TuningConfig(_Strict):
     )
 
 
+# The estimators a model may name, and the tasks each can learn (``mlops_platform.ml.estimators`` builds them).
+ESTIMATOR_TASKS: dict[str, tuple[str, ...]] = {
+    "hist_gradient_boosting": ("classification", "regression"),
+    "random_forest": ("classification", "regression"),
+    "logistic_regression": ("classification",),
+    "linear_regression": ("regression",),
+}
+
+
 class ModelConfig(_Strict):
-    """A model trained from the use case's training set and registered in MLflow under ``registered_name``."""
+    """A model trained from the use case's training set, registered in MLflow as ``<usecase>_<model>``.
+
+    ``categorical`` features are encoded as categories, every other feature is numeric; how each kind is prepared
+    depends on the ``estimator``. A classification label may hold any two values: ``positive_class`` names the one
+    the model predicts the probability of (a boolean or 0/1 label needs none).
+    """
 
     description: str
-    registered_name: str
+    registered_name: str = Field(default="", description="derived from the use case and model names; not set in "
+                                                         "configuration")
     task: Literal["classification", "regression"]
     label: str
+    estimator: str = "hist_gradient_boosting"
+    positive_class: str | int | bool | None = None
     categorical: list[str] = []
     tuning: TuningConfig = TuningConfig()
     gate: dict[str, MetricGate] = Field(min_length=1, description="metric name -> thresholds")
 
+    @model_validator(mode="after")
+    def _estimator_fits_task(self) -> ModelConfig:
+        if self.estimator not in ESTIMATOR_TASKS:
+            raise FieldError("estimator", f"unknown estimator '{self.estimator}'; known: {sorted(ESTIMATOR_TASKS)}",
+                             self.estimator)
+        if self.task not in ESTIMATOR_TASKS[self.estimator]:
+            fitting = sorted(name for name, tasks in ESTIMATOR_TASKS.items() if self.task in tasks)
+            raise FieldError("estimator", f"'{self.estimator}' cannot learn {self.task}; choose among {fitting}",
+                             self.estimator)
+        if self.positive_class is not None and self.task != "classification":
+            raise FieldError("positive_class", "positive_class applies to classification models only",
+                             self.positive_class)
+        return self

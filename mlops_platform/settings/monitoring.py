@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from mlops_platform.settings.base import _Strict
+from mlops_platform.settings.base import FieldError, _Strict
 
 
 class Debounce(_Strict):
@@ -18,7 +18,7 @@ class Debounce(_Strict):
     @model_validator(mode="after")
     def _fits(self) -> Debounce:
         if self.days > self.of_last:
-            raise ValueError(f"days ({self.days}) cannot exceed of_last ({self.of_last})")
+            raise FieldError("days", f"days ({self.days}) cannot exceed of_last ({self.of_last})", self.days)
         return self
 
 
@@ -46,6 +46,22 @@ class AlertsConfig(_Strict):
     email: EmailSink | None = None
 
 
+class MonitoringWindow(_Strict):
+    """The rows a monitored day is judged on: that day and the ones before it, at least ``days`` days and at least
+    ``min_rows`` rows (looking back at most ``max_days``), so a use case with a row or two a day still gets
+    distributions to compare. The default is the day alone."""
+
+    days: int = Field(default=1, ge=1)
+    min_rows: int = Field(default=0, ge=0)
+    max_days: int = Field(default=90, ge=1)
+
+    @model_validator(mode="after")
+    def _fits(self) -> MonitoringWindow:
+        if self.days > self.max_days:
+            raise FieldError("days", f"days ({self.days}) cannot exceed max_days ({self.max_days})", self.days)
+        return self
+
+
 class MonitoringConfig(_Strict):
     """Daily drift and quality monitoring of one model's predictions against its training reference."""
 
@@ -57,6 +73,7 @@ class MonitoringConfig(_Strict):
         "roc_auc")
     max_quality_drop: float = Field(default=0.05, ge=0, description="largest tolerated drop below the champion's "
                                                                     "test metric")
+    window: MonitoringWindow = MonitoringWindow()
     debounce: Debounce = Debounce()
     retraining: RetrainingConfig = RetrainingConfig()
     alerts: AlertsConfig = AlertsConfig()

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from mlops_platform.settings.base import _Strict
+from mlops_platform.settings.base import FieldError, _Strict
 
 
 class ServedAlias(_Strict):
@@ -28,12 +28,19 @@ class OnlineStoreConfig(_Strict):
     """The online store of an endpoint: the newest row of each feature table per key, one row per ``keys``.
 
     Every table's lookup keys (from ``training_set.lookups``, its timestamp key aside) must be among ``keys``; a
-    request carries ``keys`` and the training set's request fields, and nothing else.
+    request carries ``keys`` and the training set's request fields, and nothing else. Without keys the store holds
+    one row: the newest of each table (a rolling table without groups); without tables, requests carry every feature.
     """
 
-    keys: list[str] = Field(min_length=1)
-    key_source: KeySource
-    tables: list[str] = Field(min_length=1)
+    keys: list[str] = []
+    key_source: KeySource | None = None
+    tables: list[str] = []
+
+    @model_validator(mode="after")
+    def _keys_have_a_source(self) -> OnlineStoreConfig:
+        if self.keys and self.key_source is None:
+            raise FieldError("key_source", f"an online store keyed by {self.keys} needs a key_source")
+        return self
 
 
 class SmokeConfig(_Strict):
@@ -64,7 +71,8 @@ class EndpointStages(_Strict):
     @model_validator(mode="after")
     def _distinct(self) -> EndpointStages:
         if self.staging.name == self.production.name:
-            raise ValueError(f"staging and production need different endpoint names, both are '{self.staging.name}'")
+            raise FieldError("production.name", f"staging and production need different endpoint names, both are "
+                             f"'{self.staging.name}'", self.production.name)
         return self
 
 
@@ -92,12 +100,12 @@ class ServingEndpointConfig(_Strict):
     def _traffic(self) -> ServingEndpointConfig:
         aliases = [m.alias for m in self.served_models]
         if len(set(aliases)) != len(aliases):
-            raise ValueError(f"served_models name an alias twice: {aliases}")
+            raise FieldError("served_models", f"served_models name an alias twice: {aliases}", aliases)
         if "champion" not in aliases:
-            raise ValueError(f"served_models must include the 'champion' alias (missing aliases fall back to it), "
-                             f"got {aliases}")
+            raise FieldError("served_models", "served_models must include the 'champion' alias (missing aliases "
+                                              f"fall back to it), got {aliases}", aliases)
         total = sum(m.traffic_percent for m in self.served_models)
         if total != 100:
-            raise ValueError(f"traffic_percent of served_models must sum to 100, got {total}")
+            raise FieldError("served_models", f"traffic_percent of served_models must sum to 100, got {total}", total)
         return self
 

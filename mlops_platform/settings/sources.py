@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import Field, model_validator
 
-from mlops_platform.settings.base import ColumnType, Severity, _Strict
+from mlops_platform.settings.base import TEMPORAL_TYPES, ColumnType, FieldError, Severity, _Strict
 
 
 class Rule(_Strict):
@@ -25,27 +25,49 @@ class Rule(_Strict):
     @model_validator(mode="after")
     def _arguments_fit_kind(self) -> Rule:
         if self.kind == "range" and self.min is None and self.max is None:
-            raise ValueError(f"rule '{self.name}': a range rule needs min, max or both")
+            raise FieldError("min", f"rule '{self.name}': a range rule needs min, max or both")
         if self.kind == "accepted_values" and not self.values:
-            raise ValueError(f"rule '{self.name}': an accepted_values rule needs a non-empty 'values' list")
+            raise FieldError("values", f"rule '{self.name}': an accepted_values rule needs a non-empty 'values' list")
         return self
 
 
-class DailyPartition(_Strict):
-    """How a source's rows map to a day: the date is assembled from year/month/day columns."""
+class Partition(_Strict):
+    """How a source's rows map to a day, the unit its tables are partitioned and replaced by. The day is
+
+    - ``from_parts``: assembled from year / month / day columns (integers);
+    - ``from_column``: the date of a declared ``date`` or ``datetime`` column;
+    - neither: ``column`` itself, a declared ``date`` column.
+
+    Silver holds the day in ``column`` (added when it is not a declared column).
+    """
 
     column: str
-    from_parts: Annotated[list[str], Field(min_length=3, max_length=3)]
+    from_parts: list[str] | None = Field(default=None, min_length=3, max_length=3)
+    from_column: str | None = None
+
+    @model_validator(mode="after")
+    def _one_way(self) -> Partition:
+        if self.from_parts and self.from_column:
+            raise FieldError("from_column", "give from_parts or from_column, not both", self.from_column)
+        return self
+
+    @property
+    def day_column(self) -> str | None:
+        """The declared column the day is the date of; None when it is assembled from parts."""
+        return None if self.from_parts else (self.from_column or self.column)
 
 
 class SourceConfig(_Strict):
-    """A source the landing zone receives: its file format, typed columns, natural keys and quality rules."""
+    """A source the landing zone receives: its file format, typed columns, natural keys and quality rules.
+
+    Without a ``partition`` it is a snapshot source: every delivery is a full export, the newest replaces the rest.
+    """
 
     description: str
     format: Literal["csv", "jsonl"]
     columns: dict[str, ColumnType]
     keys: list[str] = Field(min_length=1)
-    partition: DailyPartition | None = None
+    partition: Partition | None = None
     rules: list[Rule] = []
     max_quarantine_share: float = Field(default=0.01, ge=0.0, le=1.0)
     allow_schema_evolution: bool = False
@@ -53,16 +75,28 @@ class SourceConfig(_Strict):
     @model_validator(mode="after")
     def _columns_exist(self) -> SourceConfig:
         known = set(self.columns) | ({self.partition.column} if self.partition else set())
-        for name in self.keys:
+        for i, name in enumerate(self.keys):
             if name not in known:
-                raise ValueError(f"key column '{name}' is not among the declared columns")
-        for rule in self.rules:
+                raise FieldError(("keys", i), f"key column '{name}' is not among the declared columns", name)
+        for i, rule in enumerate(self.rules):
             if rule.column not in known:
-                raise ValueError(f"rule '{rule.name}' names unknown column '{rule.column}'")
-        if self.partition:
-            missing = [p for p in self.partition.from_parts if p not in self.columns]
-            if missing:
-                raise ValueError(f"partition parts {missing} are not among the declared columns")
+                raise FieldError(("rules", i, "column"), f"rule '{rule.name}' names unknown column '{rule.column}'",
+                                 rule.column)
+        partition = self.partition
+        if partition and partition.from_parts:
+            wrong = [p for p in partition.from_parts if self.columns.get(p) != "int"]
+            if wrong:
+                raise FieldError("partition.from_parts", f"partition parts {wrong} are not declared int columns",
+                                 partition.from_parts)
+        elif partition:
+            day = partition.day_column
+            field = "partition.from_column" if partition.from_column else "partition.column"
+            if self.columns.get(day) not in TEMPORAL_TYPES:
+                raise FieldError(field, f"'{day}' must be a declared date or datetime column (declared: "
+                                        f"{self.columns.get(day, 'not declared')})", day)
+            if not partition.from_column and self.columns[day] != "date":
+                raise FieldError(field, f"'{day}' is a datetime: name the day column and give from_column: {day}",
+                                 day)
         return self
 
     @property
@@ -71,13 +105,21 @@ class SourceConfig(_Strict):
 
 
 class GoldConfig(_Strict):
-    """A gold table built by a function of the use case's module from silver tables."""
+    """A gold table built by a function of the use case's module from silver tables.
+
+    With a ``partition_column`` it is replaced day by day from its daily inputs; without one it is rebuilt whole
+    from snapshot inputs. ``reconcile_with`` names the input it must hold exactly one row per row of.
+    """
 
     description: str
     builder: str
     inputs: list[str] = Field(min_length=1)
-    partition_column: str
+    partition_column: str | None = None
     keys: list[str] = Field(min_length=1)
-    reconcile_with: str
+    reconcile_with: str | None = None
     checks: list[Rule] = []
+    allow_schema_evolution: bool = False
 
+    @property
+    def is_daily(self) -> bool:
+        return self.partition_column is not None

@@ -107,7 +107,7 @@ def _type_checks(source: SourceConfig) -> list[Check]:
 def _typed_checks(source: SourceConfig) -> list[Check]:
     checks = []
     if source.partition is not None:
-        year, month, day = (nw.col(part) for part in source.partition.from_parts)
+        year, month, day = _day_parts(source)
         landing = nw.col(LANDING_DATE)
         outside = (
             year.is_null() | month.is_null() | day.is_null()
@@ -123,6 +123,17 @@ def _typed_checks(source: SourceConfig) -> list[Check]:
     ]
     checks += [Check(rule.name, rule_description(rule), rule_violation(rule)) for rule in source.rules]
     return checks
+
+
+def _day_parts(source: SourceConfig) -> tuple[nw.Expr, nw.Expr, nw.Expr]:
+    """Year, month and day of a row's own day: its parts columns, or those of its date or datetime column."""
+    partition = source.partition
+    assert partition is not None
+    if partition.from_parts:
+        year, month, day = (nw.col(part) for part in partition.from_parts)
+        return year, month, day
+    value = nw.col(partition.day_column)
+    return value.dt.year(), value.dt.month(), value.dt.day()
 
 
 def _first_failure(checks: Sequence[Check], offset: int = 0) -> nw.Expr:
@@ -185,9 +196,15 @@ class ConformedSource:
     quarantine: nw.LazyFrame
 
 
+def _added_day_column(source: SourceConfig) -> str | None:
+    """The silver day column when it is not a declared column (assembled from parts or another column's date)."""
+    partition = source.partition
+    return partition.column if partition and partition.column not in source.columns else None
+
+
 def silver_columns(source: SourceConfig) -> list[str]:
-    partition = [source.partition.column] if source.partition else []
-    return [*partition, *source.columns, *LINEAGE_COLUMNS]
+    added = _added_day_column(source)
+    return [*([added] if added else []), *source.columns, *LINEAGE_COLUMNS]
 
 
 def conform(tagged: nw.LazyFrame, source: SourceConfig) -> ConformedSource:
@@ -197,8 +214,9 @@ def conform(tagged: nw.LazyFrame, source: SourceConfig) -> ConformedSource:
     """
     failed = nw.col(FAILED_CHECK)
     clean = tagged.filter(failed.is_null())
-    if source.partition is not None:
-        clean = clean.with_columns(nw.col(LANDING_DATE).alias(source.partition.column))
+    if added := _added_day_column(source):
+        # The row belongs to its file's day (a check made sure), so the landing day is the row's day.
+        clean = clean.with_columns(nw.col(LANDING_DATE).alias(added))
     silver = deduplicate(clean.select(silver_columns(source)), source.keys)
     checks = _checks(source)
     quarantine = tagged.filter(~failed.is_null()).select(

@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
+from hashlib import blake2b
 
 import narwhals as nw
+import numpy as np
 import pyarrow as pa
 
-from mlops_platform.settings import FeatureTableConfig, TrainingSetConfig, UseCaseConfig
+from mlops_platform.names import SPLIT
+from mlops_platform.settings import FeatureTableConfig, SplitConfig, TrainingSetConfig, UseCaseConfig
 
 SOURCE_DATE = "_source_date"
-SPLIT = "split"
+# Between key values in a hash split, so ("a", "bc") and ("ab", "c") hash differently.
+UNIT_SEPARATOR = "\x1f"
 
 
 def feature_columns(usecase: UseCaseConfig) -> list[str]:
@@ -133,17 +137,30 @@ def with_features(rows: nw.LazyFrame, features: Mapping[str, nw.LazyFrame], usec
     return frame.select(*dict.fromkeys([*keys, *feature_columns(usecase), *labels]))
 
 
-def training_set(
-    labels: nw.LazyFrame,
-    features: Mapping[str, nw.LazyFrame],
-    usecase: UseCaseConfig,
-    *,
-    date_column: str,
-    keys: Sequence[str],
-    validation_start: dt.date,
-    test_start: dt.date,
-) -> nw.LazyFrame:
-    """Label rows with their features, split into train / validation / test by date."""
-    return with_features(labels, features, usecase, keys).with_columns(
-        split_by_date(nw.col(date_column), validation_start, test_start).alias(SPLIT)
-    )
+def assign_split(rows: pa.Table, split: SplitConfig, hash_keys: Sequence[str]) -> pa.Table:
+    """``rows`` with a ``split`` column drawn as ``split`` says (random, stratified random, or by key hash).
+
+    Random draws follow the rows' order, which the caller makes the key order, so the same rows and seed give the
+    same splits. A stratified split takes the fractions of every class of ``stratify_by`` separately (a row without
+    that label is drawn as its own class). A hash split gives a row the same split whatever else the table holds.
+    """
+    count = rows.num_rows
+    assigned = np.full(count, "train", dtype=object)
+    if split.by == "hash":
+        values = zip(*(rows.column(key).to_pylist() for key in hash_keys), strict=True)
+        digests = (blake2b(UNIT_SEPARATOR.join(map(str, (split.seed, *row))).encode(), digest_size=8).digest()
+                   for row in values)
+        draws = np.fromiter((int.from_bytes(d, "big") / 2**64 for d in digests), dtype=np.float64, count=count)
+        assigned[draws < split.test_fraction + split.validation_fraction] = "validation"
+        assigned[draws < split.test_fraction] = "test"
+    else:
+        rng = np.random.default_rng(split.seed)
+        classes = (np.asarray(rows.column(split.stratify_by).to_pylist(), dtype=object) if split.stratify_by
+                   else np.zeros(count, dtype=object))
+        for value in dict.fromkeys(classes.tolist()):
+            members = rng.permutation(np.flatnonzero(classes == value))
+            tests = round(len(members) * split.test_fraction)
+            validations = round(len(members) * split.validation_fraction)
+            assigned[members[:tests]] = "test"
+            assigned[members[tests:tests + validations]] = "validation"
+    return rows.append_column(SPLIT, pa.array(assigned.tolist(), pa.large_string()))

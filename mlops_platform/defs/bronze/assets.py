@@ -10,8 +10,10 @@ from pathlib import Path
 
 import dagster as dg
 
+from mlops_platform import names
+from mlops_platform.defs import stages
 from mlops_platform.defs.quality import HAS_ROWS, check_spec
-from mlops_platform.defs.tables import BACKFILL_POLICY, daily_partitions, days_of_run, table_metadata
+from mlops_platform.defs.tables import days_of_run, partitioning, table_metadata
 from mlops_platform.ingest import read_bronze_batch
 from mlops_platform.landing import files_for_day, latest_snapshot, source_dir
 from mlops_platform.resources.landing_zone import LandingZone
@@ -47,19 +49,18 @@ def _landing_files(landing: LandingZone, usecase: UseCaseConfig, name: str, spec
 
 
 def _bronze_asset(usecase: UseCaseConfig, name: str, spec: SourceConfig) -> dg.AssetsDefinition:
-    key = dg.AssetKey(["bronze", name])
+    key = stages.source_key(usecase, names.BRONZE, name)
+    table = names.table(usecase.name, names.BRONZE, name)
     grain = "one row per landed record and day" if spec.is_daily else "one row per record of the newest snapshot"
 
     @dg.asset(
         key=key,
-        deps=[dg.AssetKey(["landing", name])],
-        description=f"Raw {name} records as landed ({grain}). {spec.description} Read by silver/{name}.",
-        group_name="bronze",
+        deps=[stages.source_key(usecase, names.LANDING, name)],
+        description=f"Raw {name} records as landed ({grain}). {spec.description} Read by "
+                    f"{stages.source_key(usecase, names.SILVER, name).to_user_string()}.",
         kinds={"delta", "polars"},
-        owners=usecase.owners,
-        tags={"usecase": usecase.name},
-        partitions_def=daily_partitions(usecase) if spec.is_daily else None,
-        backfill_policy=BACKFILL_POLICY if spec.is_daily else None,
+        **stages.placement(usecase, names.BRONZE),
+        **partitioning(usecase, spec.is_daily),
         check_specs=[check_spec(HAS_ROWS, key, "the landed files held at least one record", "WARN")],
     )
     def bronze(context: dg.AssetExecutionContext, warehouse: Warehouse, landing: LandingZone
@@ -71,10 +72,10 @@ def _bronze_asset(usecase: UseCaseConfig, name: str, spec: SourceConfig) -> dg.A
             context.log.warning(f"{path}: columns {columns} are not in the configuration and were not ingested")
         allow = spec.allow_schema_evolution
         if spec.is_daily:
-            write = warehouse.replace_days("bronze", name, batch.table, days_of_run(context, LANDING_DATE),
+            write = warehouse.replace_days(*table, batch.table, days_of_run(context, LANDING_DATE),
                                            allow_evolution=allow)
         else:
-            write = warehouse.overwrite("bronze", name, batch.table, allow_evolution=allow)
+            write = warehouse.overwrite(*table, batch.table, allow_evolution=allow)
         return dg.MaterializeResult(
             metadata=table_metadata(
                 write, batch.table,

@@ -5,25 +5,26 @@ import json
 import dagster as dg
 import polars as pl
 
+from mlops_platform import names
+from mlops_platform.defs import stages
 from mlops_platform.defs.quality import KEYS_UNIQUE, check_spec, unique_keys_result
-from mlops_platform.defs.tables import (
-    BACKFILL_POLICY,
-    column_schema,
-    daily_partitions,
-    days_of_run,
-    table_metadata,
+from mlops_platform.defs.tables import column_schema, days_of_run, partitioning, table_metadata
+from mlops_platform.features import (
+    build_feature_rows,
+    build_training_set,
+    feature_columns,
+    row_keys,
 )
-from mlops_platform.features import build_feature_rows, build_training_set, feature_columns, input_tables
+from mlops_platform.names import SPLIT, SPLITS
 from mlops_platform.resources.engine import ComputeEngine
 from mlops_platform.resources.warehouse import Warehouse
 from mlops_platform.settings import FeatureTableConfig, UseCaseConfig
-from mlops_platform.transforms.features import SPLIT
 
 SPLITS_LABELLED = "splits_labelled"
 
 
 def _source_dep(usecase: UseCaseConfig, spec: FeatureTableConfig) -> dg.AssetDep:
-    key = dg.AssetKey([spec.layer, spec.source])
+    key = stages.table_key(usecase, spec.layer, spec.source)
     if spec.kind == "rolling":
         # Feature date D reads the source's days D-N .. D-1: the lineage Dagster shows and schedules by.
         mapping = dg.TimeWindowPartitionMapping(start_offset=-max(spec.windows_days), end_offset=-1,
@@ -32,15 +33,16 @@ def _source_dep(usecase: UseCaseConfig, spec: FeatureTableConfig) -> dg.AssetDep
     return dg.AssetDep(key)
 
 
-def _is_daily(usecase: UseCaseConfig, spec: FeatureTableConfig) -> bool:
-    return spec.kind == "rolling" or usecase.sources[spec.source].is_daily
+def is_daily_feature(usecase: UseCaseConfig, spec: FeatureTableConfig) -> bool:
+    return spec.kind == "rolling" or usecase.partition_column(spec.layer, spec.source) is not None
 
 
 def _feature_asset(usecase: UseCaseConfig, name: str, spec: FeatureTableConfig) -> dg.AssetsDefinition:
-    key = dg.AssetKey(["features", name])
-    daily = _is_daily(usecase, spec)
+    key = stages.feature_key(usecase, name)
+    table = names.table(usecase.name, names.FEATURES, name)
+    daily = is_daily_feature(usecase, spec)
     grain = ", ".join(spec.keys)
-    users = ", ".join(f"models/{model}" for model in usecase.models) or "no model yet"
+    users = ", ".join(stages.model_key(usecase, model).to_user_string() for model in usecase.models) or "no model yet"
 
     @dg.asset(
         key=key,
@@ -48,23 +50,20 @@ def _feature_asset(usecase: UseCaseConfig, name: str, spec: FeatureTableConfig) 
         description=f"{spec.description} Primary key ({grain})"
         + (f", timestamp key {spec.timestamp_key}" if spec.timestamp_key else "")
         + f". Upserted on its keys. Used by the training set and the online store of {users}.",
-        group_name="features",
         kinds={"delta", "feature-store"},
-        owners=usecase.owners,
-        tags={"usecase": usecase.name},
         metadata={"primary_keys": spec.keys, "timestamp_key": spec.timestamp_key or "",
                   "dagster/column_schema": dg.TableSchema(columns=[
                       dg.TableColumn(column, description=text) for column, text in spec.columns.items()])},
-        partitions_def=daily_partitions(usecase) if daily else None,
-        backfill_policy=BACKFILL_POLICY if daily else None,
+        **stages.placement(usecase, names.FEATURES),
+        **partitioning(usecase, daily),
         check_specs=[check_spec(KEYS_UNIQUE, key, f"one row per {grain}")],
     )
     def feature_table(context: dg.AssetExecutionContext, warehouse: Warehouse, engine: ComputeEngine
                       ) -> dg.MaterializeResult:
         runner = engine.engine()
-        days = days_of_run(context, spec.timestamp_key or "feature_date") if daily else None
+        days = days_of_run(context, spec.date_key) if daily else None
         rows = build_feature_rows(usecase, name, runner, warehouse, days)
-        write = warehouse.merge("features", name, rows, spec.keys)
+        write = warehouse.merge(*table, rows, spec.keys)
         metadata = table_metadata(write, rows, engine=runner.name)
         metadata["dagster/column_schema"] = column_schema(write.schema, spec.columns)
         return dg.MaterializeResult(metadata=metadata, check_results=[unique_keys_result(key, rows, spec.keys)])
@@ -75,21 +74,26 @@ def _feature_asset(usecase: UseCaseConfig, name: str, spec: FeatureTableConfig) 
 def _training_set_asset(usecase: UseCaseConfig) -> dg.AssetsDefinition:
     spec = usecase.training_set
     assert spec is not None
-    key = dg.AssetKey(["training", usecase.name])
+    key = stages.training_set_key(usecase)
+    table = names.training_set_table(usecase.name)
     gold = usecase.gold[spec.source]
-    models = ", ".join(f"models/{model}" for model in usecase.models)
+    models = ", ".join(stages.model_key(usecase, model).to_user_string() for model in usecase.models)
+    inputs = [stages.table_key(usecase, names.GOLD, spec.source),
+              *(stages.feature_key(usecase, lookup.table) for lookup in spec.lookups)]
+    split = spec.split
+    how = (f"the newest {split.window_days} days, split by date into train / validation / test"
+           if split.by == "time" else f"split {split.by} ({split.validation_fraction:.0%} validation, "
+                                      f"{split.test_fraction:.0%} test, seed {split.seed})")
 
     @dg.asset(
         key=key,
-        deps=[dg.AssetKey(list(location)) for location in input_tables(usecase).values()],
-        description=f"Training set of the {usecase.name} use case: one row per gold {spec.source} row of the newest "
-        f"{spec.window_days} days ({', '.join(gold.keys)}), its labels ({', '.join(spec.labels)}) and every "
-        f"feature looked up point-in-time, split by date into train / validation / test. Records the Delta version "
-        f"of each input so it can be rebuilt exactly. Read by {models}.",
-        group_name="training",
+        deps=inputs,
+        description=f"Training set of the {usecase.name} use case: one row per gold {spec.source} row "
+        f"({', '.join(gold.keys)}) of {how}, with its labels ({', '.join(spec.labels)}) and every feature looked up "
+        f"point-in-time. Records the Delta version of each input and its split so it can be rebuilt exactly. "
+        f"Read by {models}.",
         kinds={"delta", "feature-store"},
-        owners=usecase.owners,
-        tags={"usecase": usecase.name},
+        **stages.placement(usecase, names.TRAINING),
         check_specs=[
             check_spec(KEYS_UNIQUE, key, "one row per gold key"),
             check_spec(SPLITS_LABELLED, key, "train, validation and test each hold labelled rows"),
@@ -99,24 +103,27 @@ def _training_set_asset(usecase: UseCaseConfig) -> dg.AssetsDefinition:
                      ) -> dg.MaterializeResult:
         runner = engine.engine()
         build = build_training_set(usecase, runner, warehouse)
-        write = warehouse.overwrite("training", usecase.name, build.rows,
-                                    commit_metadata={"input_versions": json.dumps(build.input_versions)})
-        counted = dict(pl.from_arrow(build.rows.select([SPLIT])).group_by(SPLIT).len().iter_rows())
-        per_split = {split: counted.get(split, 0) for split in ("train", "validation", "test")}
-        context.log.info(f"training set {build.first_day}..{build.last_day}: {per_split}")
+        write = warehouse.overwrite(
+            *table, build.rows, allow_evolution=spec.allow_schema_evolution,
+            commit_metadata={"input_versions": json.dumps(build.input_versions), "split": json.dumps(build.split)})
+        labelled = pl.from_arrow(build.rows.select([SPLIT, *spec.labels])).filter(
+            pl.any_horizontal(pl.col(label).is_not_null() for label in spec.labels))
+        counted = dict(labelled.group_by(SPLIT).len().iter_rows())
+        per_split = {name: counted.get(name, 0) for name in SPLITS}
+        context.log.info(f"training set {build.describe()}: {per_split}")
         return dg.MaterializeResult(
             metadata=table_metadata(
                 write, build.rows,
                 input_versions=dg.MetadataValue.json(build.input_versions),
                 rows_per_split=dg.MetadataValue.json(per_split),
-                window=f"{build.first_day} .. {build.last_day} (validation from {build.validation_start}, "
-                       f"test from {build.test_start})",
+                split=dg.MetadataValue.json(build.split),
+                window=build.describe(),
                 features=dg.MetadataValue.json(feature_columns(usecase)),
             ),
             check_results=[
-                unique_keys_result(key, build.rows, list(dict.fromkeys([gold.partition_column, *gold.keys]))),
+                unique_keys_result(key, build.rows, row_keys(usecase)),
                 dg.AssetCheckResult(check_name=SPLITS_LABELLED, passed=all(per_split.values()),
-                                    metadata={"rows_per_split": dg.MetadataValue.json(per_split)}),
+                                    metadata={"labelled_rows_per_split": dg.MetadataValue.json(per_split)}),
             ],
         )
 

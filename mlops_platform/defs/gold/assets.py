@@ -1,11 +1,15 @@
-"""Gold: business tables assembled by the use case's own builder function from silver tables."""
+"""Gold: business tables assembled by the use case's own builder function from silver tables.
 
+A gold table with a partition column is replaced day by day from its daily inputs (snapshot inputs read whole); one
+without is rebuilt whole from snapshot inputs whenever they change.
+"""
 
-import importlib
 
 import dagster as dg
 import narwhals as nw
 
+from mlops_platform import names
+from mlops_platform.defs import stages
 from mlops_platform.defs.quality import (
     KEYS_UNIQUE,
     ROWS_RECONCILE,
@@ -15,72 +19,61 @@ from mlops_platform.defs.quality import (
     rule_result,
     unique_keys_result,
 )
-from mlops_platform.defs.tables import BACKFILL_POLICY, daily_partitions, days_of_run, table_metadata
+from mlops_platform.defs.tables import days_of_run, partitioning, table_metadata
 from mlops_platform.resources.engine import ComputeEngine, Engine
 from mlops_platform.resources.warehouse import DayRange, Warehouse
-from mlops_platform.settings import GoldConfig, UseCaseConfig
+from mlops_platform.settings import GoldConfig, UseCaseConfig, usecase_function
 
 
 def read_inputs(usecase: UseCaseConfig, spec: GoldConfig, runner: Engine, warehouse: Warehouse,
-                days: DayRange) -> dict[str, nw.LazyFrame]:
-    """The silver inputs of a gold table for ``days``: daily sources for those days, reference tables whole."""
+                days: DayRange | None) -> dict[str, nw.LazyFrame]:
+    """The silver inputs of a gold table: daily sources for ``days``, snapshot sources whole."""
     frames = {}
     for name in spec.inputs:
-        source = usecase.sources[name]
-        if source.partition is None:
-            frames[name] = runner.read(warehouse, "silver", name)
-            continue
-        frames[name] = runner.read(warehouse, "silver", name, DayRange(source.partition.column, days.first, days.last))
+        partition = usecase.sources[name].partition
+        source_days = DayRange(partition.column, days.first, days.last) if partition and days else None
+        frames[name] = runner.read(warehouse, *names.table(usecase.name, names.SILVER, name), source_days)
     return frames
 
 
-def builder(usecase: UseCaseConfig, spec: GoldConfig):
-    module = importlib.import_module(usecase.module)
-    try:
-        return getattr(module, spec.builder)
-    except AttributeError as exc:
-        raise AttributeError(f"use case '{usecase.name}': module {usecase.module} has no builder "
-                             f"'{spec.builder}' (config gold.*.builder)") from exc
+def builder(usecase: UseCaseConfig, table: str, spec: GoldConfig):
+    return usecase_function(usecase, spec.builder, f"gold.{table}.builder")
 
 
 def _gold_asset(usecase: UseCaseConfig, table: str, spec: GoldConfig) -> dg.AssetsDefinition:
-    key = dg.AssetKey(["gold", table])
-    build = builder(usecase, spec)
+    key = stages.table_key(usecase, names.GOLD, table)
+    location = names.table(usecase.name, names.GOLD, table)
+    build = builder(usecase, table, spec)
     grain = ", ".join(spec.keys)
+    checks = [check_spec(KEYS_UNIQUE, key, f"one row per {grain}"), *(rule_check_spec(rule, key) for rule in spec.checks)]
+    if spec.reconcile_with:
+        checks.append(check_spec(ROWS_RECONCILE, key, f"one row per silver {spec.reconcile_with} row"))
 
     @dg.asset(
         key=key,
-        deps=[dg.AssetKey(["silver", name]) for name in spec.inputs],
+        deps=[stages.source_key(usecase, names.SILVER, name) for name in spec.inputs],
         description=f"{spec.description} Grain: one row per {grain}. Read by the feature tables and training set.",
-        group_name="gold",
         kinds={"delta"},
-        owners=usecase.owners,
-        tags={"usecase": usecase.name},
-        partitions_def=daily_partitions(usecase),
-        backfill_policy=BACKFILL_POLICY,
-        check_specs=[
-            check_spec(KEYS_UNIQUE, key, f"one row per {grain}"),
-            check_spec(ROWS_RECONCILE, key, f"one row per silver {spec.reconcile_with} row"),
-            *(rule_check_spec(rule, key) for rule in spec.checks),
-        ],
+        **stages.placement(usecase, names.GOLD),
+        **partitioning(usecase, spec.is_daily),
+        check_specs=checks,
     )
     def gold(context: dg.AssetExecutionContext, warehouse: Warehouse, engine: ComputeEngine
              ) -> dg.MaterializeResult:
         runner = engine.engine()
-        days = days_of_run(context, spec.partition_column)
+        days = days_of_run(context, spec.partition_column) if spec.is_daily else None
         inputs = read_inputs(usecase, spec, runner, warehouse, days)
         rows = runner.to_arrow(build(inputs))
-        write = warehouse.replace_days("gold", table, rows, days)
-        expected = runner.to_arrow(inputs[spec.reconcile_with].select(nw.len())).column(0)[0].as_py()
-        return dg.MaterializeResult(
-            metadata=table_metadata(write, rows, engine=runner.name),
-            check_results=[
-                unique_keys_result(key, rows, spec.keys),
-                reconcile_result(key, expected=expected, actual=write.rows_written,
-                                 explanation=f"silver {spec.reconcile_with} rows of the run's days"),
-                *(rule_result(rule, key, rows, spec.keys) for rule in spec.checks),
-            ],
-        )
+        evolve = spec.allow_schema_evolution
+        write = (warehouse.replace_days(*location, rows, days, allow_evolution=evolve) if days
+                 else warehouse.overwrite(*location, rows, allow_evolution=evolve))
+        results = [unique_keys_result(key, rows, spec.keys),
+                   *(rule_result(rule, key, rows, spec.keys) for rule in spec.checks)]
+        if spec.reconcile_with:
+            expected = runner.to_arrow(inputs[spec.reconcile_with].select(nw.len())).column(0)[0].as_py()
+            results.append(reconcile_result(key, expected=expected, actual=write.rows_written,
+                                            explanation=f"silver {spec.reconcile_with} rows of the run's days"))
+        return dg.MaterializeResult(metadata=table_metadata(write, rows, engine=runner.name), check_results=results)
 
     return gold
 

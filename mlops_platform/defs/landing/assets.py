@@ -3,6 +3,8 @@
 
 import dagster as dg
 
+from mlops_platform import names
+from mlops_platform.defs import stages
 from mlops_platform.defs.tables import daily_partitions
 from mlops_platform.settings import UseCaseConfig
 
@@ -10,14 +12,12 @@ from mlops_platform.settings import UseCaseConfig
 def landing_specs(usecase: UseCaseConfig) -> list[dg.AssetSpec]:
     return [
         dg.AssetSpec(
-            key=["landing", name],
+            key=stages.source_key(usecase, names.LANDING, name),
             description=f"{spec.description} Raw {spec.format} exports, "
             + ("one file per day." if spec.is_daily else "a full snapshot per delivery."),
-            group_name="landing",
             kinds={spec.format},
-            owners=usecase.owners,
             partitions_def=daily_partitions(usecase) if spec.is_daily else None,
-            tags={"usecase": usecase.name},
+            **stages.placement(usecase, names.LANDING),
         )
         for name, spec in usecase.sources.items()
     ]

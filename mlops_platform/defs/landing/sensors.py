@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
 
 import dagster as dg
 
+from mlops_platform import names
+from mlops_platform.defs import stages
 from mlops_platform.resources.landing_zone import LandedFile, LandingZone
 from mlops_platform.settings import SourceConfig, UseCaseConfig
 
 MAX_DAYS_PER_TICK = 31
+DAY_IN_NAME = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 def _signature(files: list[LandedFile]) -> str:
@@ -53,22 +57,36 @@ def latest_snapshots(landing: LandingZone, usecase: UseCaseConfig) -> list[Lande
     return [files[0] for files in latest] if latest and all(latest) else None
 
 
-def landing_sensor(usecase: UseCaseConfig, daily: dg.UnresolvedAssetJobDefinition,
-                   reference: dg.UnresolvedAssetJobDefinition) -> dg.SensorDefinition:
-    done_key = dg.AssetKey(["gold", next(iter(usecase.gold))]) if usecase.gold else None
+def snapshot_day(files: list[LandedFile]) -> str | None:
+    """The day of the newest snapshot file, from its name (``<source>_<day>...``)."""
+    days = [found.group() for file in files if (found := DAY_IN_NAME.search(file.name))]
+    return max(days) if days else None
+
+
+def landing_sensor(usecase: UseCaseConfig, jobs: dict[str, dg.UnresolvedAssetJobDefinition]
+                   ) -> dg.SensorDefinition:
+    daily = jobs.get(names.daily_job(usecase.name))
+    snapshot = jobs.get(names.snapshot_job(usecase.name))
+    # A day is done once the last daily table of the use case holds it.
+    done_key = next((stages.table_key(usecase, names.GOLD, table) for table, spec in reversed(usecase.gold.items())
+                     if spec.is_daily), None)
+    runs = " and ".join([*([f"{daily.name} for each newly landed day"] if daily else []),
+                         *([f"{snapshot.name} when a new snapshot lands"] if snapshot else [])])
 
     @dg.sensor(
-        name=f"{usecase.name}_landing_sensor",
-        jobs=[daily, reference],
+        name=names.landing_sensor(usecase.name),
+        jobs=[job for job in (daily, snapshot) if job is not None],
         minimum_interval_seconds=30,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description=f"Runs {daily.name} for each newly landed day of {usecase.name} and {reference.name} when a "
-                    "new reference snapshot lands.",
+        description=f"Runs {runs} ({usecase.name}).",
     )
     def sensor(context: dg.SensorEvaluationContext, landing: LandingZone):
-        snapshots = latest_snapshots(landing, usecase)
+        snapshots = latest_snapshots(landing, usecase) if snapshot else None
         if snapshots:
-            yield dg.RunRequest(run_key=f"reference:{_signature(snapshots)}", job_name=reference.name)
+            yield dg.RunRequest(run_key=f"snapshot:{_signature(snapshots)}", job_name=snapshot.name,
+                                tags={names.SNAPSHOT_DAY_TAG: snapshot_day(snapshots)})
+        if daily is None:
+            return
         materialized = context.instance.get_materialized_partitions(done_key) if done_key else set()
         pending = [(day, files) for day, files in landed_days(landing, usecase).items()
                    if day.isoformat() not in materialized]

@@ -1,9 +1,11 @@
 """Monitoring: each day's inputs, predictions and (once labels exist) quality of a model, against its reference.
 
 The reference is the train split of the exact training-set version the scoring champion learnt from (read from
-its MLflow run's lineage tags). Decisions come from the fast Evidently-compatible engine over all rows; the HTML
-page people open is rendered by Evidently on a sample. Metrics are written to Delta monitoring tables, one row per
-day, model and column or metric, so trends can be queried and plotted.
+its MLflow run's lineage tags). A day is judged on the rows of its monitoring window (the day alone by default, or
+enough days back to hold ``window.min_rows``); a snapshot use case is judged on its whole newest snapshot. Decisions
+come from the fast Evidently-compatible engine over all rows; the HTML page people open is rendered by Evidently on
+a sample. Metrics go to the model's own monitoring tables, one row per day and column or metric, so trends can be
+queried and plotted.
 """
 
 import datetime as dt
@@ -16,33 +18,29 @@ import polars as pl
 import pyarrow as pa
 from sklearn import metrics
 
-from mlops_platform.defs.inference.assets import predictions_key
-from mlops_platform.defs.tables import BACKFILL_POLICY, daily_partitions, days_of_run
-from mlops_platform.features import feature_columns
+from mlops_platform import names
+from mlops_platform.defs import stages
+from mlops_platform.defs.tables import days_of_run, partitioning
+from mlops_platform.features import feature_columns, row_keys
 from mlops_platform.ml.scoring import PREDICTION, feature_frame
+from mlops_platform.ml.training import binary_labels
+from mlops_platform.monitoring import tables
 from mlops_platform.monitoring.alerts import drift_alert, quality_alert
-from mlops_platform.monitoring.decisions import debounced
+from mlops_platform.monitoring.decisions import debounced, window_start
 from mlops_platform.monitoring.drift import DriftResult, detect_drift, render_html_report
 from mlops_platform.monitoring.profile import profile
 from mlops_platform.monitoring.serving_drift import served_records, serving_drift
+from mlops_platform.monitoring.tables import DATASET_ROW, FEATURES_SCOPE, PREDICTION_SCOPE, SERVING_SCOPE
 from mlops_platform.resources.alerts import AlertSinks
 from mlops_platform.resources.mlflow import MlflowTracking
 from mlops_platform.resources.reports import ReportStore
 from mlops_platform.resources.warehouse import DayRange, Warehouse
-from mlops_platform.settings import MonitoringConfig, UseCaseConfig
+from mlops_platform.settings import ModelConfig, MonitoringConfig, UseCaseConfig
 
 FEATURE_DRIFT = "feature_drift"
 PREDICTION_DRIFT = "prediction_drift"
 QUALITY_DROP = "quality_drop"
-DATASET_ROW = "__dataset__"
-FEATURES_SCOPE = "features"
-PREDICTION_SCOPE = "prediction"
-SERVING_SCOPE = "serving"
 REFERENCE_SAMPLE_ROWS = 200_000
-
-
-def monitoring_key(model_name: str) -> dg.AssetKey:
-    return dg.AssetKey(["monitoring", f"{model_name}_drift"])
 
 
 def _reference(warehouse: Warehouse, mlflow: MlflowTracking, usecase: UseCaseConfig, registered_name: str,
@@ -51,8 +49,8 @@ def _reference(warehouse: Warehouse, mlflow: MlflowTracking, usecase: UseCaseCon
     client = mlflow.client()
     run = client.get_run(client.get_model_version(registered_name, version).run_id)
     training_version = int(run.data.tags["training_set.version"])
-    rows = pl.from_arrow(warehouse.read("training", usecase.name, version=training_version))
-    train = rows.filter(pl.col("split") == "train")
+    rows = pl.from_arrow(warehouse.read(*names.training_set_table(usecase.name), version=training_version))
+    train = rows.filter(pl.col(names.SPLIT) == names.SPLITS[0])
     if train.height > REFERENCE_SAMPLE_ROWS:
         train = train.sample(REFERENCE_SAMPLE_ROWS, seed=0)
     return train.to_pandas()
@@ -72,19 +70,23 @@ QUALITY_METRICS = {
 }
 
 
-def _quality(scored: pd.DataFrame, label_column: str, metric: str, task: str) -> float | None:
-    """The day's quality on its labelled rows; None until labels exist (or while one class is all there is)."""
-    labelled = scored[scored[label_column].notna()]
-    if labelled.empty or (task == "classification" and labelled[label_column].nunique() < 2):
+def _quality(scored: pd.DataFrame, config: ModelConfig, metric: str) -> float | None:
+    """The window's quality on its labelled rows; None until labels exist (or while one class is all there is)."""
+    labelled = scored[scored[config.label].notna()]
+    if labelled.empty:
         return None
-    truth = labelled[label_column].astype(int if task == "classification" else float)
+    if config.task == "classification":
+        truth = binary_labels(labelled[config.label], config)
+        if truth.nunique() < 2:
+            return None
+    else:
+        truth = labelled[config.label].astype(float)
     return float(QUALITY_METRICS[metric](truth, labelled[PREDICTION]))
 
 
-def _drift_rows(day: dt.date, model: str, version: str, result: DriftResult, scope: str, drift_share: float
-                ) -> list[dict]:
+def _drift_rows(key: dict, result: DriftResult, scope: str, drift_share: float) -> list[dict]:
     """One row per column, and one for the whole day: its share of drifted columns against ``drift_share``."""
-    common = {"day": day, "model": model, "model_version": version, "scope": scope}
+    common = {**key, "scope": scope}
     rows = [{**common, **row} for row in result.to_rows()]
     rows.append({**common, "column": DATASET_ROW, "method": "share of drifted columns", "score": result.share_drifted,
                  "threshold": drift_share, "drifted": result.dataset_drifted})
@@ -102,28 +104,32 @@ def _comparable(columns: list[str], *frames: pd.DataFrame) -> list[str]:
 
 def _monitoring_asset(usecase: UseCaseConfig, spec: MonitoringConfig) -> dg.AssetsDefinition:
     config = usecase.models[spec.model]
-    key = monitoring_key(spec.model)
+    key = stages.monitoring_key(usecase, spec.model)
     features = feature_columns(usecase)
     all_categorical = [column for column in features if column in config.categorical]
     all_numerical = [column for column in features if column not in config.categorical]
     gold = usecase.gold[usecase.training_set.source]
+    date_column = gold.partition_column
+    predictions = names.predictions_table(usecase.name, spec.model)
+    outputs = {name: tables.table(usecase.name, spec.model, name) for name in tables.SCHEMAS}
+    window = spec.window
+    judged_on = ("its whole newest snapshot" if date_column is None else "the day's scored rows" if window.days == 1
+                 and not window.min_rows else f"the scored rows of its window (at least {window.days} days and "
+                                              f"{window.min_rows} rows, at most {window.max_days} days back)")
 
     @dg.asset(
         key=key,
-        deps=[predictions_key(spec.model)],
-        description=f"Daily drift and quality monitoring of {config.registered_name}'s champion: feature drift and "
-                    "prediction drift of the day's scored rows against the champion's training reference, feature "
-                    "drift of the day's served requests (monitoring.inference_log, scope 'serving'), and "
-                    f"{spec.quality_metric} once labels exist. One row per day and column in "
-                    "monitoring.drift_metrics, per day and metric in monitoring.quality_metrics, per day, column and "
-                    "metric in monitoring.profile_metrics; an HTML report per "
-                    "day. Read by the retraining sensor and by people.",
-        group_name="monitoring",
+        deps=[stages.predictions_key(usecase, spec.model)],
+        description=f"Drift and quality monitoring of {config.registered_name}'s champion, judged on {judged_on}: "
+                    "feature drift and prediction drift against the champion's training reference, feature drift of "
+                    f"the day's served requests (scope 'serving'), and {spec.quality_metric} once labels exist. "
+                    f"One row per day and column in {'.'.join(outputs[tables.DRIFT_METRICS])}, per day and metric in "
+                    f"{'.'.join(outputs[tables.QUALITY_METRICS])}, per day, column and metric in "
+                    f"{'.'.join(outputs[tables.PROFILE_METRICS])}; an HTML report per day. Read by the retraining "
+                    "sensor and by people.",
         kinds={"delta", "evidently"},
-        owners=usecase.owners,
-        tags={"usecase": usecase.name},
-        partitions_def=daily_partitions(usecase),
-        backfill_policy=BACKFILL_POLICY,
+        **stages.placement(usecase, names.MONITORING),
+        **partitioning(usecase, date_column is not None),
         check_specs=[
             dg.AssetCheckSpec(FEATURE_DRIFT, asset=key, description=(
                 f"fails when at least {spec.max_drifted_share:.0%} of features drift on {spec.debounce.days} of the "
@@ -137,20 +143,31 @@ def _monitoring_asset(usecase: UseCaseConfig, spec: MonitoringConfig) -> dg.Asse
     )
     def monitoring(context: dg.AssetExecutionContext, warehouse: Warehouse, mlflow: MlflowTracking,
                    reports: ReportStore, alerts: AlertSinks):
-        days = days_of_run(context, gold.partition_column)
-        scored = pl.from_arrow(warehouse.read("predictions", spec.model, days=days))
-        served = served_records(warehouse, config.registered_name, days.first, days.last, features)
+        if date_column is not None:
+            days = days_of_run(context, date_column)
+            lookback = DayRange(date_column, days.first - dt.timedelta(days=window.max_days - 1), days.last)
+            scored = pl.from_arrow(warehouse.read(*predictions, days=lookback))
+            monitored = [days.first + dt.timedelta(days=i) for i in range((days.last - days.first).days + 1)]
+            per_day = dict(scored.group_by(date_column).len().iter_rows())
+        else:
+            scored = pl.from_arrow(warehouse.read(*predictions))
+            monitored = [_snapshot_day(context)]
+        served = served_records(warehouse, config.registered_name, monitored[0], monitored[-1], features)
         serving_results: dict[dt.date, DriftResult | str] = {}
         drift_rows, quality_rows, profile_rows, day_results = [], [], [], {}
         references: dict[str, tuple[pd.DataFrame, object]] = {}
-        day = days.first
-        while day <= days.last:
-            current = scored.filter(pl.col(gold.partition_column) == day).to_pandas()
-            if current.empty:
-                context.log.warning(f"no predictions for {day}: nothing to monitor")
-                day += dt.timedelta(days=1)
-                continue
-            version = str(current["model_version"].iloc[0])
+        for day in monitored:
+            if date_column is not None:
+                today = scored.filter(pl.col(date_column) == day)
+                if today.is_empty():
+                    context.log.warning(f"no predictions for {day}: nothing to monitor")
+                    continue
+                first = window_start(per_day, day, window)
+                current = scored.filter(pl.col(date_column).is_between(first, day)).to_pandas()
+                version = str(today["model_version"][0])
+            else:
+                first, current = day, scored.to_pandas()
+                version = str(current["model_version"].iloc[0])
             if version not in references:
                 # A range run usually sees one champion: read its reference and score it once, not once a day.
                 reference_features = feature_frame(
@@ -168,44 +185,39 @@ def _monitoring_asset(usecase: UseCaseConfig, spec: MonitoringConfig) -> dg.Asse
                                             current[[PREDICTION]], numerical=[PREDICTION], categorical=[],
                                             threshold=spec.column_threshold)
             labelled = current.drop(columns=usecase.training_set.labels).merge(
-                _labels(warehouse, usecase, day), how="left")
-            quality = _quality(labelled, config.label, spec.quality_metric, config.task)
+                _labels(warehouse, usecase, DayRange(date_column, first, day) if date_column else None), how="left")
+            quality = _quality(labelled, config, spec.quality_metric)
             baseline = _champion_metric(mlflow, config.registered_name, version, spec.quality_metric)
-            report = reports.path(spec.model, f"drift_{day.isoformat()}.html")
+            report = reports.path(usecase.name, spec.model, f"drift_{day.isoformat()}.html")
             render_html_report(reference_features, current_features, report, numerical=numerical,
                                categorical=categorical)
-            drift_rows += _drift_rows(day, config.registered_name, version, drift, FEATURES_SCOPE,
-                                      spec.max_drifted_share)
-            profile_rows += [{"day": day, "model": config.registered_name, "model_version": version, **row}
+            row_key = {tables.DAY: day, "usecase": usecase.name, "model": config.registered_name,
+                       "model_version": version}
+            drift_rows += _drift_rows(row_key, drift, FEATURES_SCOPE, spec.max_drifted_share)
+            profile_rows += [{**row_key, **row}
                              for row in profile(current, [*all_numerical, PREDICTION], all_categorical)]
-            drift_rows += _drift_rows(day, config.registered_name, version, prediction_drift, PREDICTION_SCOPE, 0.5)
+            drift_rows += _drift_rows(row_key, prediction_drift, PREDICTION_SCOPE, 0.5)
             serving_results[day] = serving_drift(served, day, reference_features, config, numerical, categorical,
                                                  threshold=spec.column_threshold, drift_share=spec.max_drifted_share)
             if isinstance(serving_results[day], DriftResult):
-                drift_rows += _drift_rows(day, config.registered_name, version, serving_results[day], SERVING_SCOPE,
-                                          spec.max_drifted_share)
-            quality_rows.append({"day": day, "model": config.registered_name, "model_version": version,
-                                 "metric": spec.quality_metric, "value": quality, "champion_value": baseline,
-                                 "rows": len(current)})
+                drift_rows += _drift_rows(row_key, serving_results[day], SERVING_SCOPE, spec.max_drifted_share)
+            quality_rows.append({**row_key, "metric": spec.quality_metric, "value": quality,
+                                 "champion_value": baseline, "rows": len(current)})
             day_results[day] = (drift, prediction_drift, quality, baseline, report)
-            day += dt.timedelta(days=1)
 
-        day_range = DayRange("day", days.first, days.last)
-        warehouse.replace_days("monitoring", "drift_metrics", pa.Table.from_pylist(drift_rows, DRIFT_SCHEMA),
-                               day_range)
-        warehouse.replace_days("monitoring", "quality_metrics", pa.Table.from_pylist(quality_rows, QUALITY_SCHEMA),
-                               day_range)
-        warehouse.replace_days("monitoring", "profile_metrics", pa.Table.from_pylist(profile_rows, PROFILE_SCHEMA),
-                               day_range)
+        written = DayRange(tables.DAY, monitored[0], monitored[-1])
+        for name, rows in ((tables.DRIFT_METRICS, drift_rows), (tables.QUALITY_METRICS, quality_rows),
+                           (tables.PROFILE_METRICS, profile_rows)):
+            warehouse.replace_days(*outputs[name], pa.Table.from_pylist(rows, tables.SCHEMAS[name]), written)
         if not day_results:
             yield dg.MaterializeResult(metadata={"days_monitored": 0})
             return
         latest = max(day_results)
         drift, prediction_drift, quality, baseline, report = day_results[latest]
-        history = _dataset_drift_history(warehouse, config.registered_name, latest, spec.debounce.of_last)
+        history = _dataset_drift_history(warehouse, outputs[tables.DRIFT_METRICS], latest, spec.debounce.of_last)
         confirmed = debounced(history, latest, spec.debounce)
         drifted_columns = [c.column for c in drift.columns if c.drifted]
-        quality_history = _quality_drop_history(warehouse, config.registered_name, spec, latest)
+        quality_history = _quality_drop_history(warehouse, outputs[tables.QUALITY_METRICS], spec, latest)
         # One bad day of labels is noise as much as one drifted day is: the same debounce rule applies.
         quality_dropped = debounced(quality_history, latest, spec.debounce)
         version = str(quality_rows[-1]["model_version"])
@@ -219,7 +231,7 @@ def _monitoring_asset(usecase: UseCaseConfig, spec: MonitoringConfig) -> dg.Asse
         yield dg.MaterializeResult(
             metadata={
                 "day": latest.isoformat(),
-                "model_version": drift_rows[0]["model_version"],
+                "model_version": version,
                 "drift_share": drift.share_drifted,
                 "drifted_columns": dg.MetadataValue.json(drifted_columns),
                 "prediction_drift_score": prediction_drift.columns[0].score,
@@ -254,29 +266,18 @@ def _monitoring_asset(usecase: UseCaseConfig, spec: MonitoringConfig) -> dg.Asse
     return monitoring
 
 
-DRIFT_SCHEMA = pa.schema([
-    ("day", pa.date32()), ("model", pa.large_string()), ("model_version", pa.large_string()),
-    ("scope", pa.large_string()), ("column", pa.large_string()), ("method", pa.large_string()),
-    ("score", pa.float64()), ("threshold", pa.float64()), ("drifted", pa.bool_()),
-])
-PROFILE_SCHEMA = pa.schema([
-    ("day", pa.date32()), ("model", pa.large_string()), ("model_version", pa.large_string()),
-    ("column", pa.large_string()), ("kind", pa.large_string()), ("metric", pa.large_string()),
-    ("value", pa.float64()),
-])
-QUALITY_SCHEMA = pa.schema([
-    ("day", pa.date32()), ("model", pa.large_string()), ("model_version", pa.large_string()),
-    ("metric", pa.large_string()), ("value", pa.float64()), ("champion_value", pa.float64()), ("rows", pa.int64()),
-])
+def _snapshot_day(context: dg.AssetExecutionContext) -> dt.date:
+    """The day a snapshot run monitors: the landed snapshot's, as its run was tagged, else today (UTC)."""
+    tagged = context.run.tags.get(names.SNAPSHOT_DAY_TAG)
+    return dt.date.fromisoformat(tagged) if tagged else dt.datetime.now(dt.UTC).date()
 
 
-def _labels(warehouse: Warehouse, usecase: UseCaseConfig, day: dt.date) -> pd.DataFrame:
-    """The day's labels from gold (a later day's labels backfill an earlier report when it is re-run)."""
+def _labels(warehouse: Warehouse, usecase: UseCaseConfig, days: DayRange | None) -> pd.DataFrame:
+    """The labels of ``days`` (all of a snapshot) from gold: a later day's labels fill an earlier report when it is
+    re-run."""
     spec = usecase.training_set
-    gold = usecase.gold[spec.source]
-    keys = list(dict.fromkeys([gold.partition_column, *gold.keys]))
-    table = warehouse.read("gold", spec.source, days=DayRange(gold.partition_column, day, day),
-                           columns=[*keys, *spec.labels])
+    table = warehouse.read(*names.table(usecase.name, names.GOLD, spec.source), days=days,
+                           columns=[*row_keys(usecase), *spec.labels])
     # Through polars, as the predictions are, so the join keys get the same pandas types on both sides.
     return pl.from_arrow(table).to_pandas()
 
@@ -291,12 +292,12 @@ def _reference_predictions(mlflow: MlflowTracking, config, reference_features: p
     return model.predict(reference_features)
 
 
-def _dataset_drift_history(warehouse: Warehouse, model: str, latest: dt.date, days: int) -> dict[dt.date, bool]:
+def _dataset_drift_history(warehouse: Warehouse, table: names.TableName, latest: dt.date, days: int
+                           ) -> dict[dt.date, bool]:
     first = latest - dt.timedelta(days=days - 1)
-    table = pl.from_arrow(warehouse.read("monitoring", "drift_metrics", days=DayRange("day", first, latest)))
-    rows = table.filter((pl.col("model") == model) & (pl.col("scope") == FEATURES_SCOPE)
-                        & (pl.col("column") == DATASET_ROW))
-    return dict(zip(rows["day"].to_list(), rows["drifted"].to_list(), strict=True))
+    rows = pl.from_arrow(warehouse.read(*table, days=DayRange(tables.DAY, first, latest))).filter(
+        (pl.col("scope") == FEATURES_SCOPE) & (pl.col("column") == DATASET_ROW))
+    return dict(zip(rows[tables.DAY].to_list(), rows["drifted"].to_list(), strict=True))
 
 
 LOWER_IS_BETTER = {"root_mean_squared_error", "mean_absolute_error"}
@@ -311,13 +312,13 @@ def quality_dropped_below(value: float | None, champion: float | None, spec: Mon
     return value < champion - spec.max_quality_drop
 
 
-def _quality_drop_history(warehouse: Warehouse, model: str, spec: MonitoringConfig, latest: dt.date
+def _quality_drop_history(warehouse: Warehouse, table: names.TableName, spec: MonitoringConfig, latest: dt.date
                           ) -> dict[dt.date, bool]:
     first = latest - dt.timedelta(days=spec.debounce.of_last - 1)
-    table = pl.from_arrow(warehouse.read("monitoring", "quality_metrics", days=DayRange("day", first, latest)))
-    rows = table.filter((pl.col("model") == model) & (pl.col("metric") == spec.quality_metric))
+    rows = pl.from_arrow(warehouse.read(*table, days=DayRange(tables.DAY, first, latest))).filter(
+        pl.col("metric") == spec.quality_metric)
     return {day: quality_dropped_below(value, champion, spec)
-            for day, value, champion in zip(rows["day"], rows["value"], rows["champion_value"], strict=True)}
+            for day, value, champion in zip(rows[tables.DAY], rows["value"], rows["champion_value"], strict=True)}
 
 
 def _serving_metadata(serving: DriftResult | str) -> dict[str, object]:

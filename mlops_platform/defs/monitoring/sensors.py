@@ -16,7 +16,9 @@ import dagster as dg
 # Not exported at the top level; the event log's check history is the one API that pages through evaluations.
 from dagster._core.storage.asset_check_execution_record import COMPLETED_ASSET_CHECK_EXECUTION_RECORD_STATUSES
 
-from mlops_platform.defs.monitoring.assets import FEATURE_DRIFT, QUALITY_DROP, monitoring_key
+from mlops_platform import names
+from mlops_platform.defs import stages
+from mlops_platform.defs.monitoring.assets import FEATURE_DRIFT, QUALITY_DROP
 from mlops_platform.monitoring.decisions import retraining_decision
 from mlops_platform.settings import UseCaseConfig
 
@@ -45,23 +47,20 @@ def _new_failures(instance: dg.DagsterInstance, watched: list[dg.AssetCheckKey],
     return sorted(records, key=lambda record: record.id)
 
 
-def retraining_sensor_name(usecase: UseCaseConfig) -> str:
-    return f"{usecase.name}_retraining_sensor"
-
-
 def retraining_sensor(usecase: UseCaseConfig, training_job: dg.UnresolvedAssetJobDefinition
                       ) -> dg.SensorDefinition:
     spec = usecase.monitoring
     assert spec is not None
-    watched = [dg.AssetCheckKey(monitoring_key(spec.model), name) for name in WATCHED_CHECKS]
+    monitored = stages.monitoring_key(usecase, spec.model)
+    watched = [dg.AssetCheckKey(monitored, name) for name in WATCHED_CHECKS]
 
     @dg.sensor(
-        name=retraining_sensor_name(usecase),
+        name=names.retraining_sensor(usecase.name),
         job=training_job,
         minimum_interval_seconds=30,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=f"Requests {training_job.name} when {', '.join(WATCHED_CHECKS)} fails on "
-                    f"{monitoring_key(spec.model).to_user_string()}, within the retraining guardrails "
+                    f"{monitored.to_user_string()}, within the retraining guardrails "
                     f"(cooldown {spec.retraining.cooldown_days} days, at most {spec.retraining.max_per_day} a day).",
     )
     def sensor(context: dg.SensorEvaluationContext):

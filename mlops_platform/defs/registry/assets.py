@@ -7,14 +7,10 @@ that model is skipped in the same run and ``champion`` stays where it is.
 
 import dagster as dg
 
-from mlops_platform.defs.training.assets import (
-    champion_key,
-    experiment_name,
-    model_key,
-    read_training_set,
-    sort_keys,
-)
-from mlops_platform.features import feature_columns
+from mlops_platform import names
+from mlops_platform.defs import stages
+from mlops_platform.defs.training.assets import read_training_set
+from mlops_platform.features import feature_columns, row_keys
 from mlops_platform.ml.gate import CHAMPION, evaluate_against_champion, promote
 from mlops_platform.ml.training import held_out, model_frame
 from mlops_platform.monitoring.alerts import PROMOTION, champion_moved_alert, gate_lost_alert
@@ -24,7 +20,6 @@ from mlops_platform.resources.warehouse import Warehouse
 from mlops_platform.settings import ModelConfig, UseCaseConfig
 
 BEATS_CHAMPION = "beats_champion"
-REGISTRY_GROUP = "registry"
 
 
 def _latest_candidate(context: dg.AssetCheckExecutionContext, key: dg.AssetKey) -> tuple[str, int]:
@@ -42,7 +37,7 @@ def _describe(decision_metrics: dict[str, float], gate_metrics: list[str], prefi
 
 
 def _gate_check(usecase: UseCaseConfig, model_name: str, config: ModelConfig) -> dg.AssetChecksDefinition:
-    key = model_key(model_name)
+    key = stages.model_key(usecase, model_name)
     rules = "; ".join(f"{metric}: {rule.model_dump(exclude_none=True)}" for metric, rule in config.gate.items())
 
     @dg.asset_check(
@@ -56,8 +51,8 @@ def _gate_check(usecase: UseCaseConfig, model_name: str, config: ModelConfig) ->
                        mlflow: MlflowTracking, alerts: AlertSinks) -> dg.AssetCheckResult:
         version, training_set_version = _latest_candidate(context, key)
         table, _ = read_training_set(warehouse, usecase, training_set_version)
-        rows = held_out(model_frame(table, config, feature_columns(usecase), sort_keys(usecase)))
-        experiment_id = mlflow.experiment_id(experiment_name(usecase, model_name))
+        rows = held_out(model_frame(table, config, feature_columns(usecase), row_keys(usecase)))
+        experiment_id = mlflow.experiment_id(names.experiment(usecase.name, model_name))
         decision = evaluate_against_champion(mlflow.client(), config, version, rows, experiment_id=experiment_id)
         gate_metrics = list(config.gate)
         if not decision.passed:
@@ -90,18 +85,16 @@ def _gate_check(usecase: UseCaseConfig, model_name: str, config: ModelConfig) ->
 
 def _champion_asset(usecase: UseCaseConfig, model_name: str, config: ModelConfig) -> dg.AssetsDefinition:
     @dg.asset(
-        key=champion_key(model_name),
-        deps=[model_key(model_name)],
+        key=stages.champion_key(usecase, model_name),
+        deps=[stages.model_key(usecase, model_name)],
         description=(
             f"The '{CHAMPION}' alias of {config.registered_name} in the MLflow registry: the one version serving "
             f"loads (models:/{config.registered_name}@{CHAMPION}). Materializing it promotes the 'challenger' that "
             f"passed {BEATS_CHAMPION}, records the version it replaces in the 'champion_history' tag (what "
             f"`mlops rollback` restores) and clears 'challenger'. Read by serving and monitoring."
         ),
-        group_name=REGISTRY_GROUP,
         kinds={"mlflow"},
-        owners=usecase.owners,
-        tags={"usecase": usecase.name},
+        **stages.placement(usecase, names.REGISTRY),
     )
     def champion(context: dg.AssetExecutionContext, mlflow: MlflowTracking,
                  alerts: AlertSinks) -> dg.MaterializeResult:

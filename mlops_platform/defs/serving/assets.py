@@ -15,8 +15,10 @@ from typing import Any
 
 import dagster as dg
 
-from mlops_platform.defs.serving.keys import STAGES, endpoint_key, online_store_key, serving_keys
-from mlops_platform.defs.training.assets import champion_key
+from mlops_platform import names
+from mlops_platform.defs import stages as graph
+from mlops_platform.defs.serving.keys import STAGES, serving_keys
+from mlops_platform.defs.stages import champion_key, endpoint_key, online_store_key
 from mlops_platform.features import feature_columns
 from mlops_platform.ml.gate import CHAMPION
 from mlops_platform.resources.mlflow import MlflowTracking
@@ -27,7 +29,6 @@ from mlops_platform.serving.online_features import build_online_store, carried_c
 from mlops_platform.settings import ServingEndpointConfig, UseCaseConfig
 
 SMOKE_TEST = "smoke_test"
-SERVING_GROUP = "serving"
 SMOKE_TIMEOUT_SECONDS = 30.0
 
 
@@ -81,19 +82,17 @@ def _online_store_asset(usecase: UseCaseConfig, endpoint: str, spec: ServingEndp
     store = spec.online_store
 
     @dg.asset(
-        key=online_store_key(endpoint),
-        deps=[dg.AssetKey(["features", table]) for table in store.tables]
-        + [dg.AssetKey([store.key_source.layer, store.key_source.table])],
+        key=online_store_key(usecase, endpoint),
+        deps=[graph.feature_key(usecase, table) for table in store.tables]
+        + ([graph.table_key(usecase, store.key_source.layer, store.key_source.table)] if store.key_source else []),
         description=(
             f"The online feature store of the {endpoint} endpoints: one row per ({', '.join(store.keys)}) seen in "
             f"the newest {store.key_source.days} days of {store.key_source.layer}.{store.key_source.table}, with "
             f"the newest row of each of {', '.join(store.tables)} by key. Published as an Arrow file that the "
             f"serving process holds in memory and reloads when it changes; read by the {endpoint} endpoints."
         ),
-        group_name=SERVING_GROUP,
         kinds={"arrow", "polars"},
-        owners=usecase.owners,
-        tags={"usecase": usecase.name},
+        **graph.placement(usecase, names.SERVING),
     )
     def online_store(context: dg.AssetExecutionContext, warehouse: Warehouse,
                      serving: ServingTarget) -> dg.MaterializeResult:
@@ -121,30 +120,30 @@ def _endpoint_asset(usecase: UseCaseConfig, endpoint: str, spec: ServingEndpoint
     registered = usecase.models[spec.model].registered_name
     stage_spec = getattr(spec.stages, stage)
     split = ", ".join(f"{m.alias} {m.traffic_percent}%" for m in spec.served_models)
-    staging = endpoint_key(endpoint, "staging")
+    staging = endpoint_key(usecase, endpoint, "staging")
     if stage == "staging":
         source = (f"resolves the registry aliases of {registered} ({split}; an alias that does not exist gives its "
                   f"share to {CHAMPION})")
-        upstream = [champion_key(spec.model), online_store_key(endpoint)]
+        upstream = [champion_key(usecase, spec.model), online_store_key(usecase, endpoint)]
     else:
         source = (f"deploys the versions {staging.to_user_string()} served, once its blocking {SMOKE_TEST} passed "
                   "in the same run")
-        upstream = [champion_key(spec.model), online_store_key(endpoint), staging]
+        upstream = [champion_key(usecase, spec.model), online_store_key(usecase, endpoint), staging]
 
     @dg.asset(
-        key=endpoint_key(endpoint, stage),
+        key=endpoint_key(usecase, endpoint, stage),
         deps=upstream,
         description=(
             f"{spec.description} The {stage} serving endpoint '{stage_spec.name}': one prediction per request "
             f"record (keys {', '.join(spec.online_store.keys)} and the request fields), features looked up in "
-            f"{online_store_key(endpoint).to_user_string()}. Materializing it {source}, and deploys them; the "
+            f"{online_store_key(usecase, endpoint).to_user_string()}. Materializing it {source}, and deploys them; the "
             "same versions again change nothing. Called by clients over HTTP (the Databricks Model Serving "
             "contract); every request lands in the inference table."
         ),
-        group_name=SERVING_GROUP,
         kinds={"mlflow", "serving"},
+        group_name=graph.group(usecase, names.SERVING),
         owners=usecase.owners,
-        tags={"usecase": usecase.name, "stage": stage},
+        tags=graph.tags(usecase, names.SERVING, endpoint_stage=stage),
     )
     def deployed_endpoint(context: dg.AssetExecutionContext, mlflow: MlflowTracking,
                           serving: ServingTarget) -> dg.MaterializeResult:
@@ -227,7 +226,7 @@ def _judge(spec: ServingEndpointConfig, records: list[dict[str, Any]], expected_
 
 
 def _smoke_check(usecase: UseCaseConfig, endpoint: str, spec: ServingEndpointConfig) -> dg.AssetChecksDefinition:
-    key = endpoint_key(endpoint, "staging")
+    key = endpoint_key(usecase, endpoint, "staging")
     stage_spec = spec.stages.staging
 
     @dg.asset_check(

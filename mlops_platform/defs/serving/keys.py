@@ -1,22 +1,15 @@
-"""Asset keys of the serving stage, apart from the assets so that the training job can select them."""
+"""The serving stage's endpoint stages, and its asset keys in deployment order (what the training job selects)."""
 
 import dagster as dg
 
+from mlops_platform.defs.stages import endpoint_key, online_store_key
 from mlops_platform.settings import UseCaseConfig
 
-SERVING_SCHEMA = "serving"
 STAGES = ("staging", "production")
-
-
-def online_store_key(endpoint: str) -> dg.AssetKey:
-    return dg.AssetKey([SERVING_SCHEMA, f"{endpoint}_online_store"])
-
-
-def endpoint_key(endpoint: str, stage: str) -> dg.AssetKey:
-    return dg.AssetKey([SERVING_SCHEMA, f"{endpoint}_{stage}"])
 
 
 def serving_keys(usecase: UseCaseConfig, stages: tuple[str, ...] = STAGES) -> list[dg.AssetKey]:
     """Every endpoint's online store and its endpoint assets up to and including ``stages``."""
     return [key for endpoint in usecase.serving
-            for key in (online_store_key(endpoint), *(endpoint_key(endpoint, stage) for stage in stages))]
+            for key in (online_store_key(usecase, endpoint), *(endpoint_key(usecase, endpoint, stage)
+                                                                for stage in stages))]

@@ -10,6 +10,8 @@ import dagster as dg
 import narwhals as nw
 import polars as pl
 
+from mlops_platform import names
+from mlops_platform.defs import stages
 from mlops_platform.defs.quality import (
     KEYS_UNIQUE,
     QUARANTINE_SHARE,
@@ -19,27 +21,26 @@ from mlops_platform.defs.quality import (
     sample_rows,
     unique_keys_result,
 )
-from mlops_platform.defs.tables import BACKFILL_POLICY, daily_partitions, days_of_run, table_metadata
+from mlops_platform.defs.tables import days_of_run, partitioning, table_metadata
 from mlops_platform.resources.engine import ComputeEngine
 from mlops_platform.resources.warehouse import DayRange, Warehouse
 from mlops_platform.settings import SourceConfig, UseCaseConfig
 from mlops_platform.transforms.conform import LANDING_DATE, RULE_COLUMN, conformed_tables
 
 
-def quarantine_table(name: str) -> str:
-    return f"{name}_quarantine"
-
-
 def _silver_asset(usecase: UseCaseConfig, name: str, spec: SourceConfig) -> dg.AssetsDefinition:
-    silver_key = dg.AssetKey(["silver", name])
-    quarantine_key = dg.AssetKey(["silver", quarantine_table(name)])
+    silver_key = stages.source_key(usecase, names.SILVER, name)
+    quarantine_key = stages.quarantine_key(usecase, name)
+    bronze_table = names.table(usecase.name, names.BRONZE, name)
+    silver_table = names.table(usecase.name, names.SILVER, name)
+    quarantine_table = names.table(usecase.name, names.SILVER, names.quarantine(name))
     grain = f"one row per {', '.join(spec.keys)}"
-    common = {"group_name": "silver", "kinds": {"delta"}, "owners": usecase.owners, "tags": {"usecase": usecase.name},
-              "deps": [dg.AssetKey(["bronze", name])]}
+    common = {"kinds": {"delta"}, "deps": [stages.source_key(usecase, names.BRONZE, name)],
+              **stages.placement(usecase, names.SILVER)}
     partitioned = spec.is_daily
 
     @dg.multi_asset(
-        name=f"silver_{name}",
+        name=f"{usecase.name}_silver_{name}",
         specs=[
             dg.AssetSpec(silver_key, description=f"{spec.description} Typed, validated and deduplicated "
                          f"({grain}). Read by gold and the feature tables.", **common),
@@ -53,23 +54,22 @@ def _silver_asset(usecase: UseCaseConfig, name: str, spec: SourceConfig) -> dg.A
             check_spec(QUARANTINE_SHARE, silver_key,
                        f"at most {spec.max_quarantine_share:.1%} of bronze rows quarantined", "WARN"),
         ],
-        partitions_def=daily_partitions(usecase) if partitioned else None,
-        backfill_policy=BACKFILL_POLICY if partitioned else None,
+        **partitioning(usecase, partitioned),
     )
     def silver(context: dg.AssetExecutionContext, warehouse: Warehouse, engine: ComputeEngine):
         runner = engine.engine()
         bronze_days = days_of_run(context, LANDING_DATE) if partitioned else None
-        bronze = runner.read(warehouse, "bronze", name, bronze_days)
+        bronze = runner.read(warehouse, *bronze_table, bronze_days)
         silver_rows, quarantined = conformed_tables(runner, bronze, spec)
         bronze_rows = runner.to_arrow(bronze.select(nw.len())).column(0)[0].as_py()
 
         if partitioned:
             silver_days = DayRange(spec.partition.column, bronze_days.first, bronze_days.last)
-            write = warehouse.replace_days("silver", name, silver_rows, silver_days)
-            quarantine_write = warehouse.replace_days("silver", quarantine_table(name), quarantined, bronze_days)
+            write = warehouse.replace_days(*silver_table, silver_rows, silver_days)
+            quarantine_write = warehouse.replace_days(*quarantine_table, quarantined, bronze_days)
         else:
-            write = warehouse.overwrite("silver", name, silver_rows)
-            quarantine_write = warehouse.overwrite("silver", quarantine_table(name), quarantined)
+            write = warehouse.overwrite(*silver_table, silver_rows)
+            quarantine_write = warehouse.overwrite(*quarantine_table, quarantined)
 
         # Every bronze row is either quarantined or clean; clean rows not in silver were superseded duplicates.
         duplicates = bronze_rows - quarantined.num_rows - silver_rows.num_rows

@@ -1,0 +1,44 @@
+"""The monitoring tables of a model: their names, schemas and the values their rows are keyed by.
+
+Each monitored model owns its tables (``<usecase>_monitoring.<model>_drift_metrics`` and the quality and profile
+tables beside it), so monitoring one model, or one use case, can never replace another's rows. Rows also carry
+the use case and registered model, so a query across tables reads them without joins.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from mlops_platform import names
+
+DRIFT_METRICS = "drift_metrics"
+QUALITY_METRICS = "quality_metrics"
+PROFILE_METRICS = "profile_metrics"
+
+# The row of a day's drift table that stands for the whole dataset: its share of drifted columns.
+DATASET_ROW = "__dataset__"
+FEATURES_SCOPE = "features"
+PREDICTION_SCOPE = "prediction"
+SERVING_SCOPE = "serving"
+DAY = "day"
+
+_KEY = [(DAY, pa.date32()), ("usecase", pa.large_string()), ("model", pa.large_string()),
+        ("model_version", pa.large_string())]
+DRIFT_SCHEMA = pa.schema([
+    *_KEY, ("scope", pa.large_string()), ("column", pa.large_string()), ("method", pa.large_string()),
+    ("score", pa.float64()), ("threshold", pa.float64()), ("drifted", pa.bool_()),
+])
+PROFILE_SCHEMA = pa.schema([
+    *_KEY, ("column", pa.large_string()), ("kind", pa.large_string()), ("metric", pa.large_string()),
+    ("value", pa.float64()),
+])
+QUALITY_SCHEMA = pa.schema([
+    *_KEY, ("metric", pa.large_string()), ("value", pa.float64()), ("champion_value", pa.float64()),
+    ("rows", pa.int64()),
+])
+SCHEMAS = {DRIFT_METRICS: DRIFT_SCHEMA, QUALITY_METRICS: QUALITY_SCHEMA, PROFILE_METRICS: PROFILE_SCHEMA}
+
+
+def table(usecase: str, model: str, metrics: str) -> names.TableName:
+    assert metrics in SCHEMAS, f"unknown monitoring table '{metrics}'"
+    return names.monitoring_table(usecase, model, metrics)
