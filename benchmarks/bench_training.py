@@ -82,7 +82,7 @@ def main() -> int:
 
     print(f"setup: landing and processing {args.days} days (not measured) ...", flush=True)
     land_days(usecase, settings.landing_dir, days)
-    assert definitions.resolve_job_def("flights_reference").execute_in_process(
+    assert definitions.resolve_job_def("flights_snapshot").execute_in_process(
         instance=instance, run_config=QUIET).success
     assert definitions.resolve_job_def("flights_daily").execute_in_process(
         instance=instance, run_config=QUIET,

@@ -14,6 +14,7 @@ import pytest
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
 
+from mlops_platform import names
 from mlops_platform.defs import build_definitions
 from mlops_platform.landing import day_range, land_days
 from mlops_platform.settings import DATA_DIR_ENV, SERVING_PORT_ENV, Settings, UseCaseConfig, load_settings
@@ -63,10 +64,20 @@ def definitions(settings: Settings) -> dg.Definitions:
     return build_definitions(settings)
 
 
+def flights_table(layer: str, name: str, usecase: str = "flights") -> names.TableName:
+    """A pipeline table of the flights use case (or another), as the warehouse names it."""
+    return names.table(usecase, layer, name)
+
+
+def flights_key(layer: str, name: str, usecase: str = "flights") -> dg.AssetKey:
+    """An asset key of the flights use case (or another)."""
+    return dg.AssetKey(names.asset_path(usecase, layer, name))
+
+
 def run_reference(definitions: dg.Definitions, instance: dg.DagsterInstance | None = None
                   ) -> dg.ExecuteInProcessResult:
     """Load the reference snapshots (planes, airlines, airports) the daily job's gold table joins."""
-    return definitions.resolve_job_def("flights_reference").execute_in_process(
+    return definitions.resolve_job_def("flights_snapshot").execute_in_process(
         instance=instance or dg.DagsterInstance.ephemeral(), raise_on_error=False, run_config=QUIET,
     )
 
@@ -79,7 +90,7 @@ def run_day(definitions: dg.Definitions, day: dt.date, instance: dg.DagsterInsta
     """
     instance = instance or dg.DagsterInstance.ephemeral()
     warehouse = definitions.resources["warehouse"]
-    if not warehouse.exists("silver", "planes"):
+    if not warehouse.exists(*flights_table("silver", "planes")):
         assert run_reference(definitions, instance).success
     return definitions.resolve_job_def(job_name).execute_in_process(
         partition_key=day.isoformat(), instance=instance, raise_on_error=False, run_config=QUIET,

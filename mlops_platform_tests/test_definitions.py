@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import dagster as dg
 
+from mlops_platform import names
 from mlops_platform.defs import build_definitions
 from mlops_platform.settings import load_settings
+from mlops_platform_tests.conftest import flights_key
 
 SOURCES = {"flights", "weather", "planes", "airlines", "airports"}
-# Asset keys name tables; groups name lifecycle stages (a model belongs to training, its predictions to inference).
-STAGE_OF = {"landing": "landing", "bronze": "bronze", "silver": "silver", "gold": "gold", "features": "features",
-            "training": "training", "models": "training", "registry": "registry", "predictions": "inference",
-            "monitoring": "monitoring", "serving": "serving"}
 
 
 def _graph(definitions: dg.Definitions):
@@ -22,9 +20,11 @@ def test_every_layer_has_a_table_shaped_key_per_source(definitions):
     keys = {key.to_user_string() for key in _graph(definitions).get_all_asset_keys()}
 
     for layer in ("landing", "bronze", "silver"):
-        assert {f"{layer}/{source}" for source in SOURCES} <= keys
-    assert {f"silver/{source}_quarantine" for source in SOURCES} <= keys
-    assert "gold/flights" in keys
+        assert {f"flights/{layer}/{source}" for source in SOURCES} <= keys
+    assert {f"flights/silver/{source}_quarantine" for source in SOURCES} <= keys
+    assert "flights/gold/flights" in keys
+    # A use case is a namespace: every key starts with its name.
+    assert {key.split("/")[0] for key in keys} == {"flights"}
 
 
 def test_lineage_runs_landing_to_bronze_to_silver_to_gold(definitions):
@@ -33,16 +33,19 @@ def test_lineage_runs_landing_to_bronze_to_silver_to_gold(definitions):
     def parents(key: str) -> set[str]:
         return {p.to_user_string() for p in graph.get(dg.AssetKey(key.split("/"))).parent_keys}
 
-    assert parents("bronze/flights") == {"landing/flights"}
-    assert parents("silver/flights") == {"bronze/flights"}
-    assert parents("gold/flights") == {"silver/flights", "silver/weather", "silver/planes", "silver/airlines"}
+    assert parents("flights/bronze/flights") == {"flights/landing/flights"}
+    assert parents("flights/silver/flights") == {"flights/bronze/flights"}
+    assert parents("flights/gold/flights") == {"flights/silver/flights", "flights/silver/weather",
+                                               "flights/silver/planes", "flights/silver/airlines"}
 
 
 def test_assets_carry_group_kinds_owner_and_a_description(definitions):
     graph = _graph(definitions)
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
-        assert node.group_name == STAGE_OF[key.path[0]], key
+        usecase, stage, _ = key.path
+        assert node.group_name == f"{usecase}_{stage}", key
+        assert node.tags[names.STAGE_TAG] == stage and node.tags[names.USECASE_TAG] == usecase, key
         assert node.owners == ["team:flight-ops"], key
         assert node.description and len(node.description) > 30, key
         assert node.kinds, key
@@ -50,9 +53,9 @@ def test_assets_carry_group_kinds_owner_and_a_description(definitions):
 
 def test_daily_sources_are_partitioned_and_snapshots_are_not(definitions):
     graph = _graph(definitions)
-    assert graph.get(dg.AssetKey(["silver", "flights"])).partitions_def is not None
-    assert graph.get(dg.AssetKey(["gold", "flights"])).partitions_def is not None
-    assert graph.get(dg.AssetKey(["silver", "planes"])).partitions_def is None
+    assert graph.get(flights_key("silver", "flights")).partitions_def is not None
+    assert graph.get(flights_key("gold", "flights")).partitions_def is not None
+    assert graph.get(flights_key("silver", "planes")).partitions_def is None
 
 
 def test_error_checks_block_downstream_and_warnings_do_not(definitions):
@@ -62,12 +65,12 @@ def test_error_checks_block_downstream_and_warnings_do_not(definitions):
         for key in graph.asset_check_keys
     }
 
-    assert blocking[("silver/flights", "keys_unique")]
-    assert blocking[("silver/flights", "rows_reconcile")]
-    assert not blocking[("silver/flights", "quarantine_share")]
-    assert blocking[("gold/flights", "label_consistent")]
-    assert not blocking[("gold/flights", "weather_mostly_present")]
-    assert not blocking[("bronze/flights", "has_rows")]
+    assert blocking[("flights/silver/flights", "keys_unique")]
+    assert blocking[("flights/silver/flights", "rows_reconcile")]
+    assert not blocking[("flights/silver/flights", "quarantine_share")]
+    assert blocking[("flights/gold/flights", "label_consistent")]
+    assert not blocking[("flights/gold/flights", "weather_mostly_present")]
+    assert not blocking[("flights/bronze/flights", "has_rows")]
 
 
 def test_every_environment_builds_without_touching_the_network():
@@ -76,15 +79,16 @@ def test_every_environment_builds_without_touching_the_network():
         assert definitions.resolve_job_def("flights_daily")
 
 
-def test_the_daily_job_holds_daily_tables_and_the_reference_job_the_snapshots(definitions):
+def test_the_daily_job_holds_daily_tables_and_the_snapshot_job_the_snapshots(definitions):
     graph = _graph(definitions)
 
     def keys(job_name: str) -> set[str]:
         job = definitions.resolve_job_def(job_name)
         return {key.to_user_string() for key in job.asset_layer.selected_asset_keys}
 
-    daily, reference = keys("flights_daily"), keys("flights_reference")
-    assert {"bronze/flights", "silver/weather", "gold/flights", "features/carrier_delays"} <= daily
-    assert {"bronze/planes", "silver/airlines", "features/plane_attributes"} <= reference
+    daily, reference = keys("flights_daily"), keys("flights_snapshot")
+    assert {"flights/bronze/flights", "flights/silver/weather", "flights/gold/flights",
+            "flights/features/carrier_delays", "flights/predictions/delay", "flights/monitoring/delay_drift"} <= daily
+    assert {"flights/bronze/planes", "flights/silver/airlines", "flights/features/plane_attributes"} <= reference
     assert not daily & reference
     assert all(graph.get(dg.AssetKey(key.split("/"))).partitions_def is not None for key in daily)

@@ -21,12 +21,12 @@ import dagster as dg
 import pytest
 import yaml
 
+from mlops_platform import names
 from mlops_platform.defs import build_definitions
-from mlops_platform.defs.jobs import daily_job_name
-from mlops_platform.defs.monitoring.assets import FEATURE_DRIFT, QUALITY_DROP, monitoring_key
+from mlops_platform.defs.monitoring.assets import FEATURE_DRIFT, QUALITY_DROP
 from mlops_platform.defs.monitoring.sensors import TRIGGER_TAG
 from mlops_platform.defs.registry.assets import BEATS_CHAMPION
-from mlops_platform.defs.training.assets import model_key, training_job_name
+from mlops_platform.defs.stages import model_key, monitoring_key
 from mlops_platform.landing import day_range, land_days
 from mlops_platform.ml.gate import CHAMPION
 from mlops_platform.resources.serving import stop_server
@@ -116,16 +116,16 @@ def test_drift_under_the_daemon_retrains_and_the_gate_decides_the_champion(tmp_p
             instance=instance, run_config=QUIET, tags=tags, raise_on_error=False, **kwargs)
         assert result.success, job
 
-    run("flights_reference")
-    run(daily_job_name(usecase), JANUARY)
-    run(training_job_name(usecase))
+    run("flights_snapshot")
+    run(names.daily_job(usecase.name), JANUARY)
+    run(names.training_job(usecase.name))
     client = definitions.resources["mlflow"]
-    registered = usecase.models["flights_delay"].registered_name
+    registered = usecase.models["delay"].registered_name
     first_champion = client.alias_version(registered, CHAMPION)
     assert first_champion is not None
-    tables_only = [key for key in definitions.resolve_job_def(daily_job_name(usecase)).asset_layer.selected_asset_keys
-                   if key.path[0] not in ("predictions", "monitoring")]
-    run(daily_job_name(usecase), SPRING, asset_selection=tables_only)
+    tables_only = [key for key in definitions.resolve_job_def(names.daily_job(usecase.name)).asset_layer.selected_asset_keys
+                   if key.path[1] not in (names.PREDICTIONS, names.MONITORING)]
+    run(names.daily_job(usecase.name), SPRING, asset_selection=tables_only)
 
     daemon = _daemon(tmp_path, environment)
     try:
@@ -133,7 +133,7 @@ def test_drift_under_the_daemon_retrains_and_the_gate_decides_the_champion(tmp_p
         deadline = time.monotonic() + DEADLINE_SECONDS
         retraining = None
         while time.monotonic() < deadline:
-            retraining = _retraining_run(instance, training_job_name(usecase))
+            retraining = _retraining_run(instance, names.training_job(usecase.name))
             if retraining and instance.get_run_by_id(retraining.run_id).status in FINISHED:
                 break
             assert daemon.poll() is None, (tmp_path / "daemon.log").read_text()[-3000:]
@@ -146,11 +146,11 @@ def test_drift_under_the_daemon_retrains_and_the_gate_decides_the_champion(tmp_p
         stop_server(settings.serving_dir)
 
     # Each live day ran through the landing sensor, and the drift that triggered retraining is one of them.
-    live_runs = instance.get_runs(dg.RunsFilter(job_name=daily_job_name(usecase), tags={
+    live_runs = instance.get_runs(dg.RunsFilter(job_name=names.daily_job(usecase.name), tags={
         "dagster/sensor_name": "flights_landing_sensor"}))
     assert {r.tags["dagster/partition"] for r in live_runs} == {day.isoformat() for day in LANDED_LIVE}
     assert retraining.tags["mlops/trigger_day"] in {day.isoformat() for day in LANDED_LIVE}
-    watched = {dg.AssetCheckKey(monitoring_key("flights_delay"), name).to_user_string()
+    watched = {dg.AssetCheckKey(monitoring_key(usecase, "delay"), name).to_user_string()
                for name in (FEATURE_DRIFT, QUALITY_DROP)}
     assert retraining.tags[TRIGGER_TAG] in watched
 
@@ -161,7 +161,7 @@ def test_drift_under_the_daemon_retrains_and_the_gate_decides_the_champion(tmp_p
     assert (retraining.status == dg.DagsterRunStatus.SUCCESS) == (not failed_steps)
 
     gate = instance.get_latest_asset_check_evaluation_record(
-        dg.AssetCheckKey(model_key("flights_delay"), BEATS_CHAMPION))
+        dg.AssetCheckKey(model_key(usecase, "delay"), BEATS_CHAMPION))
     assert gate is not None and gate.run_id == retraining.run_id
     candidate = str(gate.evaluation.metadata["candidate_version"].value)
     champion = client.alias_version(registered, CHAMPION)

@@ -20,7 +20,7 @@ from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, Postgr
 from psycopg2 import sql
 
 from mlops_platform.settings import PROJECT_ROOT
-from mlops_platform_tests.conftest import LANDED_DAYS, run_day
+from mlops_platform_tests.conftest import LANDED_DAYS, flights_key, run_day
 
 PROFILE = PROJECT_ROOT / "config" / "dagster" / "postgres.yaml"
 URL_ENV = "DAGSTER_POSTGRES_URL"
@@ -113,11 +113,11 @@ def test_a_run_its_materializations_and_check_results_are_stored_in_postgres(
     # Through the instance, as the webserver and the sensors read it.
     run = instance.get_run_by_id(run_id)
     assert run is not None and run.status == dg.DagsterRunStatus.SUCCESS
-    gold = instance.fetch_materializations(dg.AssetKey(["gold", "flights"]), limit=5).records
+    gold = instance.fetch_materializations(flights_key("gold", "flights"), limit=5).records
     assert [record.run_id for record in gold] == [run_id]
     assert gold[0].partition_key == DAY.isoformat()
     check = instance.get_latest_asset_check_evaluation_record(
-        dg.AssetCheckKey(dg.AssetKey(["silver", "flights"]), "rows_reconcile")
+        dg.AssetCheckKey(flights_key("silver", "flights"), "rows_reconcile")
     )
     assert check is not None and check.run_id == run_id
     assert check.status.value == "SUCCEEDED"

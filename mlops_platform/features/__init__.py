@@ -146,8 +146,8 @@ def build_scoring_rows(usecase: UseCaseConfig, runner: Engine, warehouse: Wareho
 
 def feature_registry(usecase: UseCaseConfig, warehouse: Warehouse) -> list[dict[str, object]]:
     """Every feature table: keys, freshness (last commit) and which models use it (feature -> model lineage)."""
-    used_by = {lookup.table: sorted(usecase.models) for lookup in (usecase.training_set.lookups
-                                                                   if usecase.training_set else [])}
+    registered = sorted(model.registered_name for model in usecase.models.values())
+    used_by = {lookup.table: registered for lookup in (usecase.training_set.lookups if usecase.training_set else [])}
     entries = []
     for name, spec in usecase.features.items():
         table = names.table(usecase.name, names.FEATURES, name)

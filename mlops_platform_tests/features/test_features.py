@@ -16,7 +16,7 @@ from mlops_platform.features import build_training_set
 from mlops_platform.landing import day_range, land_days, landing_file
 from mlops_platform.resources import build_resources
 from mlops_platform.resources.engine import PolarsEngine
-from mlops_platform_tests.conftest import FIRST_DAY, QUIET, run_reference
+from mlops_platform_tests.conftest import FIRST_DAY, QUIET, flights_key, flights_table, run_reference
 
 DAYS = day_range(FIRST_DAY, 10)
 CUTOFF = DAYS[5]
@@ -39,11 +39,11 @@ def ten_days(settings, flights, definitions):
 
 
 def features(warehouse, table: str) -> pl.DataFrame:
-    return pl.from_arrow(warehouse.read("features", table))
+    return pl.from_arrow(warehouse.read(*flights_table("features", table)))
 
 
 def test_rolling_features_equal_a_plain_computation_over_the_days_before(ten_days):
-    gold = pl.from_arrow(ten_days.read("gold", "flights"))
+    gold = pl.from_arrow(ten_days.read(*flights_table("gold", "flights")))
     day = DAYS[8]
     before = gold.filter((pl.col("flight_date") < day) & (pl.col("flight_date") >= day - dt.timedelta(days=7)))
     expected = before.group_by("carrier").agg(
@@ -85,13 +85,13 @@ def test_changing_later_days_never_changes_an_earlier_flights_features(settings,
 
 
 def test_rerunning_a_day_upserts_feature_rows_instead_of_adding_them(definitions, ten_days):
-    rows = ten_days.row_count("features", "carrier_delays")
-    version = ten_days.version("features", "carrier_delays")
+    rows = ten_days.row_count(*flights_table("features", "carrier_delays"))
+    version = ten_days.version(*flights_table("features", "carrier_delays"))
 
     assert run_range(definitions, DAYS[3], DAYS[4]).success
 
-    assert ten_days.row_count("features", "carrier_delays") == rows
-    assert ten_days.version("features", "carrier_delays") == version + 1
+    assert ten_days.row_count(*flights_table("features", "carrier_delays")) == rows
+    assert ten_days.version(*flights_table("features", "carrier_delays")) == version + 1
 
 
 def test_a_training_set_rebuilds_exactly_from_its_recorded_versions(settings, flights, definitions, ten_days):
@@ -105,24 +105,27 @@ def test_a_training_set_rebuilds_exactly_from_its_recorded_versions(settings, fl
 
     assert current.rows.num_rows > original.rows.num_rows
     assert rebuilt.rows.equals(original.rows)
-    assert rebuilt.test_start == original.test_start
+    assert rebuilt.split == original.split
 
 
 def test_training_set_splits_by_date_and_carries_features_and_labels(flights, definitions, ten_days):
-    short_splits = flights.training_set.model_copy(update={"validation_days": 2, "test_days": 2})
+    split = flights.training_set.split.model_copy(update={"validation_days": 2, "test_days": 2})
+    short_splits = flights.training_set.model_copy(update={"split": split})
     build = build_training_set(flights.model_copy(update={"training_set": short_splits}), PolarsEngine(), ten_days)
     frame = pl.from_arrow(build.rows)
 
     last_train = frame.filter(pl.col("split") == "train")["flight_date"].max()
+    first_validation = frame.filter(pl.col("split") == "validation")["flight_date"].min()
     first_test = frame.filter(pl.col("split") == "test")["flight_date"].min()
-    assert last_train < build.validation_start < build.test_start == first_test == DAYS[-2]
+    assert last_train < first_validation == DAYS[-4] < first_test == DAYS[-2]
+    assert build.split == {"by": "time", "validation_from": DAYS[-4].isoformat(), "test_from": DAYS[-2].isoformat()}
     assert {"carrier_dep_delay_mean_7d", "temp", "plane_seats", "is_delayed", "arr_delay"} <= set(frame.columns)
     # A flight's weather is the origin's observation at its scheduled hour.
     assert frame["temp"].null_count() < frame.height * 0.05
 
 
 def test_feature_tables_describe_their_columns_in_the_ui(definitions):
-    node = definitions.resolve_asset_graph().get(dg.AssetKey(["features", "carrier_delays"]))
+    node = definitions.resolve_asset_graph().get(flights_key("features", "carrier_delays"))
     described = {c.name: c.description for c in node.metadata["dagster/column_schema"].columns}
     assert described["carrier_rows_7d"].startswith("Number of the carrier's flights")
     assert node.metadata["primary_keys"] == ["carrier", "feature_date"]
@@ -135,9 +138,9 @@ def test_the_feature_registry_lists_tables_keys_freshness_and_models(settings, t
     ).stdout
     registry = {entry["table"]: entry for entry in json.loads(output)}
 
-    carrier = registry["local.features.carrier_delays"]
+    carrier = registry["local.flights_features.carrier_delays"]
     assert carrier["keys"] == ["carrier", "feature_date"]
-    assert carrier["rows"] == ten_days.row_count("features", "carrier_delays") > 0
+    assert carrier["rows"] == ten_days.row_count(*flights_table("features", "carrier_delays")) > 0
     assert carrier["last_updated"] is not None
     assert carrier["used_by_models"] == ["flights_arrival_delay", "flights_delay"]
-    assert registry["local.features.plane_attributes"]["keys"] == ["tailnum"]
+    assert registry["local.flights_features.plane_attributes"]["keys"] == ["tailnum"]

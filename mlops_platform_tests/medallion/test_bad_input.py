@@ -19,7 +19,7 @@ from mlops_platform.resources import build_resources
 from mlops_platform.resources.warehouse import DayRange, DeltaWarehouse
 from mlops_platform.settings import Settings
 from mlops_platform.transforms.conform import LANDING_DATE
-from mlops_platform_tests.conftest import LANDED_DAYS, check_results, run_day
+from mlops_platform_tests.conftest import LANDED_DAYS, check_results, flights_table, run_day
 
 DAY = LANDED_DAYS[1]
 BRONZE_DAY = DayRange(LANDING_DATE, DAY, DAY)
@@ -93,23 +93,23 @@ def test_a_malformed_file_fails_naming_it_and_writes_nothing(
     result = run_day(definitions, DAY)
 
     assert not result.success
-    message = _failure_message(result, f"bronze__{source}")
+    message = _failure_message(result, f"flights__bronze__{source}")
     assert f"{path}: cannot be parsed as {file_format}" in message
     # Nothing of the day reached any layer of this source, and the raw file is exactly as it arrived.
-    assert not warehouse.exists("bronze", source)
-    assert not {f"bronze/{source}", f"silver/{source}", "gold/flights"} & _materialized(result)
+    assert not warehouse.exists(*flights_table("bronze", source))
+    assert not {f"flights/bronze/{source}", f"flights/silver/{source}", "flights/gold/flights"} & _materialized(result)
     assert path.read_bytes() == landed
 
 
 def test_a_malformed_file_leaves_the_days_already_in_bronze_untouched(landed_settings, definitions, warehouse):
     instance = dg.DagsterInstance.ephemeral()
     assert run_day(definitions, DAY, instance).success
-    before = warehouse.version("bronze", "flights"), warehouse.read("bronze", "flights", days=BRONZE_DAY)
+    before = warehouse.version(*flights_table("bronze", "flights")), warehouse.read(*flights_table("bronze", "flights"), days=BRONZE_DAY)
     _unterminated_quote(_file(landed_settings, "flights"))
 
     assert not run_day(definitions, DAY, instance).success
 
-    after = warehouse.version("bronze", "flights"), warehouse.read("bronze", "flights", days=BRONZE_DAY)
+    after = warehouse.version(*flights_table("bronze", "flights")), warehouse.read(*flights_table("bronze", "flights"), days=BRONZE_DAY)
     assert after[0] == before[0]
     assert after[1].equals(before[1])
 
@@ -121,9 +121,9 @@ def test_a_missing_declared_column_fails_naming_the_file_and_the_column(landed_s
     result = run_day(definitions, DAY)
 
     assert not result.success
-    message = _failure_message(result, "bronze__flights")
+    message = _failure_message(result, "flights__bronze__flights")
     assert f"{path}: missing declared columns ['tailnum']" in message
-    assert not warehouse.exists("bronze", "flights")
+    assert not warehouse.exists(*flights_table("bronze", "flights"))
 
 
 def _with_gate_column(path: Path) -> pl.DataFrame:
@@ -139,11 +139,11 @@ def test_an_extra_column_is_reported_and_left_out_of_bronze(landed_settings, def
     result = run_day(definitions, DAY)
 
     assert result.success
-    bronze = warehouse.read("bronze", "flights", days=BRONZE_DAY)
+    bronze = warehouse.read(*flights_table("bronze", "flights"), days=BRONZE_DAY)
     assert "gate" not in bronze.column_names
     assert bronze.num_rows == frame.height
-    assert _metadata(result, "bronze/flights")["unexpected_columns"] == {str(path): ["gate"]}
-    assert warehouse.row_count("silver", "flights") == frame.height
+    assert _metadata(result, "flights/bronze/flights")["unexpected_columns"] == {str(path): ["gate"]}
+    assert warehouse.row_count(*flights_table("silver", "flights")) == frame.height
 
 
 def test_an_extra_column_is_kept_when_the_source_allows_schema_evolution(landed_settings, warehouse):
@@ -158,9 +158,9 @@ def test_an_extra_column_is_kept_when_the_source_allows_schema_evolution(landed_
     result = run_day(build_definitions(settings), DAY)
 
     assert result.success
-    bronze = pl.from_arrow(warehouse.read("bronze", "flights", days=BRONZE_DAY))
+    bronze = pl.from_arrow(warehouse.read(*flights_table("bronze", "flights"), days=BRONZE_DAY))
     assert bronze.sort("_source_row")["gate"].to_list() == frame["gate"].to_list()
-    assert _metadata(result, "bronze/flights")["unexpected_columns"] == {str(path): ["gate"]}
+    assert _metadata(result, "flights/bronze/flights")["unexpected_columns"] == {str(path): ["gate"]}
 
 
 def _set(frame: pl.DataFrame, row: int, column: str, value: str) -> pl.DataFrame:
@@ -170,7 +170,7 @@ def _set(frame: pl.DataFrame, row: int, column: str, value: str) -> pl.DataFrame
 
 
 def _quarantine(warehouse: DeltaWarehouse) -> pl.DataFrame:
-    return pl.from_arrow(warehouse.read("silver", "flights_quarantine", days=BRONZE_DAY)).sort("_source_row")
+    return pl.from_arrow(warehouse.read(*flights_table("silver", "flights_quarantine"), days=BRONZE_DAY)).sort("_source_row")
 
 
 # Rows of the file (0-based, after the header) damaged below; all of them are clean in the real data.
@@ -204,16 +204,16 @@ def test_wrong_types_are_quarantined_with_file_row_and_raw_value_and_no_good_row
         frame[[*BAD_DEP_DELAY_ROWS, BAD_FLIGHT_ROW]].rows()
     )
 
-    silver = pl.from_arrow(warehouse.read("silver", "flights", days=SILVER_DAY))
+    silver = pl.from_arrow(warehouse.read(*flights_table("silver", "flights"), days=SILVER_DAY))
     assert silver.height == frame.height - 3
     assert silver.height + quarantine.height == frame.height
     assert sorted(silver["_source_row"].to_list() + quarantine["_source_row"].to_list()) == list(
         range(1, frame.height + 1)
     )
     checks = check_results(result)
-    assert checks[("silver/flights", "rows_reconcile")].passed
-    assert _metadata(result, "silver/flights")["quarantined_rows"] == 3
-    assert warehouse.row_count("gold", "flights") == silver.height
+    assert checks[("flights/silver/flights", "rows_reconcile")].passed
+    assert _metadata(result, "flights/silver/flights")["quarantined_rows"] == 3
+    assert warehouse.row_count(*flights_table("gold", "flights")) == silver.height
 
 
 def test_rule_breaks_are_quarantined_with_the_rule_name(landed_settings, definitions, warehouse):
@@ -237,8 +237,8 @@ def test_rule_breaks_are_quarantined_with_the_rule_name(landed_settings, definit
     ]
     assert quarantine.select("sched_dep_time", "origin", "dep_delay").row(0)[0] == "2500"
     assert quarantine["origin"][1] == "BOS"
-    assert warehouse.row_count("silver", "flights") == frame.height - 3
-    assert check_results(result)[("silver/flights", "rows_reconcile")].passed
+    assert warehouse.row_count(*flights_table("silver", "flights")) == frame.height - 3
+    assert check_results(result)[("flights/silver/flights", "rows_reconcile")].passed
 
 
 def test_duplicate_rows_are_removed_once_and_reconciled(landed_settings, definitions, warehouse):
@@ -250,8 +250,8 @@ def test_duplicate_rows_are_removed_once_and_reconciled(landed_settings, definit
     result = run_day(definitions, DAY)
 
     assert result.success
-    assert warehouse.row_count("bronze", "flights") == original.height + 3
-    silver = pl.from_arrow(warehouse.read("silver", "flights", days=SILVER_DAY))
+    assert warehouse.row_count(*flights_table("bronze", "flights")) == original.height + 3
+    silver = pl.from_arrow(warehouse.read(*flights_table("silver", "flights"), days=SILVER_DAY))
     assert silver.height == original.height
     keys = ["carrier", "flight", "origin"]
     assert silver.select(keys).is_duplicated().sum() == 0
@@ -260,10 +260,10 @@ def test_duplicate_rows_are_removed_once_and_reconciled(landed_settings, definit
                        on=keys)
     assert sorted(kept["_source_row"].to_list()) == [original.height + 1, original.height + 2,
                                                        original.height + 3]
-    assert _metadata(result, "silver/flights")["duplicates_removed"] == 3
+    assert _metadata(result, "flights/silver/flights")["duplicates_removed"] == 3
     checks = check_results(result)
-    assert checks[("silver/flights", "keys_unique")].passed
-    assert checks[("silver/flights", "rows_reconcile")].passed
+    assert checks[("flights/silver/flights", "keys_unique")].passed
+    assert checks[("flights/silver/flights", "rows_reconcile")].passed
 
 
 def test_an_empty_weather_file_warns_and_gold_keeps_every_flight(landed_settings, definitions, warehouse):
@@ -273,17 +273,17 @@ def test_an_empty_weather_file_warns_and_gold_keeps_every_flight(landed_settings
     result = run_day(definitions, DAY)
 
     assert result.success
-    assert warehouse.read("bronze", "weather", days=BRONZE_DAY).num_rows == 0
-    assert warehouse.read("silver", "weather", days=DayRange("obs_date", DAY, DAY)).num_rows == 0
-    has_rows = check_results(result)[("bronze/weather", "has_rows")]
+    assert warehouse.read(*flights_table("bronze", "weather"), days=BRONZE_DAY).num_rows == 0
+    assert warehouse.read(*flights_table("silver", "weather"), days=DayRange("obs_date", DAY, DAY)).num_rows == 0
+    has_rows = check_results(result)[("flights/bronze/weather", "has_rows")]
     assert not has_rows.passed
     assert has_rows.severity == dg.AssetCheckSeverity.WARN
-    assert _metadata(result, "bronze/weather")["empty_files"] == [str(path)]
+    assert _metadata(result, "flights/bronze/weather")["empty_files"] == [str(path)]
 
-    gold = pl.from_arrow(warehouse.read("gold", "flights", days=SILVER_DAY))
+    gold = pl.from_arrow(warehouse.read(*flights_table("gold", "flights"), days=SILVER_DAY))
     flights_in_file = _read_csv(_file(landed_settings, "flights")).height
     assert gold.height == flights_in_file
     assert gold.select("carrier", "flight", "origin").is_duplicated().sum() == 0
     assert gold["temp"].null_count() == gold.height
-    assert ("gold/flights", "rows_reconcile") not in _failed_checks(result)
+    assert ("flights/gold/flights", "rows_reconcile") not in _failed_checks(result)
     assert path.stat().st_size == 0

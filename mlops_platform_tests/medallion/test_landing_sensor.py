@@ -32,7 +32,7 @@ def test_each_landed_day_is_requested_and_the_snapshots_once(landed_settings, de
 
     daily = [r for r in requests if r.job_name == "flights_daily"]
     assert [r.partition_key for r in daily] == [day.isoformat() for day in LANDED_DAYS]
-    assert [r.job_name for r in requests if r.partition_key is None] == ["flights_reference"]
+    assert [r.job_name for r in requests if r.partition_key is None] == ["flights_snapshot"]
 
 
 def test_a_day_gold_already_has_is_not_requested_again(landed_settings, definitions):

@@ -12,7 +12,15 @@ import pytest
 from mlops_platform.defs import build_definitions
 from mlops_platform.replay import failure_messages
 from mlops_platform.resources import build_resources
-from mlops_platform_tests.conftest import LANDED_DAYS, QUIET, check_results, run_day, run_reference
+from mlops_platform_tests.conftest import (
+    LANDED_DAYS,
+    QUIET,
+    check_results,
+    flights_key,
+    flights_table,
+    run_day,
+    run_reference,
+)
 
 DAY = LANDED_DAYS[1]
 
@@ -32,9 +40,9 @@ def test_a_day_flows_from_landing_to_gold_with_every_check_passing(landed_settin
 
     assert result.success
     expected = _source_flights(DAY)
-    bronze = pl.from_arrow(warehouse.read("bronze", "flights"))
-    silver = pl.from_arrow(warehouse.read("silver", "flights"))
-    gold = pl.from_arrow(warehouse.read("gold", "flights"))
+    bronze = pl.from_arrow(warehouse.read(*flights_table("bronze", "flights")))
+    silver = pl.from_arrow(warehouse.read(*flights_table("silver", "flights")))
+    gold = pl.from_arrow(warehouse.read(*flights_table("gold", "flights")))
     assert bronze.height == silver.height == gold.height == expected.height
     assert set(gold["flight_date"].unique().to_list()) == {DAY}
     # The real data's warts survive: cancelled flights stay, with no arrival label.
@@ -53,14 +61,14 @@ def test_rerunning_a_day_replaces_it_instead_of_duplicating(landed_settings, def
     assert run_day(definitions, DAY, instance).success
     first = {table: warehouse.row_count(layer, table) for layer, table in
              [("bronze", "flights"), ("silver", "flights"), ("gold", "flights")]}
-    first_version = warehouse.version("gold", "flights")
+    first_version = warehouse.version(*flights_table("gold", "flights"))
 
     assert run_day(definitions, DAY, instance).success
 
     again = {table: warehouse.row_count(layer, table) for layer, table in
              [("bronze", "flights"), ("silver", "flights"), ("gold", "flights")]}
     assert again == first
-    assert warehouse.version("gold", "flights") == first_version + 1
+    assert warehouse.version(*flights_table("gold", "flights")) == first_version + 1
 
 
 def test_days_accumulate_and_each_day_keeps_its_own_rows(landed_settings, definitions, warehouse):
@@ -68,7 +76,7 @@ def test_days_accumulate_and_each_day_keeps_its_own_rows(landed_settings, defini
     for day in LANDED_DAYS:
         assert run_day(definitions, day, instance).success
 
-    gold = pl.from_arrow(warehouse.read("gold", "flights"))
+    gold = pl.from_arrow(warehouse.read(*flights_table("gold", "flights")))
     per_day = dict(gold.group_by("flight_date").len().iter_rows())
     assert per_day == {day: _source_flights(day).height for day in LANDED_DAYS}
 
@@ -84,9 +92,9 @@ def test_a_range_backfill_runs_once_and_matches_day_by_day(landed_settings, defi
     )
 
     assert result.success
-    gold = pl.from_arrow(warehouse.read("gold", "flights"))
+    gold = pl.from_arrow(warehouse.read(*flights_table("gold", "flights")))
     assert gold.height == sum(_source_flights(day).height for day in LANDED_DAYS)
-    materialized = result.asset_materializations_for_node("gold__flights")
+    materialized = result.asset_materializations_for_node("flights__gold__flights")
     assert sorted(m.partition for m in materialized) == [day.isoformat() for day in LANDED_DAYS]
 
 
@@ -95,27 +103,27 @@ def test_a_day_that_has_not_landed_fails_with_what_to_do(landed_settings, defini
 
     assert not result.success
     messages = "\n".join(failure_messages(result))
-    assert "bronze__flights: FileNotFoundError: no flights file landed for 2013-06-01" in messages
+    assert "flights__bronze__flights: FileNotFoundError: no flights file landed for 2013-06-01" in messages
     assert "`mlops land`" in messages
 
 
 def test_materialization_metadata_describes_the_table(landed_settings, definitions):
     result = run_day(definitions, DAY)
 
-    gold = result.asset_materializations_for_node("gold__flights")[0].metadata
+    gold = result.asset_materializations_for_node("flights__gold__flights")[0].metadata
     assert gold["dagster/row_count"].value == _source_flights(DAY).height
-    assert gold["dagster/table_name"].value == "local.gold.flights"
+    assert gold["dagster/table_name"].value == "local.flights_gold.flights"
     assert "is_delayed" in {column.name for column in gold["dagster/column_schema"].schema.columns}
     assert gold["delta_version"].value == 0
     assert "| flight_date |" in gold["preview"].value
-    silver = result.asset_materializations_for_node("silver_flights")
-    silver_metadata = next(m for m in silver if m.asset_key == dg.AssetKey(["silver", "flights"])).metadata
+    silver = result.asset_materializations_for_node("flights_silver_flights")
+    silver_metadata = next(m for m in silver if m.asset_key == flights_key("silver", "flights")).metadata
     assert silver_metadata["quarantined_rows"].value == 0
 
 
 def test_freshness_passes_after_a_write_and_fails_once_the_table_is_older_than_allowed(landed_settings, definitions):
     result = run_day(definitions, DAY)
-    assert check_results(result)[("gold/flights", "freshness")].passed
+    assert check_results(result)[("flights/gold/flights", "freshness")].passed
 
     usecase = landed_settings.usecases["flights"].model_copy(update={"freshness_hours": 1e-6})
     strict = build_definitions(landed_settings.model_copy(update={"usecases": {"flights": usecase}}))
@@ -123,7 +131,7 @@ def test_freshness_passes_after_a_write_and_fails_once_the_table_is_older_than_a
         instance=dg.DagsterInstance.ephemeral(), run_config=QUIET)
 
     evaluations = check_results(checked)
-    assert {key for key in evaluations} == {("silver/flights", "freshness"), ("silver/weather", "freshness"),
-                                            ("gold/flights", "freshness")}
+    assert {key for key in evaluations} == {("flights/silver/flights", "freshness"), ("flights/silver/weather", "freshness"),
+                                            ("flights/gold/flights", "freshness")}
     assert not any(evaluation.passed for evaluation in evaluations.values())
-    assert evaluations[("gold/flights", "freshness")].metadata["limit_hours"].value == 1e-6
+    assert evaluations[("flights/gold/flights", "freshness")].metadata["limit_hours"].value == 1e-6

@@ -12,11 +12,12 @@ import yaml
 from mlflow import MlflowClient
 
 from mlops_platform.cli import main
-from mlops_platform.defs.monitoring.assets import DATASET_ROW, DRIFT_SCHEMA, QUALITY_SCHEMA
 from mlops_platform.ml.gate import CHALLENGER, CHAMPION
+from mlops_platform.monitoring.tables import DATASET_ROW, DRIFT_SCHEMA, QUALITY_SCHEMA
 from mlops_platform.resources import build_resources
 from mlops_platform.serving.inference_log import DEFAULT_SCHEMA, DEFAULT_TABLE, InferenceRecord, to_table
 from mlops_platform.settings import CONFIG_DIR_ENV, PROJECT_ROOT, load_settings
+from mlops_platform_tests.conftest import flights_table
 from mlops_platform_tests.monitoring.servers import smtp_server, webhook_server
 
 DAY1, DAY2 = dt.date(2013, 3, 1), dt.date(2013, 3, 2)
@@ -24,7 +25,7 @@ MODEL = "flights_delay"
 
 
 def drift_row(day, scope, column, score, drifted, version="3"):
-    return {"day": day, "model": MODEL, "model_version": version, "scope": scope, "column": column,
+    return {"day": day, "usecase": "flights", "model": MODEL, "model_version": version, "scope": scope, "column": column,
             "method": "wasserstein", "score": score, "threshold": 0.1, "drifted": drifted}
 
 
@@ -36,10 +37,10 @@ def monitored(settings):
             drift_row(DAY2, "features", "dep_hour", 0.4, True), drift_row(DAY2, "features", "temp", 0.3, True),
             drift_row(DAY2, "features", DATASET_ROW, 1.0, True), drift_row(DAY2, "prediction", DATASET_ROW, 0.2, True),
             drift_row(DAY2, "serving", DATASET_ROW, 0.5, True)]
-    warehouse.append("monitoring", "drift_metrics", pa.Table.from_pylist(rows, DRIFT_SCHEMA))
-    quality = [{"day": day, "model": MODEL, "model_version": "3", "metric": "roc_auc", "value": value,
+    warehouse.append(*flights_table("monitoring", "delay_drift_metrics"), pa.Table.from_pylist(rows, DRIFT_SCHEMA))
+    quality = [{"day": day, "usecase": "flights", "model": MODEL, "model_version": "3", "metric": "roc_auc", "value": value,
                 "champion_value": 0.7, "rows": 800} for day, value in ((DAY1, 0.69), (DAY2, 0.6))]
-    warehouse.append("monitoring", "quality_metrics", pa.Table.from_pylist(quality, QUALITY_SCHEMA))
+    warehouse.append(*flights_table("monitoring", "delay_quality_metrics"), pa.Table.from_pylist(quality, QUALITY_SCHEMA))
     return warehouse
 
 
@@ -73,7 +74,7 @@ def test_drift_as_text_and_for_a_range_without_monitoring(monitored, capsys):
 
 def test_drift_without_monitoring_tables_fails_naming_the_table(settings, capsys):
     assert main(["drift", "--start", "2013-03-01", "--end", "2013-03-02"]) == 1
-    assert "local.monitoring.drift_metrics does not exist" in capsys.readouterr().err
+    assert "local.flights_monitoring.delay_drift_metrics does not exist" in capsys.readouterr().err
 
 
 def test_status_lists_champion_challenger_and_latest_drift_day(monitored, settings, capsys):
@@ -200,4 +201,4 @@ def test_monitoring_refresh_is_one_run_over_the_range_on_the_persistent_instance
         assert run.tags["dagster/asset_partition_range_start"] == "2013-01-01"
         assert run.tags["dagster/asset_partition_range_end"] == "2013-01-03"
         plan = instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id)
-        assert set(plan.step_keys_to_execute) == {"predictions__flights_delay", "monitoring__flights_delay_drift"}
+        assert set(plan.step_keys_to_execute) == {"flights__predictions__delay", "flights__monitoring__delay_drift"}

@@ -11,7 +11,7 @@ import pytest
 from mlops_platform.defs import build_definitions
 from mlops_platform.defs.monitoring.assets import DATASET_ROW, FEATURE_DRIFT, QUALITY_DROP
 from mlops_platform.landing import day_range, land_days
-from mlops_platform_tests.conftest import FIRST_DAY, QUIET
+from mlops_platform_tests.conftest import FIRST_DAY, QUIET, flights_key, flights_table
 
 DAYS = day_range(FIRST_DAY, 24)
 SCORED_DAY = DAYS[-1]
@@ -38,16 +38,16 @@ def scored(settings):
     land_days(settings.usecases["flights"], settings.landing_dir, DAYS)
     run = lambda job, **kw: definitions.resolve_job_def(job).execute_in_process(
         instance=instance, run_config=QUIET, **kw)
-    assert run("flights_reference").success
+    assert run("flights_snapshot").success
     assert run("flights_daily", tags={"dagster/asset_partition_range_start": DAYS[0].isoformat(),
                                       "dagster/asset_partition_range_end": DAYS[-2].isoformat()}).success
     assert run("flights_training").success
     assert run("flights_daily", partition_key=SCORED_DAY.isoformat()).success
     result = dg.materialize(
-        [definitions.get_assets_def(dg.AssetKey(["predictions", "flights_delay"])),
-         definitions.get_assets_def(dg.AssetKey(["monitoring", "flights_delay_drift"]))],
+        [definitions.get_assets_def(flights_key("predictions", "delay")),
+         definitions.get_assets_def(flights_key("monitoring", "delay_drift"))],
         instance=instance, resources=definitions.resources, partition_key=SCORED_DAY.isoformat(),
-        selection=[dg.AssetKey(["predictions", "flights_delay"]), dg.AssetKey(["monitoring", "flights_delay_drift"])],
+        selection=[flights_key("predictions", "delay"), flights_key("monitoring", "delay_drift")],
     )
     return definitions, result
 
@@ -55,8 +55,8 @@ def scored(settings):
 def test_each_scored_row_names_the_champion_version_that_scored_it(scored):
     definitions, _ = scored
     warehouse = definitions.resources["warehouse"]
-    predictions = pl.from_arrow(warehouse.read("predictions", "flights_delay"))
-    gold = pl.from_arrow(warehouse.read("gold", "flights")).filter(pl.col("flight_date") == SCORED_DAY)
+    predictions = pl.from_arrow(warehouse.read(*flights_table("predictions", "delay")))
+    gold = pl.from_arrow(warehouse.read(*flights_table("gold", "flights"))).filter(pl.col("flight_date") == SCORED_DAY)
 
     champion = definitions.resources["mlflow"].client().get_model_version_by_alias("flights_delay", "champion")
     assert predictions.height == gold.height
@@ -67,14 +67,14 @@ def test_each_scored_row_names_the_champion_version_that_scored_it(scored):
 def test_monitoring_writes_metrics_per_column_a_report_and_check_results(scored):
     definitions, result = scored
     warehouse = definitions.resources["warehouse"]
-    drift = pl.from_arrow(warehouse.read("monitoring", "drift_metrics"))
-    quality = pl.from_arrow(warehouse.read("monitoring", "quality_metrics"))
+    drift = pl.from_arrow(warehouse.read(*flights_table("monitoring", "delay_drift_metrics")))
+    quality = pl.from_arrow(warehouse.read(*flights_table("monitoring", "delay_quality_metrics")))
 
     features = drift.filter((pl.col("scope") == "features") & (pl.col("column") != DATASET_ROW))
     assert features.height > 20 and set(features["day"].to_list()) == {SCORED_DAY}
     assert drift.filter(pl.col("column") == DATASET_ROW).height == 2
     assert 0.5 < quality["value"][0] < 1.0
-    metadata = result.asset_materializations_for_node("monitoring__flights_delay_drift")[0].metadata
+    metadata = result.asset_materializations_for_node("flights__monitoring__delay_drift")[0].metadata
     assert Path(metadata["report"].value).stat().st_size > 100_000
     checks = {e.check_name for e in result.get_asset_check_evaluations()}
     assert {FEATURE_DRIFT, QUALITY_DROP} <= checks

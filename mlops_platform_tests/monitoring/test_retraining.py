@@ -52,7 +52,7 @@ def test_guardrails_cooldown_daily_maximum_and_one_run_at_a_time():
 
 def report(instance: dg.DagsterInstance, check: str, passed: bool, day: dt.date) -> None:
     instance.report_runless_asset_event(dg.AssetCheckEvaluation(
-        asset_key=monitoring_key("flights_delay"), check_name=check, passed=passed,
+        asset_key=monitoring_key("flights", "delay"), check_name=check, passed=passed,
         metadata={"day": day.isoformat()},
     ))
 

@@ -20,6 +20,7 @@ from mlops_platform.resources.databricks import DatabricksWorkspace
 from mlops_platform.resources.unity_catalog import UnityCatalogWarehouse
 from mlops_platform.resources.warehouse import DeltaWarehouse
 from mlops_platform.settings import PROJECT_ROOT, ConfigError, ServerlessSpec, load_settings
+from mlops_platform_tests.conftest import flights_key, flights_table
 
 HEAVY_GROUPS = set(STEP_KIND_OF_GROUP)
 
@@ -56,12 +57,12 @@ def test_prod_runs_every_heavy_asset_remotely_with_the_same_specs():
             assert twin.specs_by_key[key].group_name == original.specs_by_key[key].group_name
     # Blocking checks still block: a failed remote keys_unique skips downstream assets in the same run.
     graph = prod.resolve_asset_graph()
-    assert graph.get_check_spec(dg.AssetCheckKey(dg.AssetKey(["silver", "flights"]), "keys_unique")).blocking
+    assert graph.get_check_spec(dg.AssetCheckKey(flights_key("silver", "flights"), "keys_unique")).blocking
     remote = {key.to_user_string() for node in _assets(prod) if _is_remote(node) for key in node.keys}
-    assert {"silver/flights", "gold/flights", "features/carrier_delays", "training/flights",
-            "models/flights_delay", "predictions/flights_delay", "monitoring/flights_delay_drift"} <= remote
-    assert "bronze/flights" in remote, "bronze writes a table, so it runs where Unity Catalog is"
-    assert not remote & {"registry/flights_delay_champion", "serving/flights_delay_online_store"}
+    assert {"flights/silver/flights", "flights/gold/flights", "flights/features/carrier_delays", "flights/training/training_set",
+            "flights/models/delay", "flights/predictions/delay", "flights/monitoring/delay_drift"} <= remote
+    assert "flights/bronze/flights" in remote, "bronze writes a table, so it runs where Unity Catalog is"
+    assert not remote & {"flights/registry/delay_champion", "flights/serving/delay_online_store"}
 
 
 def test_prod_tables_are_unity_catalog_tables_read_by_the_orchestrator_through_a_sql_warehouse():
@@ -69,7 +70,7 @@ def test_prod_tables_are_unity_catalog_tables_read_by_the_orchestrator_through_a
     resources = build_definitions(prod).resources
     warehouse = resources["warehouse"]
     assert isinstance(warehouse, UnityCatalogWarehouse)
-    assert warehouse.full_name("silver", "flights") == "mlops_prod.silver.flights"
+    assert warehouse.full_name(*flights_table("silver", "flights")) == "mlops_prod.silver.flights"
     assert isinstance(warehouse.workspace, DatabricksWorkspace)
     assert resources["alerts"].warehouse is warehouse
     # Inside the job (mlops_platform.remote) the same environment reads and writes through the cluster's Spark.
@@ -92,20 +93,20 @@ def test_prod_builds_without_credentials_and_a_remote_step_names_the_unset_varia
     prod = build_definitions(load_settings("prod"))
 
     with pytest.raises(dg.DagsterInvalidConfigError, match='environment variable "DATABRICKS_HOST"'):
-        dg.materialize([_node(prod, "silver/airlines")], resources=prod.resources,
+        dg.materialize([_node(prod, "flights/silver/airlines")], resources=prod.resources,
                        instance=dg.DagsterInstance.ephemeral())
 
 
 def test_the_submitted_task_runs_the_wheel_entry_point_on_the_step_kind_cluster(monkeypatch, tmp_path):
     monkeypatch.setenv("MLOPS_DATA_DIR", str(tmp_path))
     settings = load_settings("staging")
-    task = submit_task(settings, "training", "models__flights_delay", ["models/flights_delay"]).as_dict()
+    task = submit_task(settings, "training", "models__flights_delay", ["flights/models/delay"]).as_dict()
     assert task == {
         "task_key": "models__flights_delay",
         "new_cluster": {"spark_version": "15.4.x-cpu-ml-scala2.12", "node_type_id": "m5d.2xlarge", "num_workers": 1},
         "libraries": [{"whl": "/Volumes/mlops_staging/platform/artifacts/mlops_platform-0.1.0-py3-none-any.whl"}],
         "python_wheel_task": {"package_name": "mlops_platform", "entry_point": "mlops-remote", "parameters": [
-            "models/flights_delay", "--env", "staging",
+            "flights/models/delay", "--env", "staging",
             "--config-dir", "/Volumes/mlops_staging/platform/artifacts/config", "--data-dir", str(tmp_path)]},
     }
 
@@ -115,13 +116,13 @@ def test_a_serverless_step_names_its_environment_and_the_environment_holds_the_w
     dev = load_settings("dev")
     assert isinstance(dev.environment.databricks.compute["monitoring"], ServerlessSpec)
 
-    task = submit_task(dev, "monitoring", "monitoring__flights_delay", ["monitoring/flights_delay"]).as_dict()
+    task = submit_task(dev, "monitoring", "monitoring__flights_delay", ["flights/monitoring/flights_delay"]).as_dict()
     environment = serverless_environment(dev, "monitoring").as_dict()
 
     assert task == {
         "task_key": "monitoring__flights_delay", "environment_key": "monitoring",
         "python_wheel_task": {"package_name": "mlops_platform", "entry_point": "mlops-remote", "parameters": [
-            "monitoring/flights_delay", "--env", "dev",
+            "flights/monitoring/flights_delay", "--env", "dev",
             "--config-dir", "/Volumes/mlops_dev/platform/artifacts/config", "--data-dir", str(tmp_path)]},
     }
     assert environment == {"environment_key": "monitoring", "spec": {
@@ -154,7 +155,7 @@ def test_a_twin_passes_its_keys_and_partition_range_to_the_entry_point():
     assert dg.materialize([twin], partition_key="2013-01-02").success
     assert dg.materialize([twin], tags={"dagster/asset_partition_range_start": "2013-01-02",
                                         "dagster/asset_partition_range_end": "2013-01-05"}).success
-    assert seen == [["gold/demo", "--partition", "2013-01-02"], ["gold/demo", "--partition", "2013-01-02...2013-01-05"]]
+    assert seen == [["flights/gold/demo", "--partition", "2013-01-02"], ["flights/gold/demo", "--partition", "2013-01-02...2013-01-05"]]
     assert parse_partition("2013-01-02...2013-01-05") == ("2013-01-02", "2013-01-05")
     with pytest.raises(ValueError, match="--partition"):
         parse_partition("2013-01-02...")
@@ -170,7 +171,7 @@ def test_every_metadata_type_the_assets_use_crosses_pipes_unchanged():
             dg.TableColumn("b", "large_string")]),
         "rows": dg.MetadataValue.table([dg.TableRecord({"a": 1})], schema=dg.TableSchema(
             columns=[dg.TableColumn("a", "int")])),
-        "upstream": dg.MetadataValue.asset(dg.AssetKey(["silver", "flights"])),
+        "upstream": dg.MetadataValue.asset(flights_key("silver", "flights")),
         "at": dg.MetadataValue.timestamp(dt.datetime(2013, 1, 1, tzinfo=dt.UTC)),
         "nothing": dg.MetadataValue.null(), "notebook": dg.MetadataValue.notebook("/tmp/n.ipynb"),
         "run": dg.MetadataValue.dagster_run("abc"),

@@ -36,15 +36,15 @@ from mlops_platform.defs.remote import remote_twin
 from mlops_platform.resources.databricks import DatabricksWorkspace
 from mlops_platform.resources.spark import DATABRICKS_RUNTIME_ENV
 from mlops_platform.settings import PROJECT_ROOT, ServerlessSpec, Settings, load_settings
-from mlops_platform_tests.conftest import FIRST_DAY, QUIET, run_day
+from mlops_platform_tests.conftest import FIRST_DAY, QUIET, flights_key, run_day
 
 pytestmark = [pytest.mark.spark, pytest.mark.xdist_group("spark"), pytest.mark.timeout(900)]
 
 if shutil.which("java") is None:
     pytest.skip("Java 17 is needed for the remote entry point on Spark (no `java` on PATH)", allow_module_level=True)
 
-SILVER = dg.AssetKey(["silver", "flights"])
-QUARANTINE = dg.AssetKey(["silver", "flights_quarantine"])
+SILVER = flights_key("silver", "flights")
+QUARANTINE = flights_key("silver", "flights_quarantine")
 DAY = FIRST_DAY.isoformat()
 DIFFERS_LEGITIMATELY = {"engine", "delta_version", "preview"}
 ENTRY_POINT = [sys.executable, "-m", "mlops_platform.remote"]
@@ -82,7 +82,7 @@ def _assert_same_as_embedded(embedded, remote) -> None:
                     and k[1] != "freshness"}
     remote_checks = _checks(remote)
     assert set(remote_checks) == set(local_checks) == {
-        ("silver/flights", "keys_unique"), ("silver/flights", "rows_reconcile"), ("silver/flights", "quarantine_share")}
+        ("flights/silver/flights", "keys_unique"), ("flights/silver/flights", "rows_reconcile"), ("flights/silver/flights", "quarantine_share")}
     for key, local in local_checks.items():
         assert (remote_checks[key].passed, remote_checks[key].severity) == (local.passed, local.severity), key
         assert _comparable(remote_checks[key].metadata) == _comparable(local.metadata), key
@@ -113,7 +113,7 @@ def test_a_failed_remote_step_fails_with_its_own_message(landed_settings):
     definitions = build_definitions(landed_settings)
 
     def launch(context, arguments):
-        return dg.PipesSubprocessClient().run(command=[*ENTRY_POINT, "silver/nowhere"], context=context).get_results()
+        return dg.PipesSubprocessClient().run(command=[*ENTRY_POINT, "flights/silver/nowhere"], context=context).get_results()
 
     instance = dg.DagsterInstance.ephemeral()
     result = dg.materialize([remote_twin(_silver_node(definitions), launch)], partition_key=DAY, instance=instance,
@@ -207,7 +207,7 @@ def test_databricks_twin_submits_the_wheel_task_and_reports_the_run(landed_setti
                         "spark_conf": {"spark.sql.session.timeZone": "UTC"}},
         "libraries": [{"whl": "/Volumes/mlops_prod/platform/artifacts/test.whl"}],
         "python_wheel_task": {"package_name": "mlops_platform", "entry_point": "mlops-remote", "parameters": [
-            "silver/flights", "silver/flights_quarantine", "--partition", DAY,
+            "flights/silver/flights", "flights/silver/flights_quarantine", "--partition", DAY,
             "--env", "prod", "--config-dir", config_dir, "--data-dir", str(landed_settings.data_dir)]},
     }
 
@@ -217,7 +217,7 @@ def test_databricks_twin_submits_the_wheel_task_and_reports_the_run(landed_setti
         assert metadata["Databricks Job Run ID"].value == str(FakeDatabricks.RUN_ID)
         assert metadata["Databricks Job Run URL"] == dg.MetadataValue.url(FakeDatabricks.RUN_URL)
     # The table is named in the environment's catalog; everything else matches the embedded engine's run.
-    assert materializations["silver/flights"]["dagster/table_name"].value == "mlops_prod.silver.flights"
+    assert materializations["flights/silver/flights"]["dagster/table_name"].value == "mlops_prod.silver.flights"
     for metadata in materializations.values():
         for name in ("Databricks Job Run ID", "Databricks Job Run URL", "dagster/table_name"):
             metadata.pop(name)
@@ -226,7 +226,7 @@ def test_databricks_twin_submits_the_wheel_task_and_reports_the_run(landed_setti
         local[key.to_user_string()].pop("dagster/table_name")
         assert _comparable(materializations[key.to_user_string()]) == _comparable(local[key.to_user_string()])
     assert {k: v.passed for k, v in _checks(remote).items()} == {
-        k: v.passed for k, v in _checks(embedded).items() if k[0] == "silver/flights" and k[1] != "freshness"}
+        k: v.passed for k, v in _checks(embedded).items() if k[0] == "flights/silver/flights" and k[1] != "freshness"}
 
 
 # --- what a Databricks runtime has: the wheel's dependencies and its own Spark ------------------------------------
@@ -284,7 +284,7 @@ metadata = {event.asset_key.to_user_string(): event.step_materialization_data.ma
             for event in result.get_asset_materialization_events()}
 failures = [event.step_failure_data.error.to_string() for event in result.get_step_failure_events()]
 print(json.dumps({"success": result.success, "failures": failures, "materialized": sorted(metadata),
-                  "engine": metadata["silver/flights"]["engine"].value if metadata else None}))
+                  "engine": metadata["flights/silver/flights"]["engine"].value if metadata else None}))
 """
 
 
@@ -304,7 +304,7 @@ def test_a_remote_step_runs_with_only_the_wheels_dependencies_and_the_runtimes_s
 
     assert outcome.returncode == 0, outcome.stderr[-3000:]
     report = json.loads(outcome.stdout.strip().splitlines()[-1])
-    assert report == {"success": True, "failures": [], "materialized": ["silver/flights", "silver/flights_quarantine"],
+    assert report == {"success": True, "failures": [], "materialized": ["flights/silver/flights", "flights/silver/flights_quarantine"],
                       "engine": "spark"}
 
 
@@ -417,7 +417,7 @@ def test_a_serverless_step_runs_the_wheel_in_its_environment_and_reports_through
         "environment_version": "2", "dependencies": ["/Volumes/mlops_prod/platform/artifacts/test.whl"]}}]}
     assert task == {"task_key": "silver_flights", "environment_key": "tables",
                     "python_wheel_task": {"package_name": "mlops_platform", "entry_point": "mlops-remote"}}
-    assert parameters[:10] == ["silver/flights", "silver/flights_quarantine", "--partition", DAY, "--env", "prod",
+    assert parameters[:10] == ["flights/silver/flights", "flights/silver/flights_quarantine", "--partition", DAY, "--env", "prod",
                                "--config-dir", databricks.config_dir, "--data-dir", str(landed_settings.data_dir)]
     assert parameters[10::2] == ["--dagster-pipes-context", "--dagster-pipes-messages"]
     # Pipes' exchange files were on the volume, and are gone.

@@ -20,7 +20,7 @@ import pytest
 
 from mlops_platform.defs import build_definitions
 from mlops_platform.defs.registry.assets import registry_assets
-from mlops_platform.defs.training.assets import champion_key
+from mlops_platform.defs.stages import champion_key
 from mlops_platform.resources.alerts import AlertSinks
 from mlops_platform.resources.databricks import DatabricksWorkspace
 from mlops_platform.resources.mlflow import MlflowTracking
@@ -155,7 +155,7 @@ def test_promotion_moves_the_unity_catalog_aliases_with_the_exact_registry_calls
     usecase = load_settings("prod").usecases["flights"]
     model_name = next(name for name, m in usecase.models.items() if m.registered_name == MODEL)
     champion = next(d for d in registry_assets(usecase)
-                    if isinstance(d, dg.AssetsDefinition) and champion_key(model_name) in d.keys)
+                    if isinstance(d, dg.AssetsDefinition) and champion_key("flights", model_name) in d.keys)
     alerts = AlertSinks(warehouse=DeltaWarehouse(root=str(tmp_path), catalog="mlops_prod"), routes={})
 
     result = dg.materialize([champion], resources={"mlflow": unity_catalog_mlflow(workspace_url), "alerts": alerts})

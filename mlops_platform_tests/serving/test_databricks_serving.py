@@ -19,7 +19,7 @@ from databricks.sdk.service.serving import (
 
 from mlops_platform.defs import build_definitions
 from mlops_platform.defs.serving.assets import serving_assets
-from mlops_platform.defs.serving.keys import endpoint_key
+from mlops_platform.defs.stages import endpoint_key
 from mlops_platform.resources.databricks import DatabricksWorkspace
 from mlops_platform.resources.serving import (
     DatabricksServing,
@@ -145,7 +145,7 @@ def test_missing_credentials_fail_the_deploy_naming_the_variable(monkeypatch: py
     monkeypatch.setenv("DATABRICKS_TOKEN", TOKEN)
     settings = load_settings("dev")
     usecase = settings.usecases["flights"]
-    staging = endpoint_key("flights_delay", "staging")
+    staging = endpoint_key("flights", "delay", "staging")
     registry = MagicMock()
     registry.client.return_value.get_registered_model.return_value.aliases = {"champion": 7}
     with patch(CLIENT) as client_class:
@@ -178,7 +178,7 @@ def test_the_staging_asset_deploys_the_aliases_to_databricks() -> None:
     registry.client.return_value.get_registered_model.return_value.aliases = {"champion": 7, "challenger": 8}
     workspace = MagicMock()
     workspace.serving_endpoints.get.side_effect = NotFound("no such endpoint")
-    staging = endpoint_key("flights_delay", "staging")
+    staging = endpoint_key("flights", "delay", "staging")
     with patch(CLIENT, return_value=workspace):
         result = dg.materialize([d for d in serving_assets(usecase) if staging in d.keys],
                                 resources={"mlflow": registry, "serving": target()})

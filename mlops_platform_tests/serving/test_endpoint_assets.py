@@ -26,10 +26,11 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 import mlflow
 
 from mlops_platform.defs.serving.assets import SMOKE_TEST, deploy_endpoints, route_of, serving_assets
-from mlops_platform.defs.serving.keys import endpoint_key, online_store_key
+from mlops_platform.defs.stages import endpoint_key, online_store_key
 from mlops_platform.features import feature_columns
+from mlops_platform.ml.estimators import build_pipeline, estimator_of
 from mlops_platform.ml.scoring import feature_frame
-from mlops_platform.ml.training import SKOPS_TRUSTED_TYPES, build_pipeline, input_signature
+from mlops_platform.ml.training import input_signature
 from mlops_platform.resources.mlflow import MlflowTracking
 from mlops_platform.resources.serving import (
     LocalServing,
@@ -42,12 +43,14 @@ from mlops_platform.resources.serving import (
 from mlops_platform.resources.warehouse import DeltaWarehouse
 from mlops_platform.serving.online_store import read_table
 from mlops_platform.settings import UseCaseConfig, load_settings
+from mlops_platform_tests.conftest import flights_table
 from mlops_platform_tests.serving.broken_model import UnscorableModel
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.xdist_group("serving")]
 
-MODEL = "flights_delay"
-ENDPOINT = "flights_delay"
+MODEL = "delay"
+REGISTERED = "flights_delay"
+ENDPOINT = "delay"
 DAYS = [dt.date(2013, 1, 1) + dt.timedelta(days=i) for i in range(10)]
 # (carrier, origin, dest, tailnum): the smoke records' planes, one plane without registry attributes, one
 # flight without a tail number (never a store key).
@@ -65,26 +68,26 @@ def write_warehouse(usecase: UseCaseConfig, warehouse: DeltaWarehouse) -> None:
     rng = np.random.default_rng(3)
     gold = [{"flight_date": day, "carrier": c, "origin": o, "dest": d, "tailnum": t}
             for day in DAYS for c, o, d, t in FLIGHTS]
-    warehouse.overwrite("gold", "flights", pa.Table.from_pylist(gold))
+    warehouse.overwrite(*flights_table("gold", "flights"), pa.Table.from_pylist(gold))
     carriers = sorted({f[0] for f in FLIGHTS})
     routes = sorted({(f[1], f[2]) for f in FLIGHTS})
     spec = usecase.features
     carrier_rows = [(c, day) for c in carriers for day in DAYS]
-    warehouse.overwrite("features", "carrier_delays", pa.table({
+    warehouse.overwrite(*flights_table("features", "carrier_delays"), pa.table({
         "carrier": [c for c, _ in carrier_rows], "feature_date": [d for _, d in carrier_rows],
         **_numbers(rng, list(spec["carrier_delays"].columns), len(carrier_rows))}))
     route_rows = [(o, d, day) for o, d in routes for day in DAYS]
-    warehouse.overwrite("features", "route_delays", pa.table({
+    warehouse.overwrite(*flights_table("features", "route_delays"), pa.table({
         "origin": [r[0] for r in route_rows], "dest": [r[1] for r in route_rows],
         "feature_date": [r[2] for r in route_rows],
         **_numbers(rng, list(spec["route_delays"].columns), len(route_rows))}))
     hours = [dt.datetime(2013, 1, 10, h) for h in range(24)]
     weather_rows = [(o, h) for o in ("EWR", "JFK", "LGA") for h in hours]
-    warehouse.overwrite("features", "origin_weather", pa.table({
+    warehouse.overwrite(*flights_table("features", "origin_weather"), pa.table({
         "origin": [o for o, _ in weather_rows], "scheduled_hour": [h for _, h in weather_rows],
         **_numbers(rng, list(spec["origin_weather"].columns), len(weather_rows))}))
     planes = sorted({f[3] for f in FLIGHTS if f[3] and f[3] != NO_PLANE})
-    warehouse.overwrite("features", "plane_attributes", pa.table({
+    warehouse.overwrite(*flights_table("features", "plane_attributes"), pa.table({
         "tailnum": planes, "plane_year": rng.integers(1990, 2013, len(planes)),
         "plane_seats": rng.integers(50, 300, len(planes)), "plane_engines": [2] * len(planes),
         "plane_type": ["Fixed wing multi engine"] * len(planes),
@@ -110,7 +113,7 @@ def register_pipeline(usecase: UseCaseConfig, experiment: str, seed: int) -> str
     with mlflow.start_run(experiment_id=experiment):
         info = mlflow.sklearn.log_model(pipeline, name="model", registered_model_name=config.registered_name,
                                         signature=input_signature(config, features), pip_requirements=["scikit-learn"],
-                                        skops_trusted_types=SKOPS_TRUSTED_TYPES)
+                                        skops_trusted_types=list(estimator_of(config).trusted_types))
     return str(info.registered_model_version)
 
 
@@ -136,13 +139,13 @@ class World:
 
     def aliases(self, **aliases: str | None) -> None:
         client = self.tracking.client()
-        current = client.get_registered_model(MODEL).aliases
+        current = client.get_registered_model(REGISTERED).aliases
         for alias, version in aliases.items():
             if version is None:
                 if alias in current:
-                    client.delete_registered_model_alias(MODEL, alias)
+                    client.delete_registered_model_alias(REGISTERED, alias)
             else:
-                client.set_registered_model_alias(MODEL, alias, version)
+                client.set_registered_model_alias(REGISTERED, alias, version)
 
     def deploy(self, instance: dg.DagsterInstance | None = None) -> dg.ExecuteInProcessResult:
         return dg.materialize(serving_assets(self.usecase), instance=instance or dg.DagsterInstance.ephemeral(),
@@ -206,7 +209,7 @@ def expected_prediction(world: World, version: str, record: dict[str, Any]) -> A
     (row,) = [r for r in store if all(r[k] == record[k] for k in keys)]
     features = feature_columns(world.usecase)
     frame = pd.DataFrame([{**row, **record}])[features]
-    model = mlflow.sklearn.load_model(f"models:/{MODEL}/{version}")
+    model = mlflow.sklearn.load_model(f"models:/{REGISTERED}/{version}")
     return model.predict(feature_frame(frame, world.usecase.models[MODEL], features)).tolist()[0]
 
 
@@ -215,13 +218,13 @@ def test_smoke_test_passes_and_production_serves_the_staged_champion(world: Worl
     result = world.deploy()
 
     assert result.success
-    store = materialized(result, online_store_key(ENDPOINT))
+    store = materialized(result, online_store_key("flights", ENDPOINT))
     # Five key combinations have a tail number; one of their planes has no registry attributes.
     assert store["dagster/row_count"] == 5
     assert store["missing_keys"] == {"carrier_delays": 0, "route_delays": 0, "origin_weather": 0,
                                      "plane_attributes": 1}
-    staging = materialized(result, endpoint_key(ENDPOINT, "staging"))
-    production = materialized(result, endpoint_key(ENDPOINT, "production"))
+    staging = materialized(result, endpoint_key("flights", ENDPOINT, "staging"))
+    production = materialized(result, endpoint_key("flights", ENDPOINT, "production"))
     # No challenger right now: its 10 % go to the champion.
     for deployed in (staging, production):
         assert deployed["served_versions"] == {"champion": world.versions["good"]}
@@ -252,8 +255,8 @@ def test_a_redeploy_of_the_same_versions_changes_nothing_and_a_challenger_gets_i
     again = world.deploy(instance)
 
     assert again.success
-    assert materialized(again, endpoint_key(ENDPOINT, "staging"))["changed"] is False
-    assert materialized(again, endpoint_key(ENDPOINT, "production"))["changed"] is False
+    assert materialized(again, endpoint_key("flights", ENDPOINT, "staging"))["changed"] is False
+    assert materialized(again, endpoint_key("flights", ENDPOINT, "production"))["changed"] is False
     assert config.stat().st_mtime_ns == written
     assert read_pid_file(world.serving.serving_dir).pid == pid
 
@@ -261,8 +264,8 @@ def test_a_redeploy_of_the_same_versions_changes_nothing_and_a_challenger_gets_i
     split = world.deploy(instance)
 
     assert split.success, smoke(split).description
-    staging = materialized(split, endpoint_key(ENDPOINT, "staging"))
-    production = materialized(split, endpoint_key(ENDPOINT, "production"))
+    staging = materialized(split, endpoint_key("flights", ENDPOINT, "staging"))
+    production = materialized(split, endpoint_key("flights", ENDPOINT, "production"))
     assert staging["changed"] is True and production["changed"] is True
     assert production["served_versions"] == {"champion": world.versions["good"], "challenger": world.versions["other"]}
     assert production["traffic"] == {"champion": 90, "challenger": 10}
@@ -282,7 +285,7 @@ def test_a_staging_endpoint_that_cannot_score_fails_the_smoke_test_and_productio
     world.aliases(champion=world.versions["good"], challenger=None)
     instance = dg.DagsterInstance.ephemeral()
     assert world.deploy(instance).success
-    production_url = materialized(world.deploy(instance), endpoint_key(ENDPOINT, "production"))["endpoint_url"]
+    production_url = materialized(world.deploy(instance), endpoint_key("flights", ENDPOINT, "production"))["endpoint_url"]
 
     world.aliases(champion=world.versions["broken"])
     try:
@@ -290,13 +293,13 @@ def test_a_staging_endpoint_that_cannot_score_fails_the_smoke_test_and_productio
     finally:
         world.aliases(champion=world.versions["good"])
 
-    staging = materialized(result, endpoint_key(ENDPOINT, "staging"))
+    staging = materialized(result, endpoint_key("flights", ENDPOINT, "staging"))
     assert staging["served_versions"] == {"champion": world.versions["broken"]}
     evaluation = smoke(result)
     assert not evaluation.passed
     assert evaluation.severity == dg.AssetCheckSeverity.ERROR
     assert "champion single: HTTP 500" in evaluation.description
-    assert materialized(result, endpoint_key(ENDPOINT, "production")) is None
+    assert materialized(result, endpoint_key("flights", ENDPOINT, "production")) is None
     production_step = [e for e in result.all_events if e.step_key and "production" in e.step_key]
     assert "STEP_SUCCESS" not in {e.event_type_value for e in production_step}
     # Production still serves the version that passed its smoke test.
@@ -311,7 +314,7 @@ def test_deploy_endpoints_runs_staging_only_when_asked(world: World) -> None:
 
     assert result.success
     keys = {e.asset_key for e in result.get_asset_materialization_events()}
-    assert keys == {online_store_key(ENDPOINT), endpoint_key(ENDPOINT, "staging")}
+    assert keys == {online_store_key("flights", ENDPOINT), endpoint_key("flights", ENDPOINT, "staging")}
     assert smoke(result).passed
 
 

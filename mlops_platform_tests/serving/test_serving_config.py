@@ -25,7 +25,7 @@ def config_with(tmp_path: Path, change) -> Path:
 
 
 def test_the_flights_endpoint_is_configured_for_both_stages() -> None:
-    endpoint = load_settings("local").usecases["flights"].serving["flights_delay"]
+    endpoint = load_settings("local").usecases["flights"].serving["delay"]
     assert endpoint.model == "flights_delay"
     assert [(m.alias, m.traffic_percent) for m in endpoint.served_models] == [("champion", 90), ("challenger", 10)]
     assert (endpoint.stages.staging.name, endpoint.stages.production.name) == ("flights-delay-staging",
@@ -62,7 +62,7 @@ def test_a_wrong_serving_section_names_the_file_and_the_field(tmp_path: Path, ch
 
 
 def test_a_missing_challenger_gives_its_share_to_the_champion() -> None:
-    spec = load_settings("local").usecases["flights"].serving["flights_delay"]
+    spec = load_settings("local").usecases["flights"].serving["delay"]
     client = MagicMock()
     client.get_registered_model.return_value.aliases = {"champion": 4}
 
@@ -79,7 +79,7 @@ def test_a_missing_challenger_gives_its_share_to_the_champion() -> None:
 
 
 def test_no_champion_means_nothing_to_deploy() -> None:
-    spec = load_settings("local").usecases["flights"].serving["flights_delay"]
+    spec = load_settings("local").usecases["flights"].serving["delay"]
     client = MagicMock()
     client.get_registered_model.return_value.aliases = {"challenger": 5}
     with pytest.raises(dg.Failure, match="has no 'champion' version"):

@@ -51,7 +51,7 @@ def features(usecase: UseCaseConfig) -> list[str]:
 
 @pytest.fixture(scope="session")
 def classifier_config(usecase: UseCaseConfig) -> ModelConfig:
-    return small_budget(usecase.models["flights_delay"])
+    return small_budget(usecase.models["delay"])
 
 
 @pytest.fixture(scope="session")

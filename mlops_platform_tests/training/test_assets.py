@@ -13,10 +13,10 @@ from mlops_platform.defs.registry.assets import BEATS_CHAMPION, registry_assets
 from mlops_platform.defs.training.assets import training_assets
 from mlops_platform.ml.gate import CHALLENGER, CHAMPION
 from mlops_platform.resources import build_resources
-from mlops_platform_tests.conftest import check_results
+from mlops_platform_tests.conftest import check_results, flights_key, flights_table
 from mlops_platform_tests.training.conftest import small_budget
 
-MODELS = ("flights_delay", "flights_arrival_delay")
+MODELS = ("delay", "arrival_delay")
 INPUT_VERSIONS = {"gold.flights": 41, "features.carrier_delays": 40, "features.route_delays": 40,
                   "features.origin_weather": 12, "features.plane_attributes": 2}
 
@@ -27,7 +27,7 @@ def test_every_model_has_an_asset_a_blocking_gate_and_a_promotion_in_the_trainin
 
     for model in MODELS:
         trained, champion = dg.AssetKey(["models", model]), dg.AssetKey(["registry", f"{model}_champion"])
-        assert graph.get(trained).parent_keys == {dg.AssetKey(["training", "flights"])}
+        assert graph.get(trained).parent_keys == {flights_key("training", "training_set")}
         assert graph.get(champion).parent_keys == {trained}
         assert graph.get(trained).group_name == "training" and graph.get(champion).group_name == "registry"
         assert graph.get(trained).kinds == {"mlflow", "scikit-learn"}
@@ -37,8 +37,9 @@ def test_every_model_has_an_asset_a_blocking_gate_and_a_promotion_in_the_trainin
 
     job = definitions.resolve_job_def("flights_training")
     assert {key.to_user_string() for key in job.asset_layer.executable_asset_keys} == {
-        "training/flights", *(f"models/{m}" for m in MODELS), *(f"registry/{m}_champion" for m in MODELS),
-        "serving/flights_delay_online_store", "serving/flights_delay_staging", "serving/flights_delay_production"}
+        "flights/training/training_set", *(f"flights/models/{m}" for m in MODELS),
+        *(f"flights/registry/{m}_champion" for m in MODELS),
+        "flights/serving/delay_online_store", "flights/serving/delay_staging", "flights/serving/delay_production"}
     assert {(key.asset_key.path[-1], key.name) for key in job.asset_layer.asset_graph.asset_check_keys} >= {
         (model, BEATS_CHAMPION) for model in MODELS}
 
@@ -46,7 +47,7 @@ def test_every_model_has_an_asset_a_blocking_gate_and_a_promotion_in_the_trainin
 @pytest.fixture
 def fast_usecase(usecase):
     """The flights use case with only its classifier, on a small tuning budget."""
-    return usecase.model_copy(update={"models": {"flights_delay": small_budget(usecase.models["flights_delay"], 2)}})
+    return usecase.model_copy(update={"models": {"delay": small_budget(usecase.models["delay"], 2)}})
 
 
 def _materializations(result: dg.ExecuteInProcessResult, key: dg.AssetKey) -> list[dict[str, object]]:
@@ -59,11 +60,11 @@ def test_a_passing_model_is_promoted_and_one_that_does_not_beat_the_champion_is_
     resources = build_resources(settings)
     settings.mlflow_dir.mkdir(parents=True)
     shutil.copyfile(migrated_store, settings.mlflow_dir / "mlflow.db")
-    resources["warehouse"].overwrite("training", "flights", training_table,
+    resources["warehouse"].overwrite(*flights_table("training", "training_set"), training_table,
                                      commit_metadata={"input_versions": json.dumps(INPUT_VERSIONS)})
     definitions = [*training_assets(fast_usecase), *registry_assets(fast_usecase)]
     instance = dg.DagsterInstance.ephemeral()
-    model, champion = dg.AssetKey(["models", "flights_delay"]), dg.AssetKey(["registry", "flights_delay_champion"])
+    model, champion = flights_key("models", "delay"), flights_key("registry", "delay_champion")
     client = resources["mlflow"].client()
 
     first = dg.materialize(definitions, resources=resources, instance=instance, raise_on_error=False)
@@ -75,7 +76,7 @@ def test_a_passing_model_is_promoted_and_one_that_does_not_beat_the_champion_is_
     assert trained["mlflow_run"].endswith(f"/runs/{trained['mlflow_run_id']}")
     assert trained["training_set_version"] == 0 and trained["input_versions"] == INPUT_VERSIONS
     assert 0.6 <= trained["test_roc_auc"] <= 1.0
-    assert check_results(first)[("models/flights_delay", BEATS_CHAMPION)].passed
+    assert check_results(first)[("flights/models/delay", BEATS_CHAMPION)].passed
     [promoted] = _materializations(first, champion)
     assert (promoted["champion_version"], promoted["previous_champion"]) == (1, "none")
     assert {a: str(v) for a, v in client.get_registered_model("flights_delay").aliases.items()} == {CHAMPION: "1"}
@@ -86,7 +87,7 @@ def test_a_passing_model_is_promoted_and_one_that_does_not_beat_the_champion_is_
     assert not second.success
     [retrained] = _materializations(second, model)
     assert retrained["model_version"] == 2 and retrained["test_roc_auc"] == trained["test_roc_auc"]
-    gate = check_results(second)[("models/flights_delay", BEATS_CHAMPION)]
+    gate = check_results(second)[("flights/models/delay", BEATS_CHAMPION)]
     assert not gate.passed and gate.severity == dg.AssetCheckSeverity.ERROR
     assert gate.metadata["champion_version"].value == 1 and gate.metadata["candidate_version"].value == 2
     assert "minimum absolute change" in " ".join(gate.metadata["failures"].value)

@@ -112,7 +112,7 @@ def test_retraining_from_the_same_table_version_reproduces_the_logged_metrics(
 
 def test_the_regression_template_trains_registers_and_passes_its_floor(
         module_registry, usecase, training_table, features):
-    config = small_budget(usecase.models["flights_arrival_delay"], trials=2)
+    config = small_budget(usecase.models["arrival_delay"], trials=2)
     frame = model_frame(training_table, config, features, ORDER_BY)
     experiment_id = module_registry.experiment_id("/flights/flights_arrival_delay")
 
@@ -139,6 +139,6 @@ def test_integer_hyperparameters_stay_integers_although_the_config_parses_bounds
         assert all(type(bound) is int for bound in space["max_iter"] + space["max_leaf_nodes"])
         assert all(type(bound) is float for bound in space["learning_rate"])
 
-    typo = small_budget(usecase.models["flights_delay"], space={"max_leafs": (15, 63)})
+    typo = small_budget(usecase.models["delay"], space={"max_leafs": (15, 63)})
     with pytest.raises(ValueError, match="not a hyperparameter"):
         search_space(typo)
