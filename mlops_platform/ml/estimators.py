@@ -50,19 +50,22 @@ class Estimator:
         return chosen
 
 
-_CHECK_ARRAY = ("functools.partial", "sklearn.utils.validation.check_array")
+_HIST_GRADIENT_BOOSTING = ("functools.partial", "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+                           "sklearn.utils.validation.check_array")
+# What a fitted median imputer holds.
+_IMPUTED = ("numpy.dtype",)
 
 ESTIMATORS: dict[str, Estimator] = {
     "hist_gradient_boosting": Estimator(
         HistGradientBoostingClassifier, HistGradientBoostingRegressor, "ordinal",
         {"learning_rate": (0.02, 0.3), "max_leaf_nodes": (15, 63), "max_iter": (100, 300)},
-        (*_CHECK_ARRAY, "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor")),
+        _HIST_GRADIENT_BOOSTING),
     "random_forest": Estimator(
         RandomForestClassifier, RandomForestRegressor, "ordinal",
         {"n_estimators": (50, 300), "max_depth": (4, 20), "min_samples_leaf": (1, 20)},
-        (*_CHECK_ARRAY, "sklearn.tree._tree.Tree")),
-    "logistic_regression": Estimator(LogisticRegression, None, "one_hot", {"C": (0.01, 10.0)}, _CHECK_ARRAY),
-    "linear_regression": Estimator(None, LinearRegression, "one_hot", {}, _CHECK_ARRAY),
+        (*_IMPUTED, "sklearn.tree._tree.Tree")),
+    "logistic_regression": Estimator(LogisticRegression, None, "one_hot", {"C": (0.01, 10.0)}, _IMPUTED),
+    "linear_regression": Estimator(None, LinearRegression, "one_hot", {}, _IMPUTED),
 }
 assert set(ESTIMATORS) == set(ESTIMATOR_TASKS), "settings.ESTIMATOR_TASKS and ml.estimators must name the same ones"
 

@@ -177,12 +177,12 @@ def search_space(config: ModelConfig) -> dict[str, tuple[float, float]]:
             raise ValueError(f"model '{config.registered_name}': '{name}' is not a hyperparameter of "
                              f"{estimator.__name__} (known: {sorted(constraints)})")
         kinds = {rule.type for rule in constraints[name] if isinstance(rule, Interval)}
-        if kinds == {Integral}:
-            if not (float(low).is_integer() and float(high).is_integer()):
-                raise ValueError(f"hyperparameter '{name}' takes integers; its bounds ({low}, {high}) are not")
-            space[name] = (int(low), int(high))
-        else:
-            space[name] = (float(low), float(high))
+        whole = float(low).is_integer() and float(high).is_integer()
+        if kinds == {Integral} and not whole:
+            raise ValueError(f"hyperparameter '{name}' takes integers; its bounds ({low}, {high}) are not")
+        # A parameter taking counts or fractions (min_samples_leaf: 5 rows, or 0.05 of them) reads whole bounds as
+        # counts.
+        space[name] = (int(low), int(high)) if Integral in kinds and whole else (float(low), float(high))
     return space
 
 

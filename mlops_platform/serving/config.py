@@ -72,7 +72,7 @@ class EndpointConfig(_Strict):
 
     name: str = Field(pattern=NAME_PATTERN)
     served_models: list[ServedModel] = Field(min_length=1)
-    keys: list[str] = Field(min_length=1)
+    keys: list[str] = []
     online_store_path: str
     feature_columns: list[str] = Field(min_length=1)
     request_fields: list[str] = []

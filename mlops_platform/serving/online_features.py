@@ -77,7 +77,7 @@ def build_online_store(usecase: UseCaseConfig, endpoint: str, warehouse: Warehou
         if feature_spec.timestamp_key:
             # The newest row per key is what a request made now would be scored with.
             frame = frame.sort(feature_spec.timestamp_key, descending=True)
-        newest = (frame.unique(subset=list(to_row_names), keep="first")
+        newest = ((frame.unique(subset=list(to_row_names), keep="first") if to_row_names else frame.head(1))
                   .rename(to_row_names)
                   .select(*to_row_names.values(), *feature_spec.columns)
                   .with_columns(pl.lit(True).alias("_found")))

@@ -93,7 +93,8 @@ class OnlineStore:
         for name, values in zip(keys, key_columns, strict=True):
             if None in values:
                 raise EndpointConfigError(f"online store {path}: key column '{name}' holds nulls")
-        key_tuples = list(zip(*key_columns, strict=True))
+        # Without keys the store is one row (the newest of each table), found by the empty key.
+        key_tuples = list(zip(*key_columns, strict=True)) if keys else [()] * table.num_rows
         feature_columns: list[list[Any]] = [table.column(f).to_pylist() for f in features]
         feature_tuples = list(zip(*feature_columns, strict=True)) if features else [()] * table.num_rows
         rows = dict(zip(key_tuples, feature_tuples, strict=True))

@@ -80,15 +80,17 @@ def _latest_metadata(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict[str
 
 def _online_store_asset(usecase: UseCaseConfig, endpoint: str, spec: ServingEndpointConfig) -> dg.AssetsDefinition:
     store = spec.online_store
+    source = store.key_source
+    rows = (f"one row per ({', '.join(store.keys)}) seen in the newest {source.days} days of "
+            f"{source.layer}.{source.table}, with the newest row of each of {', '.join(store.tables)} by key"
+            if source else f"one row: the newest of each of {', '.join(store.tables) or 'no table'}")
 
     @dg.asset(
         key=online_store_key(usecase, endpoint),
         deps=[graph.feature_key(usecase, table) for table in store.tables]
-        + ([graph.table_key(usecase, store.key_source.layer, store.key_source.table)] if store.key_source else []),
+        + ([graph.table_key(usecase, source.layer, source.table)] if source else []),
         description=(
-            f"The online feature store of the {endpoint} endpoints: one row per ({', '.join(store.keys)}) seen in "
-            f"the newest {store.key_source.days} days of {store.key_source.layer}.{store.key_source.table}, with "
-            f"the newest row of each of {', '.join(store.tables)} by key. Published as an Arrow file that the "
+            f"The online feature store of the {endpoint} endpoints: {rows}. Published as an Arrow file that the "
             f"serving process holds in memory and reloads when it changes; read by the {endpoint} endpoints."
         ),
         kinds={"arrow", "polars"},
