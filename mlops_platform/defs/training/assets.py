@@ -7,6 +7,7 @@ import dagster as dg
 from mlops_platform.defs.serving.keys import serving_keys
 from mlops_platform.features import feature_columns
 from mlops_platform.ml.training import TrainingLineage, model_frame, train_model
+from mlops_platform.resources.feature_engineering import feature_lookup_logger
 from mlops_platform.resources.mlflow import MlflowTracking
 from mlops_platform.resources.warehouse import Warehouse
 from mlops_platform.settings import ModelConfig, UseCaseConfig
@@ -100,7 +101,8 @@ def _model_asset(usecase: UseCaseConfig, model_name: str, config: ModelConfig) -
         )
         experiment_id = mlflow.experiment_id(experiment_name(usecase, model_name))
         outcome = train_model(config, model_frame(table, config, features, sort_keys(usecase)), features,
-                              experiment_id=experiment_id, lineage=lineage)
+                              experiment_id=experiment_id, lineage=lineage,
+                              model_logger=feature_lookup_logger(usecase, config, warehouse, mlflow, lineage))
         context.log.info(f"registered {outcome.registered_name} version {outcome.registered_version} "
                          f"after {outcome.trials} trials in {outcome.seconds['total']:.1f} s")
         top = list(outcome.feature_importance.items())[:10]
