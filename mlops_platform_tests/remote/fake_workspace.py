@@ -217,7 +217,7 @@ class FakeWorkspace:
                 return self._missing(f"table {source}")
             return 200, {"online_table_name": body["publish_spec"]["online_table_name"],
                          "pipeline_id": f"pipeline-{source.rsplit('.', 1)[1]}"}
-        if path == STATEMENTS and method == "POST":
+        if path.rstrip("/") == STATEMENTS and method == "POST":
             self.statements.append(body["statement"])
             return 200, {"statement_id": f"s{len(self.statements)}", "status": {"state": "SUCCEEDED"}}
         return 404, {"error_code": "ENDPOINT_NOT_FOUND", "message": f"no fake for {method} {path}"}
