@@ -91,6 +91,7 @@ class FeatureLookupLogger:
         self.client = client
 
     def log_model(self, model: Any, *, registered_model_name: str, run_id: str) -> LoggedModel:
+        import mlflow.sklearn as sklearn_flavor
         from databricks.feature_engineering import FeatureEngineeringClient, FeatureLookup
 
         client = self.client if self.client is not None else FeatureEngineeringClient()
@@ -101,7 +102,7 @@ class FeatureLookupLogger:
                                            timestamp_lookup_key=spec.timestamp_lookup_key)
                              for spec in self.lookups],
             label=self.label, exclude_columns=list(self.exclude))
-        client.log_model(model=model, artifact_path=MODEL_ARTIFACT, flavor=mlflow.sklearn, training_set=training_set,
+        client.log_model(model=model, artifact_path=MODEL_ARTIFACT, flavor=sklearn_flavor, training_set=training_set,
                          registered_model_name=registered_model_name)
         # log_model returns nothing: the version it registered is the one made from this run.
         versions = [v for v in mlflow.MlflowClient().search_model_versions(f"run_id='{run_id}'")

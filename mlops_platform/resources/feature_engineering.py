@@ -14,7 +14,7 @@ from mlops_platform.settings import UNITY_CATALOG_REGISTRY, ModelConfig, UseCase
 def feature_lookup_logger(usecase: UseCaseConfig, config: ModelConfig, warehouse: Warehouse,
                           mlflow: MlflowTracking, lineage: TrainingLineage) -> FeatureLookupLogger | None:
     """The logger a model of ``usecase`` is logged with on Databricks, or None (plain ``mlflow.sklearn``)."""
-    if not isinstance(warehouse, UnityCatalogWarehouse) or mlflow.registry() != UNITY_CATALOG_REGISTRY:
+    if not isinstance(warehouse, UnityCatalogWarehouse) or mlflow.registry != UNITY_CATALOG_REGISTRY:
         return None
     from mlops_platform.features import feature_columns
 
