@@ -4,6 +4,8 @@ for a create, an update, a traffic-only update, an AI Gateway change, a no-op re
 from __future__ import annotations
 
 import ast
+import re
+import shutil
 from pathlib import Path
 from unittest.mock import MagicMock, patch
 
@@ -412,3 +414,28 @@ def test_no_deprecated_databricks_serving_or_monitoring_api_is_called_anywhere(t
     root = Path(__file__).resolve().parents[2]
     assert deprecated_calls(root / "mlops_platform") == []
     assert deprecated_calls(root / "benchmarks") == []
+
+
+# --- configuration: a wrong value names the file and the field ------------------------------------------------------
+
+@pytest.mark.parametrize(("edit", "expected"), [
+    (("config/environments/staging.yaml", "granularities: [\"1 day\"]", "granularities: [\"1 fortnight\"]"),
+     r"staging.yaml.*databricks.serving.data_profiling.granularities.0"),
+    (("config/environments/staging.yaml", "publish_mode: TRIGGERED", "publish_mode: SNAPSHOT"),
+     r"staging.yaml.*databricks.serving.online_store.publish_mode"),
+    (("config/usecases/flights.yaml", "databricks: {workload_size: Small, scale_to_zero: true}",
+      "databricks: {rate_limits: [{calls: 10, principal: ops}]}"),
+     r"flights.yaml.*serving.flights_delay.databricks.rate_limits.0.*principal 'ops' needs key user"),
+])
+def test_a_wrong_serving_setting_names_the_file_and_the_field(tmp_path: Path, edit: tuple[str, str, str],
+                                                              expected: str) -> None:
+    from mlops_platform.settings import PROJECT_ROOT, ConfigError
+
+    config = tmp_path / "config"
+    shutil.copytree(PROJECT_ROOT / "config", config)
+    relative, old, new = edit
+    path = tmp_path / relative
+    assert old in path.read_text()
+    path.write_text(path.read_text().replace(old, new))
+    with pytest.raises(ConfigError, match=re.compile(expected, re.DOTALL)):
+        load_settings("staging", config_dir=config)
