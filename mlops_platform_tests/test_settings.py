@@ -218,7 +218,7 @@ def test_a_file_that_is_not_a_mapping_is_refused(config_dir):
 
 
 def test_a_file_that_is_not_yaml_is_refused(config_dir):
-    path = _edit(config_dir / "environments" / "local.yaml", "usecases: [flights]", "usecases: [flights")
+    path = _edit(config_dir / "environments" / "local.yaml", "seattle_weather]", "seattle_weather")
 
     message = _error(config_dir)
 
@@ -226,7 +226,7 @@ def test_a_file_that_is_not_yaml_is_refused(config_dir):
 
 
 def test_a_missing_use_case_file_is_named(config_dir):
-    _edit(config_dir / "environments" / "local.yaml", "usecases: [flights]", "usecases: [flights, radar]")
+    _edit(config_dir / "environments" / "local.yaml", "usecases: [flights,", "usecases: [flights, radar,")
 
     assert _error(config_dir) == f"{config_dir / 'usecases' / 'radar.yaml'}: no such configuration file"
 

@@ -15,6 +15,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from numbers import Integral
+from typing import Any, Protocol
 
 import mlflow
 import numpy as np
@@ -60,6 +61,13 @@ INPUT_EXAMPLE_ROWS = 5
 IMPORTANCE_ROWS = 2_000
 IMPORTANCE_REPEATS = 3
 IMPORTANCE_SECONDS = 10.0
+class ModelLogger(Protocol):
+    """Logs and registers a fitted model another way than ``mlflow.sklearn.log_model`` (``ml/feature_lookups.py``);
+    what it returns has the ``model_uri`` and ``registered_model_version`` of MLflow's ``ModelInfo``."""
+
+    def log_model(self, model: Any, *, registered_model_name: str, run_id: str) -> Any: ...
+
+
 @dataclass(frozen=True)
 class TrainingLineage:
     """Which data a model was trained from: the training-set table at a Delta version, and that table's inputs."""
@@ -331,6 +339,7 @@ def train_model(
     tuner: Tuner | None = None,
     run_name: str | None = None,
     threads: int = 1,
+    model_logger: ModelLogger | None = None,
 ) -> TrainingOutcome:
     """Tune, refit, evaluate and register ``config``'s model on ``frame`` (the output of ``model_frame``).
 
@@ -340,11 +349,12 @@ def train_model(
     """
     with threadpool_limits(limits=threads, user_api="openmp"):
         return _train(config, frame, list(features), experiment_id=experiment_id, lineage=lineage,
-                      tuner=tuner or HyperoptTuner(), run_name=run_name)
+                      tuner=tuner or HyperoptTuner(), run_name=run_name, model_logger=model_logger)
 
 
 def _train(config: ModelConfig, frame: pd.DataFrame, features: list[str], *, experiment_id: str,
-           lineage: TrainingLineage, tuner: Tuner, run_name: str | None) -> TrainingOutcome:
+           lineage: TrainingLineage, tuner: Tuner, run_name: str | None,
+           model_logger: ModelLogger | None = None) -> TrainingOutcome:
     tuning = config.tuning
     space = search_space(config)
     splits = split(frame, config)
@@ -397,11 +407,15 @@ def _train(config: ModelConfig, frame: pd.DataFrame, features: list[str], *, exp
         mlflow.log_input(_dataset(splits.test, config, features, lineage, "test"), context="test")
         clock.lap("log_datasets")
         example = splits.test[features].head(INPUT_EXAMPLE_ROWS)
-        info = mlflow.sklearn.log_model(
-            pipeline, name="model", registered_model_name=config.registered_name,
-            signature=input_signature(config, features), input_example=example,
-            skops_trusted_types=list(estimator_of(config).trusted_types), pip_requirements=pip_requirements(),
-        )
+        if model_logger is not None:
+            info = model_logger.log_model(pipeline, registered_model_name=config.registered_name,
+                                          run_id=run.info.run_id)
+        else:
+            info = mlflow.sklearn.log_model(
+                pipeline, name="model", registered_model_name=config.registered_name,
+                signature=input_signature(config, features), input_example=example,
+                skops_trusted_types=list(estimator_of(config).trusted_types), pip_requirements=pip_requirements(),
+            )
         clock.lap("log_model")
 
         ranked = importance(config, pipeline, splits.test, features, tuning.seed)

@@ -7,9 +7,8 @@ so the endpoint assets and the smoke test do not know which one they talk to.
 - :class:`LocalServing` writes ``<serving_dir>/endpoints/<name>.json`` (``deploy_endpoint_config``) and makes sure one
   ``python -m mlops_platform.serving`` process serves that folder: started detached with a pid file when none runs,
   reused when one does; it picks up every redeploy without a restart.
-- :class:`DatabricksServing` creates or updates a Model Serving endpoint with databricks-sdk (served entities,
-  traffic routes, inference table) through the environment's :class:`DatabricksWorkspace`, whose credentials are
-  ``dg.EnvVar``s and whose client is built only when a deploy needs it.
+- ``DatabricksServing`` (``mlops_platform.resources.databricks_serving``) creates or updates a Model Serving
+  endpoint with databricks-sdk.
 """
 
 from __future__ import annotations
@@ -30,7 +29,6 @@ from typing import Any
 
 import dagster as dg
 
-from mlops_platform.resources.databricks import DatabricksWorkspace, databricks_workspace
 from mlops_platform.serving.config import (
     EndpointConfig,
     ServedModel,
@@ -336,99 +334,14 @@ def _same_deployment(path: Path, config: EndpointConfig) -> bool:
             and current.model_dump(exclude=ignored) == config.model_dump(exclude=ignored))
 
 
-class DatabricksServing(ServingTarget):
-    """Databricks Model Serving in ``workspace``; served entities are the Unity Catalog models the registered names
-    name (``<catalog>.<mlflow.model_schema>.<model>`` in a Databricks environment), requests are logged to inference
-    tables ``<catalog>.<inference_schema>.<endpoint>_payload``."""
-
-    workspace: DatabricksWorkspace
-    catalog: str
-    inference_schema: str = "monitoring"
-    timeout_minutes: float = 30.0
-
-    def auth_token(self, token_env: str | None) -> str | None:
-        # Databricks endpoints take a workspace token, whatever the stage configures for the local server.
-        return self.workspace.token
-
-    def invocation_url(self, name: str) -> str:
-        return f"{self.workspace.host.rstrip('/')}/serving-endpoints/{name}/invocations"
-
-    def endpoint_request(self, deployment: EndpointDeployment) -> dict[str, Any]:
-        """The served entities, traffic config and inference-table config of ``deployment``, as SDK objects."""
-        from databricks.sdk.service.serving import (
-            AutoCaptureConfigInput,
-            Route,
-            ServedEntityInput,
-            TrafficConfig,
-        )
-
-        entities = [
-            ServedEntityInput(name=m.alias, entity_name=m.registered_name, entity_version=m.version,
-                              workload_size=deployment.workload_size, scale_to_zero_enabled=deployment.scale_to_zero)
-            for m in deployment.models
-        ]
-        traffic = TrafficConfig(routes=[Route(served_model_name=m.alias, traffic_percentage=m.traffic_percent)
-                                        for m in deployment.models])
-        capture = AutoCaptureConfigInput(catalog_name=self.catalog, schema_name=self.inference_schema,
-                                         table_name_prefix=deployment.name.replace("-", "_"), enabled=True)
-        return {"served_entities": entities, "traffic_config": traffic, "auto_capture_config": capture}
-
-    def deploy(self, deployment: EndpointDeployment, *, tracking_uri: str) -> DeployOutcome:
-        import datetime as dt
-
-        from databricks.sdk.errors import NotFound
-        from databricks.sdk.service.serving import EndpointCoreConfigInput
-
-        client = self.workspace.workspace_client()
-        request = self.endpoint_request(deployment)
-        timeout = dt.timedelta(minutes=self.timeout_minutes)
-        try:
-            existing = client.serving_endpoints.get(deployment.name)
-        except NotFound:
-            existing = None
-        if existing is None:
-            action = "created"
-            client.serving_endpoints.create(
-                name=deployment.name, config=EndpointCoreConfigInput(name=deployment.name, **request),
-            ).result(timeout=timeout)
-        elif _served(existing) == _wanted(request):
-            action = "unchanged"
-        else:
-            action = "updated"
-            client.serving_endpoints.update_config(name=deployment.name, **request).result(timeout=timeout)
-        return DeployOutcome(
-            name=deployment.name, url=self.invocation_url(deployment.name), changed=action != "unchanged",
-            served_versions={m.alias: m.version for m in deployment.models},
-            traffic={m.alias: m.traffic_percent for m in deployment.models},
-            detail={"action": action,
-                    "served_entities": [m.registered_name for m in deployment.models]},
-        )
-
-
-def _wanted(request: dict[str, Any]) -> tuple:
-    entities = sorted((e.name, e.entity_name, str(e.entity_version)) for e in request["served_entities"])
-    routes = sorted((r.served_model_name, r.traffic_percentage) for r in request["traffic_config"].routes)
-    return entities, routes
-
-
-def _served(endpoint: Any) -> tuple | None:
-    """The served entities and routes an existing endpoint runs, in the shape of :func:`_wanted`."""
-    config = getattr(endpoint, "config", None)
-    if config is None or not config.served_entities or config.traffic_config is None:
-        return None
-    entities = sorted((e.name, e.entity_name, str(e.entity_version)) for e in config.served_entities)
-    routes = sorted((r.served_model_name or r.served_entity_name, r.traffic_percentage)
-                    for r in config.traffic_config.routes or [])
-    return entities, routes
-
-
 def serving_target(settings: Any) -> ServingTarget:
     """The serving target of an environment: Databricks when it has a ``databricks`` section, else local."""
     env = settings.environment
     serving_dir = str(settings.serving_dir)
     if env.databricks is not None:
-        return DatabricksServing(serving_dir=serving_dir, workspace=databricks_workspace(env.databricks),
-                                 catalog=env.catalog)
+        from mlops_platform.resources.databricks_serving import databricks_serving
+
+        return databricks_serving(settings)
     return LocalServing(serving_dir=serving_dir, host=env.serving.host, port=env.serving.port,
                         warehouse_root=str(settings.warehouse_dir), catalog=env.catalog)
 

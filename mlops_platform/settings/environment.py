@@ -31,6 +31,49 @@ class ServerlessSpec(_Strict):
     environment_version: str = Field(default="2", description="the serverless environment; 2 runs Python 3.11")
 
 
+# The data-quality API's aggregation windows, by the names its docs give them.
+Granularity = Literal["5 minutes", "30 minutes", "1 hour", "1 day", "1 week", "2 weeks", "3 weeks", "4 weeks",
+                      "1 month", "1 year"]
+
+
+class DataProfiling(_Strict):
+    """A Databricks data-profiling monitor on each endpoint's AI Gateway inference table, created beside the
+    platform's own monitoring through the data-quality API: a time-series profile on ``request_time`` per window
+    of ``granularities``, sliced by ``slicing_exprs`` (by default per served entity), written to
+    ``<payload table>_profile_metrics`` / ``_drift_metrics`` in ``output_schema``."""
+
+    output_schema: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_]*$",
+                                      description="schema of the metric tables; default: the inference tables'")
+    granularities: list[Granularity] = Field(default=["1 day"], min_length=1)
+    slicing_exprs: list[str] = ["served_entity_id"]
+    assets_dir: str | None = Field(default=None, description="workspace folder of the monitor's dashboard")
+
+
+class DatabricksOnlineStore(_Strict):
+    """The Online Feature Store (Lakebase) that endpoints look features up in by key: each feature table an
+    endpoint uses is published to it as ``<feature table>_online``, and models are logged with their feature
+    lookups, so a request carries keys and request fields only, as locally."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9-]{0,62}$")
+    capacity: Literal["CU_1", "CU_2", "CU_4", "CU_8"] = "CU_1"
+    # Both modes sync from the feature table's change data feed, which publishing turns on.
+    publish_mode: Literal["TRIGGERED", "CONTINUOUS"] = "TRIGGERED"
+    available_timeout_minutes: float = Field(default=30, gt=0, description="how long a new store may take to start")
+
+
+class DatabricksServingConfig(_Strict):
+    """Model Serving in the workspace: where AI Gateway inference tables go, how long a deploy may take, and the
+    optional data-profiling monitor and online feature store."""
+
+    inference_catalog: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_]*$",
+                                          description="default: the environment's catalog")
+    inference_schema: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_]*$",
+                                         description="default: the schema of the local inference log")
+    timeout_minutes: float = Field(default=30, gt=0, description="how long an endpoint may take to be ready")
+    data_profiling: DataProfiling | None = None
+    online_store: DatabricksOnlineStore | None = None
+
+
 class DatabricksConfig(_Strict):
     """Where the heavy steps run: the workspace (its credentials are named here, never given), the platform wheel
     the jobs install, this config folder as the jobs see it, and the compute of each kind of step."""
@@ -45,6 +88,7 @@ class DatabricksConfig(_Strict):
     pipes_volume: str | None = Field(
         default=None, description="a volume folder for Dagster Pipes' exchange files with serverless tasks")
     poll_interval_seconds: float = Field(default=10, gt=0)
+    serving: DatabricksServingConfig = DatabricksServingConfig()
 
     @model_validator(mode="after")
     def _every_step_kind_has_compute(self) -> DatabricksConfig:

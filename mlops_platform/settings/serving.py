@@ -52,16 +52,45 @@ class SmokeConfig(_Strict):
     prediction_max: float | None = None
 
 
+class RateLimit(_Strict):
+    """An AI Gateway rate limit of a Databricks endpoint: at most ``calls`` queries per minute, counted per ``key``
+    (all callers of the endpoint together, each user, each user group or each service principal; ``principal``
+    narrows a user, group or service principal limit to one of them)."""
+
+    calls: int = Field(gt=0)
+    key: Literal["endpoint", "user", "user_group", "service_principal"] = "endpoint"
+    renewal_period: Literal["minute"] = "minute"
+    principal: str | None = None
+
+    @model_validator(mode="after")
+    def _principal_needs_a_principal_key(self) -> RateLimit:
+        if self.principal is not None and self.key == "endpoint":
+            raise ValueError(f"principal '{self.principal}' needs key user, user_group or service_principal, "
+                             "not endpoint")
+        return self
+
+
 class DatabricksCompute(_Strict):
-    """The Model Serving compute of each served entity on Databricks."""
+    """How the endpoint runs on Databricks Model Serving: each served entity's compute, route optimization (set at
+    creation only: an existing endpoint keeps what it was created with) and AI Gateway rate limits."""
 
     workload_size: Literal["Small", "Medium", "Large"] = "Small"
     scale_to_zero: bool = True
+    route_optimized: bool = False
+    rate_limits: list[RateLimit] = []
 
 
 class StageEndpoint(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
     auth_token_env: str | None = Field(default=None, description="environment variable holding the bearer token")
+    inference_table_prefix: str | None = Field(
+        default=None, pattern=r"^[a-z][a-z0-9_]{0,99}$",
+        description="on Databricks, the AI Gateway inference table is <prefix>_payload; default: the endpoint name "
+                    "with '-' as '_'")
+
+    @property
+    def table_prefix(self) -> str:
+        return self.inference_table_prefix or self.name.lower().replace("-", "_")
 
 
 class EndpointStages(_Strict):

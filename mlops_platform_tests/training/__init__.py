@@ -90,8 +90,8 @@ def build_training_table(usecase: UseCaseConfig, last_day: dt.date, days: int) -
         table = _rolling(history, table_spec, feature_dates) if table_spec.kind == "rolling" else _lookup(table_spec)
         frame = frame.join(table.select(*lookup.keys.values(), *table_spec.columns),
                            left_on=list(lookup.keys), right_on=list(lookup.keys.values()), how="left")
-    test_start = last_day - dt.timedelta(days=spec.test_days - 1)
-    validation_start = test_start - dt.timedelta(days=spec.validation_days)
+    test_start = last_day - dt.timedelta(days=spec.split.test_days - 1)
+    validation_start = test_start - dt.timedelta(days=spec.split.validation_days)
     split = (pl.when(pl.col("flight_date") >= test_start).then(pl.lit("test"))
              .when(pl.col("flight_date") >= validation_start).then(pl.lit("validation"))
              .otherwise(pl.lit("train")).alias("split"))

@@ -21,6 +21,7 @@ from mlops_platform.defs.serving.keys import STAGES, serving_keys
 from mlops_platform.defs.stages import champion_key, endpoint_key, online_store_key
 from mlops_platform.features import feature_columns
 from mlops_platform.ml.gate import CHAMPION
+from mlops_platform.resources.databricks_serving import DatabricksServing
 from mlops_platform.resources.mlflow import MlflowTracking
 from mlops_platform.resources.serving import EndpointDeployment, ResolvedModel, ServingTarget
 from mlops_platform.resources.warehouse import Warehouse
@@ -98,6 +99,10 @@ def _online_store_asset(usecase: UseCaseConfig, endpoint: str, spec: ServingEndp
     )
     def online_store(context: dg.AssetExecutionContext, warehouse: Warehouse,
                      serving: ServingTarget) -> dg.MaterializeResult:
+        if isinstance(serving, DatabricksServing):
+            published = serving.publish_online_features(usecase, endpoint, warehouse)
+            context.log.info(f"{endpoint}: published {len(published.tables)} feature tables to {published.store}")
+            return dg.MaterializeResult(metadata=published.metadata())
         build = build_online_store(usecase, endpoint, warehouse)
         path = publish_online_store(serving.store_path(endpoint), build.table)
         rows = build.table.num_rows
@@ -206,7 +211,7 @@ def _post(url: str, payload: dict[str, Any], headers: dict[str, str]) -> tuple[i
 
 
 def _judge(spec: ServingEndpointConfig, records: list[dict[str, Any]], expected_version: str, status: int,
-           headers: dict[str, str], body: Any) -> list[str]:
+           headers: dict[str, str], body: Any, served_model: str) -> list[str]:
     """What is wrong with one answer (nothing: an empty list)."""
     if status != 200:
         return [f"HTTP {status}: {body}"]
@@ -222,6 +227,9 @@ def _judge(spec: ServingEndpointConfig, records: list[dict[str, Any]], expected_
     if outside:
         problems.append(f"predictions {outside} are outside [{low}, {high}]")
     served = (body.get("served_model") or {}).get("model_version") or headers.get("x-served-model-version")
+    if served is None and headers.get("served-model-name") == served_model:
+        # Databricks names the served entity that answered, not its version: the deploy set each entity's version.
+        served = expected_version
     if served != expected_version:
         problems.append(f"served model version {served}, deployed {expected_version}")
     return problems
@@ -260,8 +268,10 @@ def _smoke_check(usecase: UseCaseConfig, endpoint: str, spec: ServingEndpointCon
                               if route_of(f"smoke-{alias}-{i}", traffic) == alias)
             for label, records in payloads.items():
                 body = {"dataframe_records": [{c: r[c] for c in carried} for r in records]}
-                status, headers, answer, seconds = _post(url, body, {**auth, "X-Request-Id": request_id})
-                problems = _judge(spec, records, versions[alias], status, headers, answer)
+                target = (serving.served_model_url(stage_spec.name, alias) if isinstance(serving, DatabricksServing)
+                          else url)
+                status, headers, answer, seconds = _post(target, body, {**auth, "X-Request-Id": request_id})
+                problems = _judge(spec, records, versions[alias], status, headers, answer, alias)
                 failures += [f"{alias} {label}: {problem}" for problem in problems]
                 results.append({"served_model": alias, "payload": label, "status": status,
                                 "records": len(records), "latency_ms": round(seconds * 1000, 2),

@@ -8,6 +8,7 @@ from mlops_platform import names
 from mlops_platform.defs import stages
 from mlops_platform.features import feature_columns, row_keys
 from mlops_platform.ml.training import TrainingLineage, model_frame, train_model
+from mlops_platform.resources.feature_engineering import feature_lookup_logger
 from mlops_platform.resources.mlflow import MlflowTracking
 from mlops_platform.resources.warehouse import Warehouse
 from mlops_platform.settings import ModelConfig, UseCaseConfig
@@ -76,7 +77,8 @@ def _model_asset(usecase: UseCaseConfig, model_name: str, config: ModelConfig) -
         )
         experiment_id = mlflow.experiment_id(names.experiment(usecase.name, model_name))
         outcome = train_model(config, model_frame(rows, config, features, row_keys(usecase)), features,
-                              experiment_id=experiment_id, lineage=lineage)
+                              experiment_id=experiment_id, lineage=lineage,
+                              model_logger=feature_lookup_logger(usecase, config, warehouse, mlflow, lineage))
         context.log.info(f"registered {outcome.registered_name} version {outcome.registered_version} "
                          f"after {outcome.trials} trials in {outcome.seconds['total']:.1f} s")
         top = list(outcome.feature_importance.items())[:10]
