@@ -4,7 +4,8 @@ The sensor requests the daily job for each day whose daily sources have all land
 materialized, and the reference job when a newer snapshot lands. Run keys carry the files' modification times,
 so a day is requested once per set of files: a failed day is retried when its files are landed again, not on
 every tick. The files are those the landing zone lists (``LandingZone.files``): a folder here, a volume through the
-Files API when the orchestrator runs outside a Databricks environment's workspace.
+Files API when the orchestrator runs outside a Databricks environment's workspace. Files whose names break the
+landing convention (``mlops_platform.landing``) never make a day landed; each tick logs them.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import hashlib
 
 import dagster as dg
 
+from mlops_platform.landing import NAMING_CONVENTION, Export, newest_snapshot, sort_exports
 from mlops_platform.resources.landing_zone import LandedFile, LandingZone
 from mlops_platform.settings import SourceConfig, UseCaseConfig
 
@@ -25,32 +27,37 @@ def _signature(files: list[LandedFile]) -> str:
     return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 
-def _exports(landing: LandingZone, usecase: UseCaseConfig, name: str, spec: SourceConfig) -> list[LandedFile]:
-    """The source's export files (``<source>_<day>*.<ext>``), by name, so by day."""
-    return [file for file in landing.files(usecase.name, name)
-            if file.name.startswith(f"{name}_") and file.name.endswith(f".{spec.format}")]
+def _exports(landing: LandingZone, usecase: UseCaseConfig, name: str, spec: SourceConfig
+             ) -> tuple[list[Export], list[str]]:
+    """The source's exports in landing order, and the names that break the convention (never read)."""
+    return sort_exports(((file.name, file.modified) for file in landing.files(usecase.name, name)), name, spec)
+
+
+def unread_names(landing: LandingZone, usecase: UseCaseConfig) -> dict[str, list[str]]:
+    """Per source, the files whose names break the landing convention: bronze will not read them."""
+    strays = {name: _exports(landing, usecase, name, spec)[1] for name, spec in usecase.sources.items()}
+    return {name: names for name, names in strays.items() if names}
 
 
 def landed_days(landing: LandingZone, usecase: UseCaseConfig) -> dict[dt.date, list[LandedFile]]:
-    """Days for which every daily source has at least one file, with those files."""
+    """Days for which every daily source has at least one export, with those exports."""
     per_source = {}
     for name, spec in usecase.daily_sources.items():
         days: dict[dt.date, list[LandedFile]] = {}
-        for file in _exports(landing, usecase, name, spec):
-            try:
-                day = dt.date.fromisoformat(file.name.removeprefix(f"{name}_")[:10])
-            except ValueError:
-                continue
-            days.setdefault(day, []).append(file)
+        for export in _exports(landing, usecase, name, spec)[0]:
+            days.setdefault(export.day, []).append(LandedFile(export.name, export.modified))
         per_source[name] = days
     complete = set.intersection(*(set(days) for days in per_source.values())) if per_source else set()
     return {day: [file for days in per_source.values() for file in days[day]] for day in sorted(complete)}
 
 
 def latest_snapshots(landing: LandingZone, usecase: UseCaseConfig) -> list[LandedFile] | None:
-    """The newest file of every snapshot source, or None while one of them has none."""
-    latest = [_exports(landing, usecase, name, spec)[-1:] for name, spec in usecase.snapshot_sources.items()]
-    return [files[0] for files in latest] if latest and all(latest) else None
+    """The newest export of every snapshot source, or None while one of them has none."""
+    latest = [newest_snapshot(_exports(landing, usecase, name, spec)[0])
+              for name, spec in usecase.snapshot_sources.items()]
+    if not latest or None in latest:
+        return None
+    return [LandedFile(export.name, export.modified) for export in latest]
 
 
 def landing_sensor(usecase: UseCaseConfig, daily: dg.UnresolvedAssetJobDefinition,
@@ -66,6 +73,8 @@ def landing_sensor(usecase: UseCaseConfig, daily: dg.UnresolvedAssetJobDefinitio
                     "new reference snapshot lands.",
     )
     def sensor(context: dg.SensorEvaluationContext, landing: LandingZone):
+        for name, names in unread_names(landing, usecase).items():
+            context.log.warning(f"{name}: {names} not read: the names do not follow {NAMING_CONVENTION}")
         snapshots = latest_snapshots(landing, usecase)
         if snapshots:
             yield dg.RunRequest(run_key=f"reference:{_signature(snapshots)}", job_name=reference.name)
