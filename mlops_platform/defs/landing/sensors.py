@@ -17,7 +17,7 @@ import dagster as dg
 
 from mlops_platform.landing import NAMING_CONVENTION, Export, newest_snapshot, sort_exports
 from mlops_platform.resources.landing_zone import LandedFile, LandingZone
-from mlops_platform.settings import SourceConfig, UseCaseConfig
+from mlops_platform.settings import UseCaseConfig
 
 MAX_DAYS_PER_TICK = 31
 
@@ -27,34 +27,31 @@ def _signature(files: list[LandedFile]) -> str:
     return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 
-def _exports(landing: LandingZone, usecase: UseCaseConfig, name: str, spec: SourceConfig
-             ) -> tuple[list[Export], list[str]]:
-    """The source's exports in landing order, and the names that break the convention (never read)."""
-    return sort_exports(((file.name, file.modified) for file in landing.files(usecase.name, name)), name, spec)
+Listing = dict[str, tuple[list[Export], list[str]]]
 
 
-def unread_names(landing: LandingZone, usecase: UseCaseConfig) -> dict[str, list[str]]:
-    """Per source, the files whose names break the landing convention: bronze will not read them."""
-    strays = {name: _exports(landing, usecase, name, spec)[1] for name, spec in usecase.sources.items()}
-    return {name: names for name, names in strays.items() if names}
+def list_landing(landing: LandingZone, usecase: UseCaseConfig) -> Listing:
+    """Per source, its exports in landing order and the names that break the convention (never read); each
+    source's folder is listed once."""
+    return {name: sort_exports(((file.name, file.modified) for file in landing.files(usecase.name, name)), name, spec)
+            for name, spec in usecase.sources.items()}
 
 
-def landed_days(landing: LandingZone, usecase: UseCaseConfig) -> dict[dt.date, list[LandedFile]]:
+def landed_days(listing: Listing, usecase: UseCaseConfig) -> dict[dt.date, list[LandedFile]]:
     """Days for which every daily source has at least one export, with those exports."""
     per_source = {}
-    for name, spec in usecase.daily_sources.items():
+    for name in usecase.daily_sources:
         days: dict[dt.date, list[LandedFile]] = {}
-        for export in _exports(landing, usecase, name, spec)[0]:
+        for export in listing[name][0]:
             days.setdefault(export.day, []).append(LandedFile(export.name, export.modified))
         per_source[name] = days
     complete = set.intersection(*(set(days) for days in per_source.values())) if per_source else set()
     return {day: [file for days in per_source.values() for file in days[day]] for day in sorted(complete)}
 
 
-def latest_snapshots(landing: LandingZone, usecase: UseCaseConfig) -> list[LandedFile] | None:
+def latest_snapshots(listing: Listing, usecase: UseCaseConfig) -> list[LandedFile] | None:
     """The newest export of every snapshot source, or None while one of them has none."""
-    latest = [newest_snapshot(_exports(landing, usecase, name, spec)[0])
-              for name, spec in usecase.snapshot_sources.items()]
+    latest = [newest_snapshot(listing[name][0]) for name in usecase.snapshot_sources]
     if not latest or None in latest:
         return None
     return [LandedFile(export.name, export.modified) for export in latest]
@@ -73,13 +70,15 @@ def landing_sensor(usecase: UseCaseConfig, daily: dg.UnresolvedAssetJobDefinitio
                     "new reference snapshot lands.",
     )
     def sensor(context: dg.SensorEvaluationContext, landing: LandingZone):
-        for name, names in unread_names(landing, usecase).items():
-            context.log.warning(f"{name}: {names} not read: the names do not follow {NAMING_CONVENTION}")
-        snapshots = latest_snapshots(landing, usecase)
+        listing = list_landing(landing, usecase)
+        for name, (_, strays) in listing.items():
+            if strays:
+                context.log.warning(f"{name}: {strays} not read: the names do not follow {NAMING_CONVENTION}")
+        snapshots = latest_snapshots(listing, usecase)
         if snapshots:
             yield dg.RunRequest(run_key=f"reference:{_signature(snapshots)}", job_name=reference.name)
         materialized = context.instance.get_materialized_partitions(done_key) if done_key else set()
-        pending = [(day, files) for day, files in landed_days(landing, usecase).items()
+        pending = [(day, files) for day, files in landed_days(listing, usecase).items()
                    if day.isoformat() not in materialized]
         for day, files in pending[:MAX_DAYS_PER_TICK]:
             yield dg.RunRequest(run_key=f"{day}:{_signature(files)}", partition_key=day.isoformat(),
