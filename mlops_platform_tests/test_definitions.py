@@ -65,6 +65,7 @@ def test_error_checks_block_downstream_and_warnings_do_not(definitions):
     assert blocking[("silver/flights", "keys_unique")]
     assert blocking[("silver/flights", "rows_reconcile")]
     assert not blocking[("silver/flights", "quarantine_share")]
+    assert not blocking[("silver/flights", "keys_consistent")]     # conflicts warn unless a source says otherwise
     assert blocking[("gold/flights", "label_consistent")]
     assert not blocking[("gold/flights", "weather_mostly_present")]
     assert not blocking[("bronze/flights", "has_rows")]
