@@ -131,8 +131,9 @@ def _clean_csv(path: Path, data: bytes) -> pl.DataFrame | None:
     lines or lone carriage returns, a file holding exactly the header's field count per line is then a clean file.
     """
     body = data.removeprefix(_BOM.encode())
-    if (b'"' in body or body.count(b"\r") != body.count(b"\r\n") or not body.endswith(b"\n")
-            or b"\n\n" in body or b"\n\r\n" in body):
+    carriage_returns = b"\r" in body
+    if (not body.endswith(b"\n") or b'"' in body or b"\n\n" in body
+            or carriage_returns and (body.count(b"\r") != body.count(b"\r\n") or b"\n\r\n" in body)):
         return None
     try:
         header = body[:body.index(b"\n")].decode("utf-8").removesuffix("\r").split(",")
