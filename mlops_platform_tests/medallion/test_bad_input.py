@@ -274,6 +274,7 @@ def test_duplicate_rows_are_removed_once_and_reconciled(landed_settings, definit
     assert _metadata(result, "silver/flights")["duplicates_removed"] == 3
     checks = check_results(result)
     assert checks[("silver/flights", "keys_unique")].passed
+    assert checks[("silver/flights", "keys_consistent")].passed     # exact copies are no conflict
     assert checks[("silver/flights", "rows_reconcile")].passed
 
 
@@ -337,7 +338,7 @@ def test_an_overflowing_number_and_an_impossible_time_quarantine_their_rows_only
     assert warehouse.row_count("gold", "flights") == frame.height - 2
 
 
-def test_a_stale_file_beside_the_days_export_is_reported_and_not_read(landed_settings, definitions, warehouse):
+def test_a_stale_flights_file_is_reported_and_not_read(landed_settings, definitions, warehouse):
     path = _file(landed_settings, "flights")
     real = _read_csv(path)
     stale = path.with_name(f"flights_{DAY.isoformat()}_old.csv")

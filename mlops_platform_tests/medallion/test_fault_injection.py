@@ -42,6 +42,7 @@ from mlops_platform.resources.spark import spark_sessions
 from mlops_platform.resources.warehouse import DayRange, DeltaWarehouse
 from mlops_platform.settings import SourceConfig, UseCaseConfig
 from mlops_platform.transforms.conform import LANDING_DATE, RULE_COLUMN, conformed_tables
+from mlops_platform_tests.conftest import QUIET
 
 USECASE = "stations"
 SOURCE = "readings"
@@ -510,7 +511,7 @@ def _materialize(tmp_path: Path, source: SourceConfig) -> Materialized:
         resources={"warehouse": DeltaWarehouse(root=str(tmp_path / "warehouse"), catalog="faults"),
                    "landing": LandingZone(root=str(tmp_path / "landing")),
                    "engine": ComputeEngine(kind="polars", pyspark=spark_sessions())},
-        instance=dg.DagsterInstance.ephemeral(), raise_on_error=False,
+        instance=dg.DagsterInstance.ephemeral(), raise_on_error=False, run_config=QUIET,
     )
     metadata = {event.asset_key: {name: value.value for name, value in event.materialization.metadata.items()}
                 for event in result.get_asset_materialization_events()}
