@@ -236,8 +236,12 @@ def _read_csv(path: Path, data: bytes) -> pl.DataFrame:
 
 # --- JSON lines ------------------------------------------------------------------------------------------------------
 
+# Numbers keep their literal text (``12.50`` stays "12.50"), as a CSV would carry them. One decoder for all lines:
+# ``json.loads`` with these arguments would build a new one per line.
+_JSON = json.JSONDecoder(parse_int=str, parse_float=str, parse_constant=str)
+
+
 def _json_text(value: object) -> str | None:
-    # Numbers arrive as their literal text (``parse_int``/``parse_float``), as a CSV would carry them.
     if value is None or isinstance(value, str):
         return value
     if isinstance(value, bool):
@@ -246,47 +250,46 @@ def _json_text(value: object) -> str | None:
 
 
 def _read_jsonl(path: Path, data: bytes) -> pl.DataFrame:
-    text = _decode(data)
-    lines = text.split("\n")
+    lines = _decode(data).split("\n")
     ended = lines[-1] == ""
-    objects: list[tuple[int, dict[str, str | None]]] = []
-    malformed: list[tuple[int, str, str, str]] = []
+    rows: list[dict[str, str | int | None]] = []
     columns: dict[str, None] = {}
+    first_problem: tuple[int, str] | None = None
+
+    def malformed(number: int, line: str, rule: str, error: str) -> None:
+        nonlocal first_problem
+        first_problem = first_problem or (number, error)
+        rows.append({SOURCE_ROW: len(rows) + 1, SOURCE_LINE: number, RAW_LINE: _printable(line.rstrip("\r")),
+                     PARSE_RULE: rule, PARSE_ERROR: error})
+
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
-        cut = "" if ended or number < len(lines) else f" ({_CUT_SHORT})"
         if _UNDECODABLE.search(line):
-            malformed.append((number, line, ENCODING, "not valid UTF-8"))
+            malformed(number, line, ENCODING, "not valid UTF-8")
             continue
         try:
-            value = json.loads(line, parse_int=str, parse_float=str, parse_constant=str)
+            value = _JSON.decode(line)
         except json.JSONDecodeError as exc:
-            malformed.append((number, line, JSON_LINE, f"not valid JSON: {exc.msg} at column {exc.colno}{cut}"))
+            cut = "" if ended or number < len(lines) else f" ({_CUT_SHORT})"
+            malformed(number, line, JSON_LINE, f"not valid JSON: {exc.msg} at column {exc.colno}{cut}")
             continue
         if not isinstance(value, dict):
-            malformed.append((number, line, JSON_LINE, f"a line must be a JSON object, found {type(value).__name__}"))
+            malformed(number, line, JSON_LINE, f"a line must be a JSON object, found {type(value).__name__}")
             continue
-        record = {name: _json_text(item) for name, item in value.items()}
-        unpaired = [name for name, item in record.items() if item is not None and _SURROGATE.search(item)]
+        record = {name: item if item.__class__ is str else _json_text(item) for name, item in value.items()}
+        unpaired = [name for name, item in record.items() if item and _SURROGATE.search(item)] if "\\u" in line else []
         if unpaired:
-            malformed.append((number, line, ENCODING, f"unpaired UTF-16 surrogate escape in {', '.join(unpaired)}"))
+            malformed(number, line, ENCODING, f"unpaired UTF-16 surrogate escape in {', '.join(unpaired)}")
             continue
         columns.update(dict.fromkeys(record))
-        objects.append((number, record))
-    if not objects and malformed:
-        line, _, _, reason = malformed[0]
-        raise LandingFileError(path, f"no line is a JSON object: {reason}", line=line)
-
-    parsed = _Records(list(columns))
-    by_line = {line: record for line, record in objects} | {line: problem for line, *problem in malformed}
-    for line in sorted(by_line):
-        entry = by_line[line]
-        if isinstance(entry, dict):
-            parsed.add(line, [entry.get(name) for name in parsed.header])
-        else:
-            parsed.add_malformed(line, *entry)
-    return parsed.frame() if by_line else pl.DataFrame()
+        record[SOURCE_ROW], record[SOURCE_LINE] = len(rows) + 1, number
+        rows.append(record)
+    if not columns and first_problem:
+        raise LandingFileError(path, f"no line is a JSON object: {first_problem[1]}", line=first_problem[0])
+    if not rows:
+        return pl.DataFrame()
+    return pl.from_dicts(rows, schema={name: pl.String for name in columns} | _RECORD_COLUMNS)
 
 
 # --- files and batches -----------------------------------------------------------------------------------------------

@@ -93,16 +93,20 @@ def landing_file(landing_dir: Path, usecase: str, source: str, spec: SourceConfi
     return source_dir(landing_dir, usecase, source) / export_name(source, spec, day)
 
 
-def _listing(landing_dir: Path, usecase: str, source: str, spec: SourceConfig) -> tuple[list[Export], list[str]]:
+def _listing(landing_dir: Path, usecase: str, source: str, spec: SourceConfig, prefix: str = ""
+             ) -> tuple[list[Export], list[str]]:
+    """The folder's exports and strays among the names starting with ``prefix`` (only those are stat'ed)."""
     folder = source_dir(landing_dir, usecase, source)
-    files = [path for path in folder.iterdir() if path.is_file()] if folder.is_dir() else []
+    names = [entry.name for entry in os.scandir(folder) if entry.name.startswith(prefix)] if folder.is_dir() else []
+    files = [folder / name for name in names if (folder / name).is_file()]
     return sort_exports(((path.name, path.stat().st_mtime_ns) for path in files), source, spec)
 
 
 def files_for_day(landing_dir: Path, usecase: str, source: str, spec: SourceConfig, day: dt.date) -> list[Path]:
     """Every export landed for ``day`` (all its parts), in landing order."""
     folder = source_dir(landing_dir, usecase, source)
-    return [folder / export.name for export in _listing(landing_dir, usecase, source, spec)[0] if export.day == day]
+    exports = _listing(landing_dir, usecase, source, spec, prefix=f"{source}_{day.isoformat()}")[0]
+    return [folder / export.name for export in exports]
 
 
 def latest_snapshot(landing_dir: Path, usecase: str, source: str, spec: SourceConfig) -> Path | None:

@@ -41,6 +41,7 @@ PARSE_RULE = "_parse_rule"
 PARSE_ERROR = "_parse_error"
 PARSE_COLUMNS = (RAW_LINE, PARSE_RULE, PARSE_ERROR)
 KEPT = "_kept"                  # in conflicts: whether silver kept this copy of the key
+_COPIES = "_copies"
 RULE_COLUMN = "_rule"
 RULE_DETAIL_COLUMN = "_rule_detail"
 FAILED_CHECK = "_failed_check"
@@ -254,8 +255,10 @@ def conform(tagged: nw.LazyFrame, source: SourceConfig) -> ConformedSource:
     clean = tagged.filter(failed.is_null())
     if source.partition is not None:
         clean = clean.with_columns(nw.col(LANDING_DATE).alias(source.partition.column))
-    clean = clean.select(silver_columns(source))
-    silver = deduplicate(clean, source.keys)
+    clean = clean.select(silver_columns(source)).with_columns(nw.len().over(*source.keys).alias(_COPIES))
+    # Most keys have one copy: only the others pay for the precedence windows and the conflict search.
+    copies = clean.filter(nw.col(_COPIES) > 1).drop(_COPIES)
+    silver = nw.concat([clean.filter(nw.col(_COPIES) == 1).drop(_COPIES), deduplicate(copies, source.keys)])
     checks = _checks(source)
     quarantine = tagged.filter(~failed.is_null()).select(
         *([LANDING_DATE] if source.partition else []),
@@ -266,7 +269,7 @@ def conform(tagged: nw.LazyFrame, source: SourceConfig) -> ConformedSource:
         .alias(RULE_DETAIL_COLUMN),
         RAW_LINE,
     )
-    return ConformedSource(silver=silver, quarantine=quarantine, conflicts=conflicts(clean, silver, source))
+    return ConformedSource(silver=silver, quarantine=quarantine, conflicts=conflicts(copies, source))
 
 
 @dataclass(frozen=True)
@@ -298,22 +301,21 @@ def deduplicate(frame: nw.LazyFrame, keys: Sequence[str]) -> nw.LazyFrame:
     return frame
 
 
-def conflicts(clean: nw.LazyFrame, silver: nw.LazyFrame, source: SourceConfig) -> nw.LazyFrame:
-    """Every clean copy of each key whose copies differ in some value, ``KEPT`` marking the one silver kept.
+def conflicts(copies: nw.LazyFrame, source: SourceConfig) -> nw.LazyFrame:
+    """Of the clean rows whose key has several copies, those of keys whose copies differ in some value, ``KEPT``
+    marking the one silver keeps.
 
     Exact copies are not conflicts. Sorted by key, then by ``PRECEDENCE``, so each key's copies read in order.
     """
     keys = list(source.keys)
     values = [column for column in source.columns if column not in keys]
-    repeated = clean.group_by(*keys).agg(nw.len().alias("_copies")).filter(nw.col("_copies") > 1).select(*keys)
-    copies = clean.join(repeated, on=keys, how="inner")
     disagreeing = (copies.select(*keys, *values).unique().group_by(*keys).agg(nw.len().alias("_versions"))
                    .filter(nw.col("_versions") > 1).select(*keys))
+    conflicting = copies.join(disagreeing, on=keys, how="inner")
     identity = [*keys, SOURCE_FILE, SOURCE_ROW]
-    kept = silver.select(*identity).with_columns(nw.lit(True).alias(KEPT))
+    kept = deduplicate(conflicting, keys).select(*identity).with_columns(nw.lit(True).alias(KEPT))
     return (
-        copies.join(disagreeing, on=keys, how="inner")
-        .join(kept, on=identity, how="left")
+        conflicting.join(kept, on=identity, how="left")
         .with_columns(nw.col(KEPT).fill_null(False))
         .sort(*keys, *PRECEDENCE)
     )
