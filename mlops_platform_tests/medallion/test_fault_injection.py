@@ -40,7 +40,7 @@ from mlops_platform.resources.engine import ComputeEngine, PolarsEngine
 from mlops_platform.resources.landing_zone import LandingZone
 from mlops_platform.resources.spark import spark_sessions
 from mlops_platform.resources.warehouse import DayRange, DeltaWarehouse
-from mlops_platform.settings import SourceConfig, UseCaseConfig
+from mlops_platform.settings import SourceConfig, UseCaseConfig, load_settings
 from mlops_platform.transforms.conform import LANDING_DATE, RULE_COLUMN, conformed_tables
 from mlops_platform_tests.conftest import QUIET
 
@@ -556,3 +556,22 @@ def test_a_conflict_blocks_the_day_when_the_source_says_so(tmp_path):
     conflict = run.checks()["keys_consistent"]
     assert not conflict.passed
     assert conflict.severity == dg.AssetCheckSeverity.ERROR
+
+
+def test_both_csv_readers_give_the_same_bronze_rows_for_a_real_day(tmp_path, landed_template):
+    """A clean file goes through Polars; quoting one value sends the same file through Python's ``csv``."""
+    flights = landed_template / "flights" / "flights"
+    spec = load_settings("local").usecases["flights"].sources["flights"]
+    original = min(flights.glob("flights_*.csv"))
+    lines = original.read_text().splitlines(keepends=True)
+    first = lines[1].split(",")
+    quoted = tmp_path / original.name
+    quoted.write_text("".join([lines[0], ",".join([f'"{first[0]}"', *first[1:]]), *lines[2:]]))
+    os.utime(quoted, ns=(original.stat().st_mtime_ns,) * 2)
+
+    def bronze(path: Path) -> pl.DataFrame:
+        table = read_bronze_batch([(path, DAY)], spec, batch_id="faults", ingested_at=INGESTED_AT).table
+        return pl.from_arrow(table).drop("_source_file")
+
+    assert bronze(quoted).equals(bronze(original))
+    assert bronze(original).height == len(lines) - 1
