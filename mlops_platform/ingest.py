@@ -227,11 +227,11 @@ def _encoding_error(header: Sequence[str], record: _CsvRecord) -> str:
 
 
 def _read_csv(path: Path, data: bytes) -> pl.DataFrame:
+    body = data.removeprefix(_BOM.encode())
+    if not body or body.isspace():
+        return pl.DataFrame()
     clean = _clean_csv(path, data)
-    if clean is not None:
-        return clean
-    text = _decode(data)
-    return pl.DataFrame() if not text or text.isspace() else _tolerant_csv(path, text)
+    return clean if clean is not None else _tolerant_csv(path, _decode(data))
 
 
 # --- JSON lines ------------------------------------------------------------------------------------------------------

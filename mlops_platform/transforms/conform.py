@@ -39,7 +39,6 @@ LINEAGE_COLUMNS = (SOURCE_FILE, SOURCE_ROW, SOURCE_LINE, LANDED_AT, INGESTED_AT,
 RAW_LINE = "_raw_line"
 PARSE_RULE = "_parse_rule"
 PARSE_ERROR = "_parse_error"
-PARSE_COLUMNS = (RAW_LINE, PARSE_RULE, PARSE_ERROR)
 KEPT = "_kept"                  # in conflicts: whether silver kept this copy of the key
 _COPIES = "_copies"
 RULE_COLUMN = "_rule"

@@ -356,9 +356,10 @@ def test_an_extra_column_is_reported_and_left_out(tmp_path):
     assert (outcome.silver.height, outcome.quarantine.height) == (3, 0)
 
 
-@pytest.mark.parametrize("content", [b"", b"\n", b"\xef\xbb\xbf", csv_bytes(HEADER), csv_bytes(HEADER, newline="\r\n"),
-                                     csv_bytes(HEADER, last_newline=False)],
-                         ids=["empty", "blank-line", "bom-only", "header-only", "header-only-crlf", "header-no-eol"])
+@pytest.mark.parametrize("content", [b"", b"\n", b"  \n", b"\xef\xbb\xbf", csv_bytes(HEADER),
+                                     csv_bytes(HEADER, newline="\r\n"), csv_bytes(HEADER, last_newline=False)],
+                         ids=["empty", "blank-line", "spaces", "bom-only", "header-only", "header-only-crlf",
+                              "header-no-eol"])
 def test_an_empty_or_header_only_file_gives_no_rows_and_is_reported(tmp_path, content):
     outcome = ingest(tmp_path, {day_file(): content})
 
