@@ -115,7 +115,8 @@ def run_silver(usecase: UseCaseConfig, runner: Engine, warehouse: DeltaWarehouse
         with phases.phase("read"):
             bronze = runner.read(warehouse, "bronze", name, bronze_days)
         with phases.phase("compute"):
-            silver_rows, quarantined = conformed_tables(runner, bronze, spec)
+            conformed = conformed_tables(runner, bronze, spec)
+            silver_rows, quarantined = conformed.silver, conformed.quarantine
         with phases.phase("counts"):
             bronze_rows = runner.to_arrow(bronze.select(nw.len())).column(0)[0].as_py()
         with phases.phase("write"):

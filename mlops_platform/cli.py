@@ -297,6 +297,7 @@ def cmd_monitoring_refresh(args: argparse.Namespace, settings: Settings) -> int:
     from mlops_platform.defs import build_definitions
     from mlops_platform.defs.stages import monitoring_key, predictions_key
     from mlops_platform.instance import persistent_instance
+    from mlops_platform.replay import failure_messages
 
     usecase = _monitored(settings, args.usecase)
     first, last = _date_range(args)
@@ -313,9 +314,8 @@ def cmd_monitoring_refresh(args: argparse.Namespace, settings: Settings) -> int:
           f"{'ok' if result.success else 'FAILED'}")
     for evaluation in result.get_asset_check_evaluations():
         print(f"  {evaluation.check_name:18} {'passed' if evaluation.passed else 'FAILED'}")
-    for event in result.all_events:
-        if event.is_step_failure:
-            print(f"  {event.step_key}: {event.event_specific_data.error.message.strip()}", file=sys.stderr)
+    for error in failure_messages(result):
+        print(f"  {error}", file=sys.stderr)
     return 0 if result.success else 1
 
 

@@ -22,6 +22,7 @@ import dagster as dg
 
 from mlops_platform import names
 from mlops_platform.defs.stages import monitoring_key
+from mlops_platform.errors import describe_error
 from mlops_platform.landing import land_day, load_source_data
 from mlops_platform.ml.gate import CHAMPION
 from mlops_platform.resources.warehouse import Warehouse
@@ -68,14 +69,9 @@ class DayOutcome:
 
 
 def failure_messages(result: dg.ExecuteInProcessResult) -> list[str]:
-    """Each failed step with the innermost error message: the one written for a person, not Dagster's wrapper."""
-    messages = []
-    for event in result.get_step_failure_events():
-        error = event.event_specific_data.error
-        while error.cause is not None:
-            error = error.cause
-        messages.append(f"{event.step_key}: {error.message.strip()}")
-    return messages
+    """Each failed step with its error's whole cause chain: where it failed (file, line) and the reason beneath."""
+    return [f"{event.step_key}: {describe_error(event.event_specific_data.error)}"
+            for event in result.get_step_failure_events()]
 
 
 def _record_checks(result: dg.ExecuteInProcessResult, outcome: DayOutcome) -> None:

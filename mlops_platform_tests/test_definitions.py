@@ -68,6 +68,7 @@ def test_error_checks_block_downstream_and_warnings_do_not(definitions):
     assert blocking[("flights/silver/flights", "keys_unique")]
     assert blocking[("flights/silver/flights", "rows_reconcile")]
     assert not blocking[("flights/silver/flights", "quarantine_share")]
+    assert not blocking[("flights/silver/flights", "keys_consistent")]     # conflicts warn unless a source says otherwise
     assert blocking[("flights/gold/flights", "label_consistent")]
     assert not blocking[("flights/gold/flights", "weather_mostly_present")]
     assert not blocking[("flights/bronze/flights", "has_rows")]

@@ -25,6 +25,7 @@ KEYS_UNIQUE = "keys_unique"
 ROWS_RECONCILE = "rows_reconcile"
 QUARANTINE_SHARE = "quarantine_share"
 HAS_ROWS = "has_rows"
+KEYS_CONSISTENT = "keys_consistent"
 
 
 def check_spec(name: str, asset: dg.AssetKey, description: str, severity: str = "ERROR") -> dg.AssetCheckSpec:
@@ -80,6 +81,22 @@ def unique_keys_result(asset: dg.AssetKey, table: pa.Table, keys: Sequence[str])
         passed=duplicated.height == 0,
         metadata={"duplicated_keys": duplicated.height, "keys": ", ".join(keys),
                   "duplicated_sample": sample_rows(duplicated)},
+    )
+
+
+def consistent_keys_result(asset: dg.AssetKey, conflicts: pa.Table, keys: Sequence[str], severity: str
+                           ) -> dg.AssetCheckResult:
+    """Copies of a key that disagree on a value, with a sample of them (which copy silver kept, where each came
+    from)."""
+    frame = pl.from_arrow(conflicts)
+    conflicting_keys = frame.select(keys).unique().height if frame.height else 0
+    return dg.AssetCheckResult(
+        asset_key=asset,
+        check_name=KEYS_CONSISTENT,
+        passed=conflicting_keys == 0,
+        severity=dg.AssetCheckSeverity(severity),
+        metadata={"conflicting_keys": conflicting_keys, "conflicting_rows": frame.height, "keys": ", ".join(keys),
+                  "conflicting_sample": sample_rows(frame)},
     )
 
 

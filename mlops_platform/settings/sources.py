@@ -70,6 +70,8 @@ class SourceConfig(_Strict):
     partition: Partition | None = None
     rules: list[Rule] = []
     max_quarantine_share: float = Field(default=0.01, ge=0.0, le=1.0)
+    # Copies of a natural key that disagree on a value: the latest landed wins, and the check reports them.
+    conflict_severity: Severity = "WARN"
     allow_schema_evolution: bool = False
 
     @model_validator(mode="after")

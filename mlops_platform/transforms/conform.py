@@ -5,6 +5,11 @@ Pure narwhals over lazy frames, no Dagster: the same functions run on Polars and
 Every bronze row ends in exactly one place: silver, quarantine (tagged with the first rule it broke), or the
 duplicates removed in favour of a later copy of the same natural key. The duplicates are what bronze holds beyond
 silver and quarantine, which the reconciliation check proves.
+
+A row bronze could not parse (``PARSE_RULE`` set) is quarantined under that rule before any other check. A value is
+valid for its type only if it converts: a day that exists, a time of day below 24:00, an integer within 64 bits, a
+finite float. Copies of a natural key that disagree on a value are conflicts: the copy that landed last wins
+(``PRECEDENCE``) and the others are reported beside silver, never dropped silently.
 """
 
 from __future__ import annotations
@@ -22,22 +27,57 @@ if TYPE_CHECKING:
     from mlops_platform.resources.engine import Engine
 
 LANDING_DATE = "_landing_date"
-LINEAGE_COLUMNS = ("_source_file", "_source_row", "_ingested_at", "_batch_id")
+SOURCE_FILE = "_source_file"
+SOURCE_ROW = "_source_row"      # the record's number in its file, from 1 (the header is not a record)
+SOURCE_LINE = "_source_line"    # the line of the file the record starts on, from 1 (the header is line 1)
+LANDED_AT = "_landed_at"        # when the record's file landed (its modification time)
+INGESTED_AT = "_ingested_at"
+BATCH_ID = "_batch_id"
+LINEAGE_COLUMNS = (SOURCE_FILE, SOURCE_ROW, SOURCE_LINE, LANDED_AT, INGESTED_AT, BATCH_ID)
+# Set by bronze on a record it could not split into the declared fields (whose columns it leaves null): the text as
+# landed, the rule it is quarantined under, and why.
+RAW_LINE = "_raw_line"
+PARSE_RULE = "_parse_rule"
+PARSE_ERROR = "_parse_error"
+KEPT = "_kept"                  # in conflicts: whether silver kept this copy of the key
+_COPIES = "_copies"
 RULE_COLUMN = "_rule"
 RULE_DETAIL_COLUMN = "_rule_detail"
 FAILED_CHECK = "_failed_check"
 # Parsed without the trailing "Z" (the pattern checks it): narwhals would hand Spark a zone-offset letter for it.
 DATETIME_FORMAT = "%Y-%m-%dT%H:%M:%S"
 
+
+
+def _at_most(bound: str) -> str:
+    """A regex for strings of ``len(bound)`` digits whose value is at most ``bound``."""
+    branches = [
+        f"{bound[:i]}[0-{int(digit) - 1}]" + (f"[0-9]{{{len(bound) - i - 1}}}" if i < len(bound) - 1 else "")
+        for i, digit in enumerate(bound) if digit != "0"
+    ]
+    return "|".join([*branches, bound])
+
+
+_INT64_MAX = str(2**63 - 1)
+_INT64_MIN_MAGNITUDE = str(2**63)
+_SHORT_INT = "[0-9]{1,18}"  # below 10^18: always within 64 bits
+_YEAR = "(?:[1-9][0-9]{3}|0[1-9][0-9]{2}|00[1-9][0-9]|000[1-9])"  # 0001-9999, the range Spark's dates take
+_LEAP_YEAR = "(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])|(?:0[48]|[2468][048]|[13579][26])00)"
+_MONTH_DAY = "(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)" \
+             "|02-(?:0[1-9]|1[0-9]|2[0-8]))"
+_DATE = f"(?:{_YEAR}-{_MONTH_DAY}|{_LEAP_YEAR}-02-29)"
+
 # A raw value must match its type's pattern before it is cast: the cast itself is strict on Polars and, with ANSI
-# mode, on Spark, and a pattern gives both engines the same verdict on the same string.
+# mode, on Spark, so a pattern admits only values that convert, and gives both engines the same verdict on the same
+# string. Floats are the exception: one too large for 64 bits matches and converts to infinity, which
+# ``tag_rows`` refuses after the cast.
 TYPE_PATTERNS: dict[ColumnType, str] = {
     # \A and \z, not ^ and $: Java's $ also matches before a trailing newline, Rust's does not.
-    "int": r"\A[+-]?[0-9]+\z",
+    "int": rf"\A(?:\+?0*(?:{_SHORT_INT}|{_at_most(_INT64_MAX)})|-0*(?:{_SHORT_INT}|{_at_most(_INT64_MIN_MAGNITUDE)}))\z",
     "float": r"\A[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?\z",
     "bool": r"\A(true|false|True|False)\z",
-    "date": r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}\z",
-    "datetime": r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z\z",
+    "date": rf"\A{_DATE}\z",
+    "datetime": rf"\A{_DATE}T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]Z\z",
 }
 
 
@@ -96,12 +136,19 @@ def _parse_flag(column: str) -> str:
     return f"_parses_{column}"
 
 
-def _type_checks(source: SourceConfig) -> list[Check]:
+def _row_checks(source: SourceConfig) -> list[Check]:
+    """Checks on the raw record: bronze parsed it, then each value is valid for its type.
+
+    The first one's name never shows: a row that fails it is quarantined under the rule bronze named
+    (``PARSE_RULE``), with bronze's explanation.
+    """
+    parsed = Check("parse", "bronze could not split the record into the declared fields",
+                   ~nw.col(PARSE_RULE).is_null())
     # Over the parse verdicts ``tag_rows`` keeps in temporary columns, so each pattern runs once per value.
-    return [
+    return [parsed, *(
         Check(f"type_{column}", f"{column} must be a valid {kind}", ~nw.col(_parse_flag(column)))
         for column, kind in source.columns.items()
-    ]
+    )]
 
 
 def _typed_checks(source: SourceConfig) -> list[Check]:
@@ -153,7 +200,7 @@ def _by_position(position: nw.Expr, values: Sequence[str]) -> nw.Expr:
 
 def _checks(source: SourceConfig) -> list[Check]:
     """Every row-level check of ``source``, in the order that decides which one a row is quarantined for."""
-    return [*_type_checks(source), *_typed_checks(source)]
+    return [*_row_checks(source), *_typed_checks(source)]
 
 
 def tag_rows(bronze: nw.LazyFrame, source: SourceConfig) -> nw.LazyFrame:
@@ -169,23 +216,29 @@ def tag_rows(bronze: nw.LazyFrame, source: SourceConfig) -> nw.LazyFrame:
     number.
     """
     flags = {column: _parse_flag(column) for column in source.columns}
-    type_checks, typed_checks = _type_checks(source), _typed_checks(source)
+    row_checks, typed_checks = _row_checks(source), _typed_checks(source)
     typed = bronze.with_columns(
         *(_parseable(column, kind).alias(flags[column]) for column, kind in source.columns.items())
     ).with_columns(
-        _first_failure(type_checks).alias("_type_failure"),
-        *(
-            nw.when(nw.col(flags[column]) & ~nw.col(column).is_null())
-            .then(_typed(nw.col(column), kind))
-            .alias(f"_typed_{column}")
-            for column, kind in source.columns.items()
-        ),
-    ).drop(*flags.values())
+        nw.when(nw.col(flags[column]) & ~nw.col(column).is_null())
+        .then(_typed(nw.col(column), kind))
+        .alias(f"_typed_{column}")
+        for column, kind in source.columns.items()
+    )
+    floats = [column for column, kind in source.columns.items() if kind == "float"]
+    if floats:
+        # A float too large for 64 bits matches the pattern and converts to infinity.
+        typed = typed.with_columns(
+            (nw.col(flags[column]) & (nw.col(f"_typed_{column}").is_null() | nw.col(f"_typed_{column}").is_finite()))
+            .alias(flags[column])
+            for column in floats
+        )
+    typed = typed.with_columns(_first_failure(row_checks).alias("_type_failure")).drop(*flags.values())
     typed = typed.rename({column: f"_raw_{column}" for column in source.columns}).rename(
         {f"_typed_{column}": column for column in source.columns}
     )
     return typed.with_columns(
-        nw.coalesce(nw.col("_type_failure"), _first_failure(typed_checks, offset=len(type_checks)))
+        nw.coalesce(nw.col("_type_failure"), _first_failure(typed_checks, offset=len(row_checks)))
         .alias(FAILED_CHECK)
     ).drop("_type_failure")
 
@@ -194,6 +247,7 @@ def tag_rows(bronze: nw.LazyFrame, source: SourceConfig) -> nw.LazyFrame:
 class ConformedSource:
     silver: nw.LazyFrame
     quarantine: nw.LazyFrame
+    conflicts: nw.LazyFrame
 
 
 def _added_day_column(source: SourceConfig) -> str | None:
@@ -208,36 +262,77 @@ def silver_columns(source: SourceConfig) -> list[str]:
 
 
 def conform(tagged: nw.LazyFrame, source: SourceConfig) -> ConformedSource:
-    """Split rows tagged by ``tag_rows`` into deduplicated silver rows and quarantined rows (raw values kept).
+    """Split rows tagged by ``tag_rows`` into deduplicated silver rows, quarantined rows (raw values kept) and the
+    clean rows whose key has copies with other values.
 
-    Both results are read from ``tagged``; ``conformed_tables`` computes it once for the two.
+    All results are read from ``tagged``; ``conformed_tables`` computes it once for them.
     """
     failed = nw.col(FAILED_CHECK)
     clean = tagged.filter(failed.is_null())
     if added := _added_day_column(source):
         # The row belongs to its file's day (a check made sure), so the landing day is the row's day.
         clean = clean.with_columns(nw.col(LANDING_DATE).alias(added))
-    silver = deduplicate(clean.select(silver_columns(source)), source.keys)
+    clean = clean.select(silver_columns(source)).with_columns(nw.len().over(*source.keys).alias(_COPIES))
+    # Most keys have one copy: only the others pay for the precedence windows and the conflict search.
+    copies = clean.filter(nw.col(_COPIES) > 1).drop(_COPIES)
+    silver = nw.concat([clean.filter(nw.col(_COPIES) == 1).drop(_COPIES), deduplicate(copies, source.keys)])
     checks = _checks(source)
     quarantine = tagged.filter(~failed.is_null()).select(
         *([LANDING_DATE] if source.partition else []),
         *(nw.col(f"_raw_{column}").alias(column) for column in source.columns),
         *LINEAGE_COLUMNS,
-        _by_position(failed, [check.name for check in checks]).alias(RULE_COLUMN),
-        _by_position(failed, [check.detail for check in checks]).alias(RULE_DETAIL_COLUMN),
+        nw.coalesce(nw.col(PARSE_RULE), _by_position(failed, [check.name for check in checks])).alias(RULE_COLUMN),
+        nw.coalesce(nw.col(PARSE_ERROR), _by_position(failed, [check.detail for check in checks]))
+        .alias(RULE_DETAIL_COLUMN),
+        RAW_LINE,
     )
-    return ConformedSource(silver=silver, quarantine=quarantine)
+    return ConformedSource(silver=silver, quarantine=quarantine, conflicts=conflicts(copies, source))
 
 
-def conformed_tables(engine: Engine, bronze: nw.LazyFrame, source: SourceConfig) -> tuple[pa.Table, pa.Table]:
-    """Silver and quarantine rows of ``bronze`` as Arrow tables, with the rows tagged once for both."""
+@dataclass(frozen=True)
+class ConformedTables:
+    """Silver rows, quarantined rows, and the clean rows of keys whose copies disagree (see ``conflicts``)."""
+
+    silver: pa.Table
+    quarantine: pa.Table
+    conflicts: pa.Table
+
+
+def conformed_tables(engine: Engine, bronze: nw.LazyFrame, source: SourceConfig) -> ConformedTables:
+    """Silver, quarantine and conflicting rows of ``bronze`` as Arrow tables, with the rows tagged once for all."""
     with engine.reused(tag_rows(bronze, source)) as tagged:
         conformed = conform(tagged, source)
-        return engine.to_arrow(conformed.silver), engine.to_arrow(conformed.quarantine)
+        return ConformedTables(engine.to_arrow(conformed.silver), engine.to_arrow(conformed.quarantine),
+                               engine.to_arrow(conformed.conflicts))
+
+
+# Which copy of a natural key silver keeps: the latest ingested, then the one whose file landed last. The file name
+# only breaks a tie between files stamped with the same landing time, then the last row of the file wins.
+PRECEDENCE = (INGESTED_AT, LANDED_AT, SOURCE_FILE, SOURCE_ROW)
 
 
 def deduplicate(frame: nw.LazyFrame, keys: Sequence[str]) -> nw.LazyFrame:
-    """Keep one row per natural key: the latest ingested, then the latest file, then the last row in it."""
-    for order in ("_ingested_at", "_source_file", "_source_row"):
+    """Keep one row per natural key, the last by ``PRECEDENCE``."""
+    for order in PRECEDENCE:
         frame = frame.filter(nw.col(order) == nw.col(order).max().over(*keys))
     return frame
+
+
+def conflicts(copies: nw.LazyFrame, source: SourceConfig) -> nw.LazyFrame:
+    """Of the clean rows whose key has several copies, those of keys whose copies differ in some value, ``KEPT``
+    marking the one silver keeps.
+
+    Exact copies are not conflicts. Sorted by key, then by ``PRECEDENCE``, so each key's copies read in order.
+    """
+    keys = list(source.keys)
+    values = [column for column in source.columns if column not in keys]
+    disagreeing = (copies.select(*keys, *values).unique().group_by(*keys).agg(nw.len().alias("_versions"))
+                   .filter(nw.col("_versions") > 1).select(*keys))
+    conflicting = copies.join(disagreeing, on=keys, how="inner")
+    identity = [*keys, SOURCE_FILE, SOURCE_ROW]
+    kept = deduplicate(conflicting, keys).select(*identity).with_columns(nw.lit(True).alias(KEPT))
+    return (
+        conflicting.join(kept, on=identity, how="left")
+        .with_columns(nw.col(KEPT).fill_null(False))
+        .sort(*keys, *PRECEDENCE)
+    )

@@ -7,6 +7,7 @@ metadata and the check results.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import dagster as dg
@@ -15,6 +16,7 @@ import pytest
 
 from mlops_platform.defs import build_definitions
 from mlops_platform.landing import landing_file
+from mlops_platform.replay import failure_messages
 from mlops_platform.resources import build_resources
 from mlops_platform.resources.warehouse import DayRange, DeltaWarehouse
 from mlops_platform.settings import Settings
@@ -67,38 +69,47 @@ def _failed_checks(result: dg.ExecuteInProcessResult) -> set[tuple[str, str]]:
     return {key for key, evaluation in check_results(result).items() if not evaluation.passed}
 
 
-def _truncate_last_json_line(path: Path) -> None:
-    lines = path.read_text().splitlines(keepends=True)
-    path.write_text("".join(lines[:-1]) + lines[-1][:40])
-
-
 def _unterminated_quote(path: Path) -> None:
     lines = path.read_text().splitlines(keepends=True)
     lines[5] = '"' + lines[5]
     path.write_text("".join(lines))
 
 
-@pytest.mark.parametrize(
-    ("source", "damage", "file_format"),
-    [("flights", _unterminated_quote, "csv"), ("weather", _truncate_last_json_line, "jsonl")],
-    ids=["csv-unterminated-quote", "jsonl-truncated-line"],
-)
-def test_a_malformed_file_fails_naming_it_and_writes_nothing(
-    landed_settings, definitions, warehouse, source, damage, file_format
+def test_a_file_that_cannot_be_read_fails_naming_it_and_the_line_and_writes_nothing(
+    landed_settings, definitions, warehouse
 ):
-    path = _file(landed_settings, source)
-    damage(path)
+    path = _file(landed_settings, "flights")
+    _unterminated_quote(path)
     landed = path.read_bytes()
 
     result = run_day(definitions, DAY)
 
     assert not result.success
-    message = _failure_message(result, f"flights__bronze__{source}")
-    assert f"{path}: cannot be parsed as {file_format}" in message
+    message = _failure_message(result, "flights__bronze__flights")
+    # The quote opens on the sixth line of the file (the header is line 1) and never closes.
+    assert f"{path}, line 6: a quote opened on this line does not close on it" in message
+    # What the command line and the replay print: the step, the file, the line and the reason.
+    printed = "\n".join(failure_messages(result))
+    assert f"flights__bronze__flights: mlops_platform.ingest.LandingFileError: {path}, line 6: a quote opened" in printed
     # Nothing of the day reached any layer of this source, and the raw file is exactly as it arrived.
-    assert not warehouse.exists(*flights_table("bronze", source))
-    assert not {f"flights/bronze/{source}", f"flights/silver/{source}", "flights/gold/flights"} & _materialized(result)
+    assert not warehouse.exists(*flights_table("bronze", "flights"))
+    assert not {"flights/bronze/flights", "flights/silver/flights", "flights/gold/flights"} & _materialized(result)
     assert path.read_bytes() == landed
+
+
+def test_a_truncated_json_line_is_quarantined_and_the_rest_of_the_day_proceeds(landed_settings, definitions, warehouse):
+    path = _file(landed_settings, "weather")
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[:-1]) + lines[-1][:40])
+
+    result = run_day(definitions, DAY)
+
+    assert result.success
+    quarantine = pl.from_arrow(warehouse.read(*flights_table("silver", "weather_quarantine"), days=BRONZE_DAY))
+    assert quarantine.select("_rule", "_source_line", "_raw_line").rows() == [
+        ("parse_json", len(lines), lines[-1][:40])]
+    weather = warehouse.read(*flights_table("silver", "weather"), days=DayRange("obs_date", DAY, DAY))
+    assert weather.num_rows == len(lines) - 1
 
 
 def test_a_malformed_file_leaves_the_days_already_in_bronze_untouched(landed_settings, definitions, warehouse):
@@ -122,7 +133,7 @@ def test_a_missing_declared_column_fails_naming_the_file_and_the_column(landed_s
 
     assert not result.success
     message = _failure_message(result, "flights__bronze__flights")
-    assert f"{path}: missing declared columns ['tailnum']" in message
+    assert f"{path}, line 1: missing declared columns ['tailnum']" in message
     assert not warehouse.exists(*flights_table("bronze", "flights"))
 
 
@@ -263,6 +274,7 @@ def test_duplicate_rows_are_removed_once_and_reconciled(landed_settings, definit
     assert _metadata(result, "flights/silver/flights")["duplicates_removed"] == 3
     checks = check_results(result)
     assert checks[("flights/silver/flights", "keys_unique")].passed
+    assert checks[("flights/silver/flights", "keys_consistent")].passed     # exact copies are no conflict
     assert checks[("flights/silver/flights", "rows_reconcile")].passed
 
 
@@ -287,3 +299,84 @@ def test_an_empty_weather_file_warns_and_gold_keeps_every_flight(landed_settings
     assert gold["temp"].null_count() == gold.height
     assert ("flights/gold/flights", "rows_reconcile") not in _failed_checks(result)
     assert path.stat().st_size == 0
+
+
+def test_a_truncated_last_line_is_quarantined_and_never_reaches_gold(landed_settings, definitions, warehouse):
+    path = _file(landed_settings, "flights")
+    text = path.read_text()
+    last = text.rstrip("\n").rsplit("\n", 1)[1]
+    # Cut in the middle of the destination, as an interrupted copy would: "..., EWR, ST" and no line break.
+    cut = last[:last.index(",EWR,") + len(",EWR,") + 2] if ",EWR," in last else last[: len(last) // 2]
+    path.write_text(text.rstrip("\n").rsplit("\n", 1)[0] + "\n" + cut)
+    rows_in_file = text.count("\n") - 1
+
+    result = run_day(definitions, DAY)
+
+    assert result.success
+    quarantine = _quarantine(warehouse)
+    assert quarantine.select("_rule", "_source_row", "_source_line", "_raw_line").rows() == [
+        ("parse_unterminated_line", rows_in_file, rows_in_file + 1, cut)]
+    gold = pl.from_arrow(warehouse.read(*flights_table("gold", "flights"), days=SILVER_DAY))
+    assert gold.height == rows_in_file - 1
+    assert "ST" not in gold["dest"].to_list()
+    assert check_results(result)[("flights/silver/flights", "rows_reconcile")].passed
+
+
+def test_an_overflowing_number_and_an_impossible_time_quarantine_their_rows_only(
+    landed_settings, definitions, warehouse
+):
+    path = _file(landed_settings, "flights")
+    frame = _set(_read_csv(path), 3, "flight", "99999999999999999999")
+    frame = _set(frame, 7, "time_hour", frame["time_hour"][7][:11] + "25:00:00Z")
+    frame.write_csv(path)
+
+    result = run_day(definitions, DAY)
+
+    assert result.success
+    assert _quarantine(warehouse).select("_source_row", "_rule").rows() == [(4, "type_flight"), (8, "type_time_hour")]
+    assert warehouse.row_count(*flights_table("silver", "flights")) == frame.height - 2
+    assert warehouse.row_count(*flights_table("gold", "flights")) == frame.height - 2
+
+
+def test_a_stale_flights_file_is_reported_and_not_read(landed_settings, definitions, warehouse):
+    path = _file(landed_settings, "flights")
+    real = _read_csv(path)
+    stale = path.with_name(f"flights_{DAY.isoformat()}_old.csv")
+    _set(real, 0, "dep_delay", "999.0").write_csv(stale)     # landed after the real export; its name sorts later
+
+    result = run_day(definitions, DAY)
+
+    assert result.success
+    bronze = _metadata(result, "flights/bronze/flights")
+    assert bronze["source_files"] == [str(path)]
+    assert bronze["unread_files"] == [str(stale)]
+    silver = pl.from_arrow(warehouse.read(*flights_table("silver", "flights"), days=SILVER_DAY))
+    assert silver.height == real.height
+    assert 999.0 not in silver["dep_delay"].to_list()
+
+
+def test_a_resent_flight_with_other_values_is_a_conflict_and_the_last_landed_copy_wins(
+    landed_settings, definitions, warehouse
+):
+    path = _file(landed_settings, "flights")
+    original = _read_csv(path)
+    resent = _set(original[[12]], 0, "dep_delay", "77.0")
+    second_part = path.with_name(f"flights_{DAY.isoformat()}_part2.csv")
+    resent.write_csv(second_part)
+    # The first part lands again after the second: its copy is the newer one, whatever the names say.
+    os.utime(path, ns=(second_part.stat().st_mtime_ns + 1_000_000_000,) * 2)
+
+    result = run_day(definitions, DAY)
+
+    assert result.success
+    key = original[12].select("carrier", pl.col("flight").cast(pl.Int64), "origin")
+    silver = pl.from_arrow(warehouse.read(*flights_table("silver", "flights"), days=SILVER_DAY))
+    assert silver.join(key, on=["carrier", "flight", "origin"])["dep_delay"].to_list() == [
+        float(original["dep_delay"][12])]
+    conflict = check_results(result)[("flights/silver/flights", "keys_consistent")]
+    assert not conflict.passed
+    assert conflict.severity == dg.AssetCheckSeverity.WARN
+    assert conflict.metadata["conflicting_keys"].value == 1
+    sample = conflict.metadata["conflicting_sample"].value
+    assert [(row["dep_delay"], row["_kept"], row["_source_file"]) for row in sample] == [
+        (77.0, False, str(second_part)), (float(original["dep_delay"][12]), True, str(path))]

@@ -110,3 +110,25 @@ def test_outside_databricks_the_sensor_lists_the_volume_through_the_files_api(la
     # Every landed day is requested; the reference job waits for the planes snapshot that has not landed.
     assert [(r.job_name, r.partition_key) for r in requests] == [
         ("flights_daily", day.isoformat()) for day in LANDED_DAYS]
+
+
+def test_files_that_break_the_naming_convention_are_logged_and_never_make_a_day(landed_settings, definitions, flights,
+                                                                                 caplog):
+    instance = dg.DagsterInstance.ephemeral()
+    before = {(r.job_name, r.partition_key): r.run_key for r in evaluate(definitions, instance)}
+    weather = landing_file(landed_settings.landing_dir, "flights", "weather", flights.sources["weather"],
+                           LANDED_DAYS[1])
+    stale = weather.with_name(f"weather_{LANDED_DAYS[1].isoformat()}_old.jsonl")
+    weather.rename(stale)                                  # the day's weather now only under a stale name
+    planes = landing_file(landed_settings.landing_dir, "flights", "planes", flights.sources["planes"], LANDED_DAYS[2])
+    shutil.copy(planes, planes.with_name(f"planes_{LANDED_DAYS[2].isoformat()}_copy.csv"))
+
+    sensor = definitions.resolve_sensor_def("flights_landing_sensor")
+    with dg.build_sensor_context(instance=instance, resources={"landing": definitions.resources["landing"]}) as context:
+        context.log.addHandler(caplog.handler)
+        after = {(r.job_name, r.partition_key): r.run_key for r in sensor(context)}
+
+    expected = {key: run_key for key, run_key in before.items() if key != ("flights_daily", LANDED_DAYS[1].isoformat())}
+    assert after == expected                               # the stray planes copy changes no run key either
+    assert f"weather: ['{stale.name}'] not read" in caplog.text
+    assert f"planes: ['planes_{LANDED_DAYS[2].isoformat()}_copy.csv'] not read" in caplog.text

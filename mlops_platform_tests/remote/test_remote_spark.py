@@ -82,7 +82,8 @@ def _assert_same_as_embedded(embedded, remote) -> None:
                     and k[1] != "freshness"}
     remote_checks = _checks(remote)
     assert set(remote_checks) == set(local_checks) == {
-        ("flights/silver/flights", "keys_unique"), ("flights/silver/flights", "rows_reconcile"), ("flights/silver/flights", "quarantine_share")}
+        ("flights/silver/flights", "keys_unique"), ("flights/silver/flights", "rows_reconcile"), ("flights/silver/flights", "quarantine_share"),
+        ("flights/silver/flights", "keys_consistent")}
     for key, local in local_checks.items():
         assert (remote_checks[key].passed, remote_checks[key].severity) == (local.passed, local.severity), key
         assert _comparable(remote_checks[key].metadata) == _comparable(local.metadata), key

@@ -1,7 +1,8 @@
 """The embedded engine (Polars) and Spark turn the same bronze rows into the same silver, quarantine and gold tables.
 
 Input: three real days of the flights use case, landed and read by bronze as the assets do, plus bad rows injected
-into the landing files so every quarantine branch and the deduplication run. Both engines start from the same Arrow
+into the landing files so every quarantine branch (rows bronze could not parse, values that match no type, values
+out of 64 bits or the calendar, every rule kind), the deduplication and the conflicts run. Both engines start from the same Arrow
 tables; their outputs must have identical (canonical) schemas and equal rows, because the warehouse takes tables
 from either engine interchangeably.
 """
@@ -12,6 +13,7 @@ import csv
 import datetime as dt
 import json
 import math
+import os
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -20,7 +22,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from mlops_platform.ingest import read_bronze_batch
+from mlops_platform.ingest import (
+    CSV_QUOTING,
+    ENCODING,
+    FIELD_COUNT,
+    JSON_LINE,
+    UNTERMINATED,
+    read_bronze_batch,
+)
 from mlops_platform.landing import files_for_day, landing_file, latest_snapshot
 from mlops_platform.resources.engine import (
     Engine,
@@ -46,11 +55,13 @@ BAD_DAY = LANDED_DAYS[1]
 INGESTED_AT = dt.datetime(2013, 1, 4, 6, 0, tzinfo=dt.UTC)
 # Rules the injected rows must trip, by source: every quarantine branch (type, landing day, key, each rule kind).
 INJECTED_RULES = {
-    "flights": {"type_dep_delay": 1, "dep_delay_plausible": 1, "carrier_present": 1, "key_origin_present": 1,
-                "belongs_to_landing_day": 1, "origin_is_nyc": 1},
-    "weather": {"wind_speed_plausible": 1, "type_humid": 1, "time_present": 1},
+    "flights": {"type_dep_delay": 2, "dep_delay_plausible": 1, "carrier_present": 1, "key_origin_present": 1,
+                "belongs_to_landing_day": 1, "origin_is_nyc": 1, "type_flight": 2, "type_time_hour": 2,
+                FIELD_COUNT: 1, CSV_QUOTING: 1, ENCODING: 1, UNTERMINATED: 1},
+    "weather": {"wind_speed_plausible": 1, "type_humid": 1, "time_present": 1, JSON_LINE: 2},
     "planes": {"seats_positive": 1, "tailnum_present": 1},
 }
+I64_MAX = 2**63 - 1
 FLOAT_TOLERANCE = 1e-12
 
 
@@ -83,11 +94,24 @@ def _inject_bad_rows(usecase: UseCaseConfig, landing_dir: Path) -> None:
         {**good, "flight": "9005", "day": str(BAD_DAY.day + 3)},  # another day's row in this day's file
         {**good, "flight": "9006", "origin": "BOS"},            # not an accepted value
         other,                                                   # an exact duplicate: the later copy wins
+        {**good, "flight": str(I64_MAX)},                        # the largest 64-bit integer: valid
+        {**good, "flight": str(I64_MAX + 1)},                    # one more: no 64-bit integer
+        {**good, "flight": "-" + str(I64_MAX + 2)},
+        {**good, "flight": "+9007", "dep_delay": "1e999"},      # a float beyond 64 bits
+        {**good, "flight": "9008", "time_hour": "2013-01-02T25:00:00Z"},
+        {**good, "flight": "9009", "time_hour": "2013-02-30T05:00:00Z"},
     ])
-    # A second part of the same day re-sends a flight with a new delay: the later file wins.
+    with flights_file.open("ab") as handle:
+        handle.write(b"UA,9010,too,few\n")                                         # a wrong field count
+        handle.write(",".join([*list(good.values())[:-1], '"x"y']).encode() + b"\n")  # a broken quote
+        handle.write(",".join(good.values()).replace(good["dest"], "M\xfcnchen").encode("latin-1") + b"\n")
+        handle.write(",".join(good.values())[:30].encode())                       # cut short, no line break
+    # A second part of the same day, landed later, re-sends a flight with a new delay: it wins, and is a conflict.
     second_part = flights_file.with_name(f"flights_{BAD_DAY.isoformat()}_part2.csv")
-    second_part.write_text(flights_file.read_text().splitlines()[0] + "\n")
+    second_part.write_text(flights_file.read_text(errors="replace").splitlines()[0] + "\n")
     _append_csv(second_part, [{**good, "dep_delay": "42.5"}])
+    later = flights_file.stat().st_mtime_ns + 1_000_000_000
+    os.utime(second_part, ns=(later, later))
 
     weather_file = landing_file(landing_dir, usecase.name, "weather", sources["weather"], BAD_DAY)
     reading = json.loads(weather_file.read_text().splitlines()[0])
@@ -98,6 +122,8 @@ def _inject_bad_rows(usecase: UseCaseConfig, landing_dir: Path) -> None:
     ]
     with weather_file.open("a") as handle:
         handle.writelines(json.dumps(row) + "\n" for row in bad_readings)
+        handle.write(json.dumps(reading)[:-5] + "\n")     # not valid JSON
+        handle.write("[1, 2, 3]\n")                       # not an object
 
     planes_file = latest_snapshot(landing_dir, usecase.name, "planes", sources["planes"])
     plane = _csv_rows(planes_file)[0]
@@ -149,11 +175,12 @@ def spark():
 
 
 def _run(engine: Engine, usecase: UseCaseConfig, bronze: dict[str, pa.Table]) -> dict[str, pa.Table]:
-    """Silver and quarantine of every source, then gold from that engine's own silver, as Arrow tables."""
+    """Silver, quarantine and conflicts of every source, then gold from that engine's own silver, as Arrow tables."""
     out = {}
     for name in SOURCES:
-        out[name], out[f"{name}_quarantine"] = conformed_tables(engine, engine.from_arrow(bronze[name]),
-                                                                usecase.sources[name])
+        conformed = conformed_tables(engine, engine.from_arrow(bronze[name]), usecase.sources[name])
+        out[name], out[f"{name}_quarantine"], out[f"{name}_conflicts"] = (
+            conformed.silver, conformed.quarantine, conformed.conflicts)
     silver = {name: engine.from_arrow(out[name]) for name in SOURCES}
     out["gold"] = engine.to_arrow(build_gold_flights(silver))
     return out
@@ -174,7 +201,7 @@ def spark_out(usecase, bronze, spark) -> dict[str, pa.Table]:
 def _sort_keys(usecase: UseCaseConfig, table_name: str) -> list[str]:
     if table_name == "gold":
         return list(usecase.gold["flights"].keys)
-    if table_name.endswith("_quarantine"):
+    if table_name.endswith(("_quarantine", "_conflicts")):
         return ["_source_file", "_source_row"]     # unique per bronze row
     return list(usecase.sources[table_name].keys)
 
@@ -197,7 +224,7 @@ def _assert_columns_equal(name: str, column: str, left: pa.ChunkedArray, right: 
 
 
 @pytest.mark.parametrize("table_name", [
-    *SOURCES, *(f"{name}_quarantine" for name in SOURCES), "gold",
+    *SOURCES, *(f"{name}_quarantine" for name in SOURCES), *(f"{name}_conflicts" for name in SOURCES), "gold",
 ])
 def test_both_engines_give_the_same_table(usecase, polars_out, spark_out, table_name):
     left, right = polars_out[table_name], spark_out[table_name]
@@ -234,6 +261,19 @@ def test_quarantine_rules_and_counts_match_and_cover_every_injected_branch(polar
         assert by_engine[0] == by_engine[1], name
         for rule, count in INJECTED_RULES.get(name, {}).items():
             assert by_engine[0][rule] >= count, f"{name}: injected row for {rule} not quarantined: {by_engine[0]}"
+
+
+def test_the_largest_64_bit_integer_reaches_silver_on_both_engines(polars_out, spark_out):
+    for out in (polars_out, spark_out):
+        assert I64_MAX in out["flights"].column("flight").to_pylist()
+
+
+def test_both_engines_report_the_same_conflict_and_keep_the_same_copy(polars_out, spark_out):
+    for out in (polars_out, spark_out):
+        conflicts = out["flights_conflicts"]
+        assert conflicts.num_rows == 2
+        kept = conflicts.filter(pc.field("_kept"))
+        assert kept.column("dep_delay").to_pylist() == [42.5]
 
 
 def test_deduplication_keeps_the_same_copy_on_both_engines(polars_out, spark_out, bronze):

@@ -15,7 +15,7 @@ from mlops_platform.defs import stages
 from mlops_platform.defs.quality import HAS_ROWS, check_spec
 from mlops_platform.defs.tables import days_of_run, partitioning, table_metadata
 from mlops_platform.ingest import read_bronze_batch
-from mlops_platform.landing import files_for_day, latest_snapshot, source_dir
+from mlops_platform.landing import NAMING_CONVENTION, files_for_day, latest_snapshot, source_dir, unread_files
 from mlops_platform.resources.landing_zone import LandingZone
 from mlops_platform.resources.warehouse import Warehouse
 from mlops_platform.settings import SourceConfig, UseCaseConfig
@@ -41,9 +41,12 @@ def _landing_files(landing: LandingZone, usecase: UseCaseConfig, name: str, spec
             missing.append(day.isoformat())
         day += dt.timedelta(days=1)
     if missing:
+        strays = [path.name for path in unread_files(landing.path, usecase.name, name, spec,
+                                                     [dt.date.fromisoformat(day) for day in missing])]
+        ignored = f" ({strays} are not read: they do not follow {NAMING_CONVENTION})" if strays else ""
         raise FileNotFoundError(
-            f"no {name} file landed for {', '.join(missing)} in {source_dir(landing.path, usecase.name, name)}: "
-            "land those days with `mlops land` first"
+            f"no {name} file landed for {', '.join(missing)} in {source_dir(landing.path, usecase.name, name)}"
+            f"{ignored}: land those days with `mlops land` first"
         )
     return files
 
@@ -68,6 +71,12 @@ def _bronze_asset(usecase: UseCaseConfig, name: str, spec: SourceConfig) -> dg.A
         files = _landing_files(landing, usecase, name, spec, context)
         batch = read_bronze_batch(files, spec, batch_id=context.run_id, ingested_at=dt.datetime.now(dt.UTC))
         context.log.info(f"read {batch.table.num_rows} {name} records from {len(batch.files)} file(s)")
+        run_days = sorted({day for _, day in files}) if spec.is_daily else None
+        unread = [str(path) for path in unread_files(landing.path, usecase.name, name, spec, run_days)]
+        if unread:
+            context.log.warning(f"not read, the names do not follow {NAMING_CONVENTION}: {unread}")
+        for path, count in batch.malformed_rows.items():
+            context.log.warning(f"{path}: {count} record(s) could not be parsed; silver quarantines them")
         for path, columns in batch.unexpected_columns.items():
             context.log.warning(f"{path}: columns {columns} are not in the configuration and were not ingested")
         allow = spec.allow_schema_evolution
@@ -82,6 +91,8 @@ def _bronze_asset(usecase: UseCaseConfig, name: str, spec: SourceConfig) -> dg.A
                 source_files=dg.MetadataValue.json(batch.files),
                 empty_files=dg.MetadataValue.json(batch.empty_files),
                 unexpected_columns=dg.MetadataValue.json(batch.unexpected_columns),
+                malformed_rows=dg.MetadataValue.json(batch.malformed_rows),
+                unread_files=dg.MetadataValue.json(unread),
             ),
             check_results=[dg.AssetCheckResult(
                 check_name=HAS_ROWS, passed=write.rows_written > 0, severity=dg.AssetCheckSeverity.WARN,

@@ -4,24 +4,24 @@ The sensor requests the daily job for each day whose daily sources have all land
 materialized, and the reference job when a newer snapshot lands. Run keys carry the files' modification times,
 so a day is requested once per set of files: a failed day is retried when its files are landed again, not on
 every tick. The files are those the landing zone lists (``LandingZone.files``): a folder here, a volume through the
-Files API when the orchestrator runs outside a Databricks environment's workspace.
+Files API when the orchestrator runs outside a Databricks environment's workspace. Files whose names break the
+landing convention (``mlops_platform.landing``) never make a day landed; each tick logs them.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import re
 
 import dagster as dg
 
 from mlops_platform import names
 from mlops_platform.defs import stages
+from mlops_platform.landing import NAMING_CONVENTION, Export, newest_snapshot, sort_exports
 from mlops_platform.resources.landing_zone import LandedFile, LandingZone
-from mlops_platform.settings import SourceConfig, UseCaseConfig
+from mlops_platform.settings import UseCaseConfig
 
 MAX_DAYS_PER_TICK = 31
-DAY_IN_NAME = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 def _signature(files: list[LandedFile]) -> str:
@@ -29,38 +29,34 @@ def _signature(files: list[LandedFile]) -> str:
     return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 
-def _exports(landing: LandingZone, usecase: UseCaseConfig, name: str, spec: SourceConfig) -> list[LandedFile]:
-    """The source's export files (``<source>_<day>*.<ext>``), by name, so by day."""
-    return [file for file in landing.files(usecase.name, name)
-            if file.name.startswith(f"{name}_") and file.name.endswith(f".{spec.format}")]
+Listing = dict[str, tuple[list[Export], list[str]]]
 
 
-def landed_days(landing: LandingZone, usecase: UseCaseConfig) -> dict[dt.date, list[LandedFile]]:
-    """Days for which every daily source has at least one file, with those files."""
+def list_landing(landing: LandingZone, usecase: UseCaseConfig) -> Listing:
+    """Per source, its exports in landing order and the names that break the convention (never read); each
+    source's folder is listed once."""
+    return {name: sort_exports(((file.name, file.modified) for file in landing.files(usecase.name, name)), name, spec)
+            for name, spec in usecase.sources.items()}
+
+
+def landed_days(listing: Listing, usecase: UseCaseConfig) -> dict[dt.date, list[LandedFile]]:
+    """Days for which every daily source has at least one export, with those exports."""
     per_source = {}
-    for name, spec in usecase.daily_sources.items():
+    for name in usecase.daily_sources:
         days: dict[dt.date, list[LandedFile]] = {}
-        for file in _exports(landing, usecase, name, spec):
-            try:
-                day = dt.date.fromisoformat(file.name.removeprefix(f"{name}_")[:10])
-            except ValueError:
-                continue
-            days.setdefault(day, []).append(file)
+        for export in listing[name][0]:
+            days.setdefault(export.day, []).append(LandedFile(export.name, export.modified))
         per_source[name] = days
     complete = set.intersection(*(set(days) for days in per_source.values())) if per_source else set()
     return {day: [file for days in per_source.values() for file in days[day]] for day in sorted(complete)}
 
 
-def latest_snapshots(landing: LandingZone, usecase: UseCaseConfig) -> list[LandedFile] | None:
-    """The newest file of every snapshot source, or None while one of them has none."""
-    latest = [_exports(landing, usecase, name, spec)[-1:] for name, spec in usecase.snapshot_sources.items()]
-    return [files[0] for files in latest] if latest and all(latest) else None
-
-
-def snapshot_day(files: list[LandedFile]) -> str | None:
-    """The day of the newest snapshot file, from its name (``<source>_<day>...``)."""
-    days = [found.group() for file in files if (found := DAY_IN_NAME.search(file.name))]
-    return max(days) if days else None
+def latest_snapshots(listing: Listing, usecase: UseCaseConfig) -> list[Export] | None:
+    """The newest export of every snapshot source, or None while one of them has none."""
+    latest = [newest_snapshot(listing[name][0]) for name in usecase.snapshot_sources]
+    if not latest or None in latest:
+        return None
+    return latest
 
 
 def landing_sensor(usecase: UseCaseConfig, jobs: dict[str, dg.UnresolvedAssetJobDefinition]
@@ -81,14 +77,21 @@ def landing_sensor(usecase: UseCaseConfig, jobs: dict[str, dg.UnresolvedAssetJob
         description=f"Runs {runs} ({usecase.name}).",
     )
     def sensor(context: dg.SensorEvaluationContext, landing: LandingZone):
-        snapshots = latest_snapshots(landing, usecase) if snapshot else None
+        listing = list_landing(landing, usecase)
+        for name, (_, strays) in listing.items():
+            if strays:
+                context.log.warning(f"{name}: {strays} not read: the names do not follow {NAMING_CONVENTION}")
+        snapshots = latest_snapshots(listing, usecase) if snapshot else None
         if snapshots:
-            yield dg.RunRequest(run_key=f"snapshot:{_signature(snapshots)}", job_name=snapshot.name,
-                                tags={names.SNAPSHOT_DAY_TAG: snapshot_day(snapshots)})
+            files = [LandedFile(export.name, export.modified) for export in snapshots]
+            # The run monitors (a use case of snapshots) under the day of the newest snapshot.
+            newest = max(export.day for export in snapshots)
+            yield dg.RunRequest(run_key=f"snapshot:{_signature(files)}", job_name=snapshot.name,
+                                tags={names.SNAPSHOT_DAY_TAG: newest.isoformat()})
         if daily is None:
             return
         materialized = context.instance.get_materialized_partitions(done_key) if done_key else set()
-        pending = [(day, files) for day, files in landed_days(landing, usecase).items()
+        pending = [(day, files) for day, files in landed_days(listing, usecase).items()
                    if day.isoformat() not in materialized]
         for day, files in pending[:MAX_DAYS_PER_TICK]:
             yield dg.RunRequest(run_key=f"{day}:{_signature(files)}", partition_key=day.isoformat(),

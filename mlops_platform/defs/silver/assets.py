@@ -13,10 +13,12 @@ import polars as pl
 from mlops_platform import names
 from mlops_platform.defs import stages
 from mlops_platform.defs.quality import (
+    KEYS_CONSISTENT,
     KEYS_UNIQUE,
     QUARANTINE_SHARE,
     ROWS_RECONCILE,
     check_spec,
+    consistent_keys_result,
     reconcile_result,
     sample_rows,
     unique_keys_result,
@@ -25,7 +27,15 @@ from mlops_platform.defs.tables import days_of_run, partitioning, table_metadata
 from mlops_platform.resources.engine import ComputeEngine
 from mlops_platform.resources.warehouse import DayRange, Warehouse
 from mlops_platform.settings import SourceConfig, UseCaseConfig
-from mlops_platform.transforms.conform import LANDING_DATE, RULE_COLUMN, conformed_tables
+from mlops_platform.transforms.conform import (
+    LANDING_DATE,
+    RULE_COLUMN,
+    RULE_DETAIL_COLUMN,
+    SOURCE_FILE,
+    SOURCE_LINE,
+    SOURCE_ROW,
+    conformed_tables,
+)
 
 
 def _silver_asset(usecase: UseCaseConfig, name: str, spec: SourceConfig) -> dg.AssetsDefinition:
@@ -53,6 +63,8 @@ def _silver_asset(usecase: UseCaseConfig, name: str, spec: SourceConfig) -> dg.A
             check_spec(ROWS_RECONCILE, silver_key, "bronze rows = silver + quarantined + removed duplicates"),
             check_spec(QUARANTINE_SHARE, silver_key,
                        f"at most {spec.max_quarantine_share:.1%} of bronze rows quarantined", "WARN"),
+            check_spec(KEYS_CONSISTENT, silver_key, "copies of a natural key agree on every value (the copy "
+                       "landed last is kept)", spec.conflict_severity),
         ],
         **partitioning(usecase, partitioned),
     )
@@ -60,7 +72,8 @@ def _silver_asset(usecase: UseCaseConfig, name: str, spec: SourceConfig) -> dg.A
         runner = engine.engine()
         bronze_days = days_of_run(context, LANDING_DATE) if partitioned else None
         bronze = runner.read(warehouse, *bronze_table, bronze_days)
-        silver_rows, quarantined = conformed_tables(runner, bronze, spec)
+        conformed = conformed_tables(runner, bronze, spec)
+        silver_rows, quarantined = conformed.silver, conformed.quarantine
         bronze_rows = runner.to_arrow(bronze.select(nw.len())).column(0)[0].as_py()
 
         if partitioned:
@@ -83,6 +96,7 @@ def _silver_asset(usecase: UseCaseConfig, name: str, spec: SourceConfig) -> dg.A
         )
         yield dg.MaterializeResult(asset_key=quarantine_key, metadata=table_metadata(quarantine_write, quarantined))
         yield unique_keys_result(silver_key, silver_rows, spec.keys)
+        yield consistent_keys_result(silver_key, conformed.conflicts, spec.keys, spec.conflict_severity)
         yield reconcile_result(
             silver_key, expected=bronze_rows,
             actual=write.rows_written + quarantine_write.rows_written + duplicates,
@@ -96,7 +110,7 @@ def _silver_asset(usecase: UseCaseConfig, name: str, spec: SourceConfig) -> dg.A
             metadata={"quarantined_rows": quarantined.num_rows, "quarantine_share": share,
                       "by_rule": dg.MetadataValue.json(by_rule.to_dicts()),
                       "sample": sample_rows(pl.from_arrow(quarantined),
-                                        [RULE_COLUMN, "_rule_detail", "_source_file", "_source_row"])},
+                                        [RULE_COLUMN, RULE_DETAIL_COLUMN, SOURCE_FILE, SOURCE_ROW, SOURCE_LINE])},
         )
 
     return silver
