@@ -39,9 +39,9 @@ import polars as pl
 import pyarrow as pa
 from deltalake import write_deltalake
 
+from mlops_platform import names
 from mlops_platform.defs.gold.assets import builder, read_inputs
 from mlops_platform.defs.quality import reconcile_result, rule_result, sample_rows, unique_keys_result
-from mlops_platform.defs.silver.assets import quarantine_table
 from mlops_platform.ingest import read_bronze_batch
 from mlops_platform.landing import day_range, files_for_day, land_day, latest_snapshot, load_source_data
 from mlops_platform.resources.engine import Engine, PolarsEngine, SparkEngine
@@ -123,10 +123,10 @@ def run_silver(usecase: UseCaseConfig, runner: Engine, warehouse: DeltaWarehouse
             if spec.is_daily:
                 silver_days = DayRange(spec.partition.column, days[0], days[-1])
                 write = warehouse.replace_days("silver", name, silver_rows, silver_days)
-                quarantine_write = warehouse.replace_days("silver", quarantine_table(name), quarantined, bronze_days)
+                quarantine_write = warehouse.replace_days("silver", names.quarantine(name), quarantined, bronze_days)
             else:
                 write = warehouse.overwrite("silver", name, silver_rows)
-                quarantine_write = warehouse.overwrite("silver", quarantine_table(name), quarantined)
+                quarantine_write = warehouse.overwrite("silver", names.quarantine(name), quarantined)
         with phases.phase("checks"):
             duplicates = bronze_rows - quarantined.num_rows - silver_rows.num_rows
             key = dg.AssetKey(["silver", name])

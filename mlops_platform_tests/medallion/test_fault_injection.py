@@ -23,8 +23,9 @@ import polars as pl
 import pytest
 from deltalake import DeltaTable
 
+from mlops_platform import names
 from mlops_platform.defs.bronze.assets import bronze_assets
-from mlops_platform.defs.silver.assets import quarantine_table, silver_assets
+from mlops_platform.defs.silver.assets import silver_assets
 from mlops_platform.ingest import (
     CSV_QUOTING,
     ENCODING,
@@ -516,7 +517,7 @@ def _materialize(tmp_path: Path, source: SourceConfig) -> Materialized:
     )
     metadata = {event.asset_key: {name: value.value for name, value in event.materialization.metadata.items()}
                 for event in result.get_asset_materialization_events()}
-    quarantine_key = next(key for key in silver.keys if key.path[-1] == quarantine_table(SOURCE))
+    quarantine_key = next(key for key in silver.keys if key.path[-1] == names.quarantine(SOURCE))
     silver_key = next(key for key in silver.keys if key != quarantine_key)
     return Materialized(result, metadata[bronze.key], metadata.get(silver_key, {}), metadata.get(quarantine_key, {}))
 
