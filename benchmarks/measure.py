@@ -1,0 +1,100 @@
+"""Process-level measurements shared by the benchmarks: memory, child processes, SQL round trips, bytes on disk."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Self
+
+KIB = 1024
+
+
+def memory_mb(field: str = "VmHWM", pid: int | str = "self") -> float:
+    """``VmRSS`` (resident now) or ``VmHWM`` (peak resident) of a process, in MB, from ``/proc``."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) * KIB / 1e6
+    raise KeyError(f"/proc/{pid}/status has no {field}")
+
+
+@dataclass(frozen=True)
+class ChildRun:
+    seconds: float
+    peak_rss_mb: float
+    returncode: int
+    output: str
+
+
+def timed_child(command: Sequence[str], env: dict[str, str] | None = None, timeout: float = 600.0) -> ChildRun:
+    """Run a command to its end: wall time from spawn to exit, and the peak RSS of that process alone (the rusage
+    ``wait4`` returns for exactly that child)."""
+    with tempfile.TemporaryFile() as output:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env)
+        killer = threading.Timer(timeout, process.kill)
+        killer.start()
+        try:
+            _, status, usage = os.wait4(process.pid, 0)
+        finally:
+            killer.cancel()
+        seconds = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        output.seek(0)
+        text = output.read().decode(errors="replace")
+    return ChildRun(seconds, usage.ru_maxrss * KIB / 1e6, process.returncode, text)
+
+
+def median_child(command: Sequence[str], repeats: int, env: dict[str, str] | None = None) -> dict[str, float]:
+    """The median wall time and peak RSS of ``repeats`` runs of a command that must succeed."""
+    runs = []
+    for _ in range(repeats):
+        run = timed_child(command, env)
+        if run.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} exited with {run.returncode}:\n{run.output[-3000:]}")
+        runs.append(run)
+    return {"seconds": statistics.median(run.seconds for run in runs),
+            "min_seconds": min(run.seconds for run in runs),
+            "peak_rss_mb": statistics.median(run.peak_rss_mb for run in runs), "repeats": repeats}
+
+
+def folder_bytes(folder: Path) -> int:
+    if not folder.exists():
+        return 0
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+
+
+class SqlStatements:
+    """Counts SQL statements per database file through SQLAlchemy's engine events (Dagster's and MLflow's stores
+    both go through SQLAlchemy): a round trip to the store is one statement."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+
+    def _count(self, connection, _cursor, _statement, _parameters, _context, _executemany) -> None:
+        self.counts[Path(connection.engine.url.database or "memory").name] += 1
+
+    def __enter__(self) -> Self:
+        from sqlalchemy import event
+        from sqlalchemy.engine import Engine
+
+        event.listen(Engine, "before_cursor_execute", self._count)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        from sqlalchemy import event
+        from sqlalchemy.engine import Engine
+
+        event.remove(Engine, "before_cursor_execute", self._count)
+
+    def by_store(self, mlflow_database: str) -> dict[str, int]:
+        """Statements against the MLflow store and against everything else (Dagster's run, event and index dbs)."""
+        mlflow = self.counts.get(mlflow_database, 0)
+        return {"mlflow": mlflow, "dagster": sum(self.counts.values()) - mlflow}
