@@ -23,7 +23,7 @@ import dagster as dg
 from benchmarks.profiling import Window
 from mlops_platform.defs.jobs import daily_job_name, reference_job_name
 from mlops_platform.defs.training.assets import training_job_name
-from mlops_platform.instance import persistent_instance
+from mlops_platform.instance import ensure_home, persistent_instance
 from mlops_platform.landing import day_range, land_days
 from mlops_platform.replay import QUIET, failure_messages
 from mlops_platform.settings import DATA_DIR_ENV, SERVING_PORT_ENV, ModelConfig, Settings, load_settings
@@ -39,6 +39,7 @@ def benchmark_settings(folder: Path, usecase_name: str, *, trials: int | None = 
     os.environ[DATA_DIR_ENV] = str(folder / "data")
     os.environ[SERVING_PORT_ENV] = "0"
     os.environ["DAGSTER_HOME"] = str(folder / "dagster_home")
+    ensure_home()
     settings = load_settings("local")
     usecase = settings.usecases[usecase_name]
     if trials is not None:

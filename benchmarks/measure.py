@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
+import json
 import statistics
 import subprocess
+import sys
 import tempfile
-import threading
-import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,23 +32,34 @@ class ChildRun:
     output: str
 
 
+# Spawns the command from a bare interpreter and reports its wall time and rusage. Linux seeds an exec'ed child's
+# peak RSS with its parent's at the exec, so a command spawned straight from a benchmark that imported Dagster
+# would report the benchmark's peak instead of its own.
+LAUNCHER = """
+import json, os, shutil, sys, time
+report, command = sys.argv[1], sys.argv[2:]
+started = time.perf_counter()
+pid = os.posix_spawn(shutil.which(command[0]), command, os.environ)
+_, status, usage = os.wait4(pid, 0)
+seconds = time.perf_counter() - started
+with open(report, "w") as out:
+    json.dump({"seconds": seconds, "maxrss_kib": usage.ru_maxrss, "returncode": os.waitstatus_to_exitcode(status)}, out)
+"""
+
+
 def timed_child(command: Sequence[str], env: dict[str, str] | None = None, timeout: float = 600.0) -> ChildRun:
-    """Run a command to its end: wall time from spawn to exit, and the peak RSS of that process alone (the rusage
-    ``wait4`` returns for exactly that child)."""
-    with tempfile.TemporaryFile() as output:
-        started = time.perf_counter()
-        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env)
-        killer = threading.Timer(timeout, process.kill)
-        killer.start()
-        try:
-            _, status, usage = os.wait4(process.pid, 0)
-        finally:
-            killer.cancel()
-        seconds = time.perf_counter() - started
-        process.returncode = os.waitstatus_to_exitcode(status)
-        output.seek(0)
-        text = output.read().decode(errors="replace")
-    return ChildRun(seconds, usage.ru_maxrss * KIB / 1e6, process.returncode, text)
+    """Run a command to its end: wall time from spawn to exit, and the peak RSS of that process alone."""
+    with tempfile.TemporaryDirectory() as folder:
+        report = Path(folder) / "report.json"
+        output = Path(folder) / "output.txt"
+        with output.open("wb") as sink:
+            completed = subprocess.run([sys.executable, "-c", LAUNCHER, str(report), *command], stdout=sink,
+                                       stderr=subprocess.STDOUT, env=env, timeout=timeout, check=False)
+        if completed.returncode != 0 or not report.exists():
+            raise RuntimeError(f"the launcher of {list(command)} failed:\n{output.read_text(errors='replace')}")
+        measured = json.loads(report.read_text())
+        return ChildRun(measured["seconds"], measured["maxrss_kib"] * KIB / 1e6, measured["returncode"],
+                        output.read_text(errors="replace"))
 
 
 def median_child(command: Sequence[str], repeats: int, env: dict[str, str] | None = None) -> dict[str, float]:
