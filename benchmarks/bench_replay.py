@@ -412,7 +412,7 @@ PHASES = {"setup": phase_setup, "days": phase_days}
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--days", type=int, default=4, help="days with a champion to replay and profile")
+    parser.add_argument("--days", type=int, default=6, help="days with a champion to replay and profile")
     parser.add_argument("--window-days", type=int, help="days before them (default: the training window)")
     parser.add_argument("--bootstrap-trials", type=int, default=2, help="tuning trials of the first champion")
     parser.add_argument("--skip-retraining", action="store_true")

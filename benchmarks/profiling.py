@@ -40,13 +40,14 @@ DRIVER_FILES = ("replay.py", "cli.py")
 IMPORTS = "imports"
 REPORT = "report rendering (Evidently)"
 MODEL_LOADING = "model loading (MLflow)"
+EVALUATION = "model evaluation (mlflow.models.evaluate)"
 DELTA_WRITES = "Delta writes"
 DELTA_READS = "Delta reads"
 MLFLOW = "MLflow calls (tracking, registry)"
 DAGSTER_STORAGE = "Dagster storage (event log, runs)"
 COMPUTE = "compute (our code, its libraries)"
 ORCHESTRATION = "Dagster orchestration"
-CATEGORIES = (IMPORTS, REPORT, MODEL_LOADING, DELTA_WRITES, DELTA_READS, MLFLOW, DAGSTER_STORAGE, COMPUTE,
+CATEGORIES = (IMPORTS, REPORT, MODEL_LOADING, EVALUATION, DELTA_WRITES, DELTA_READS, MLFLOW, DAGSTER_STORAGE, COMPUTE,
               ORCHESTRATION)
 
 # deltalake's Python API: everything under writer/ and these methods commit; every other call reads.
@@ -170,6 +171,7 @@ RULES: tuple[tuple[str, Callable[[Frame], bool]], ...] = (
     (IMPORTS, lambda frame: family(frame[0]) == "import"),
     (REPORT, lambda frame: family(frame[0]) == "evidently"),
     (MODEL_LOADING, _is_model_load),
+    (EVALUATION, lambda frame: family(frame[0], 3) == "mlflow.models.evaluation"),
     (DELTA_WRITES, _is_delta_write),
     (DELTA_READS, _is_delta_read),
     (MLFLOW, lambda frame: family(frame[0]) == "mlflow"),
