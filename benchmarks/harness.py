@@ -106,12 +106,13 @@ def _nodes(definitions: dg.Definitions, job: dg.JobDefinition) -> dict[str, dg.A
 
 def step_stages(definitions: dg.Definitions, job: dg.JobDefinition) -> dict[str, str]:
     """Each step of an asset job and the asset group it works on (bronze, silver, ..., monitoring); a step of
-    checks alone belongs to the group of the assets it checks."""
+    checks alone is ``<group> checks`` after the assets it checks (the champion gate: ``training checks``)."""
     graph = definitions.resolve_asset_graph()
     stages = {}
     for name, assets in _nodes(definitions, job).items():
         keys = list(assets.keys) or [check.asset_key for check in assets.check_specs]
-        stages[name] = "/".join(sorted({graph.get(key).group_name for key in keys}))
+        group = "/".join(sorted({graph.get(key).group_name for key in keys}))
+        stages[name] = group if assets.keys else f"{group} checks"
     return stages
 
 

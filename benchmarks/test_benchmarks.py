@@ -148,7 +148,7 @@ def test_the_noop_twin_has_the_same_steps_and_does_none_of_the_work() -> None:
     job = definitions.resolve_job_def("both")
     twin = noop_twin(definitions, job)
     assert len(twin.graph.nodes) == len(job.graph.nodes) == 3
-    assert step_stages(definitions, job) == {"source": "bronze", "target": "gold", "target_fresh": "gold"}
+    assert step_stages(definitions, job) == {"source": "bronze", "target": "gold", "target_fresh": "gold checks"}
     result = twin.execute_in_process(instance=dg.DagsterInstance.ephemeral())
     assert result.success
     keys = {event.asset_key.to_user_string() for event in result.get_asset_materialization_events()}
