@@ -44,10 +44,14 @@ os.environ.setdefault("DO_NOT_TRACK", "true")
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
+from benchmarks.measure import LoadRecorder
+
 RESULTS = Path(__file__).resolve().parent / "results" / "replay.json"
 USECASE = "flights"
 NO_CHAMPION_DAYS = 2
 PHASE_FILE = "{phase}.json"
+# Hotspots kept in the results file; the terminal shows --hotspots of them.
+HOTSPOTS_KEPT = 40
 
 
 # ---------------------------------------------------------------------------------------------------------- setup
@@ -180,7 +184,7 @@ def phase_days(folder: Path, args: argparse.Namespace) -> dict:
         "definitions_seconds": built - imported,
         "rss_after_import_mb": rss_imported,
         "days": days,
-        "hotspots": hotspots(warm_samples, top=args.hotspots),
+        "hotspots": hotspots(warm_samples, top=HOTSPOTS_KEPT),
         "floor": floor(daily, definitions, instance, [dt.date.fromisoformat(d["day"]) for d in days], args),
         "peak_rss_mb": memory_mb("VmHWM"),
         "steps": len(stages),
@@ -259,7 +263,7 @@ def retraining(definitions, settings, instance, args: argparse.Namespace) -> dic
         "step_seconds": {event.step_key: event.event_specific_data.duration_ms / 1000
                          for event in result.all_events if event.event_type_value == "STEP_SUCCESS"},
         "split": split.as_dict(),
-        "hotspots": hotspots(samples, top=args.hotspots),
+        "hotspots": hotspots(samples, top=HOTSPOTS_KEPT),
         "models": models,
         "checks": gate,
         "champion_before": before,
@@ -312,7 +316,7 @@ def _mean(values) -> float:
     return sum(values) / len(values) if values else float("nan")
 
 
-def report(setup: dict, figures: dict) -> list[str]:
+def report(setup: dict, figures: dict, top: int) -> list[str]:
     from benchmarks.profiling import CATEGORIES
 
     days = figures["days"]
@@ -360,8 +364,8 @@ def report(setup: dict, figures: dict) -> list[str]:
               f"{_mean(d['sql_statements']['mlflow'] for d in warm):.0f} to MLflow's; "
               f"retraining sensor {_mean(d['sensor_seconds'] for d in warm):.2f} s; "
               f"failed checks: {sorted({c for d in days for c in d['checks_failed']}) or 'none'}"),
-              "", f"top {len(figures['hotspots'])} hotspots of the warm days (cumulative, seconds per day):"]
-    for spot in figures["hotspots"]:
+              "", f"top {top} hotspots of the warm days (cumulative, seconds per day):"]
+    for spot in figures["hotspots"][:top]:
         lines.append(f"  {spot['seconds'] / len(warm):7.2f} {spot['share']:6.1%}  {spot['function']}  "
                      f"({spot['module']}:{spot['line']})")
     report_bytes = _mean(d["bytes_added"]["reports"] for d in days)
@@ -444,17 +448,19 @@ def main(argv: list[str] | None = None) -> dict:
         os._exit(0)
     folder = args.keep or Path(tempfile.mkdtemp(prefix="bench_replay_"))
     folder.mkdir(parents=True, exist_ok=args.keep is None)
-    load = os.getloadavg()
+    load = LoadRecorder()
     try:
-        setup = run_phase("setup", folder, argv)
-        figures = run_phase("days", folder, argv)
+        with load:
+            setup = run_phase("setup", folder, argv)
+            figures = run_phase("days", folder, argv)
     finally:
         stop_serving(folder)
         if args.keep is None:
             shutil.rmtree(folder, ignore_errors=True)
-    print("\n".join(report(setup, figures)))
-    results = {"machine": platform.node(), "cpus": os.cpu_count(), "load_before": load,
-               "load_after": os.getloadavg(), "setup": setup, **figures}
+    print("\n".join(report(setup, figures, args.hotspots)))
+    print(f"machine load (1-minute average) during the run: {load.summary()}")
+    results = {"machine": platform.node(), "cpus": os.cpu_count(), "load": load.as_dict(), "setup": setup,
+               **figures}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2, default=str))
     return results

@@ -41,7 +41,7 @@ os.environ.setdefault("DO_NOT_TRACK", "true")
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
-from benchmarks.measure import median_child, memory_mb, timed_child
+from benchmarks.measure import LoadRecorder, median_child, memory_mb, timed_child
 
 RESULTS = Path(__file__).resolve().parent / "results" / "startup.json"
 ROOT = Path(__file__).resolve().parent.parent
@@ -275,6 +275,33 @@ def report(figures: dict) -> list[str]:
     return lines
 
 
+def measure(folder: Path, settings, env: dict[str, str], args: argparse.Namespace, argv: list[str]) -> dict:
+    from mlops_platform.resources.serving import stop_server
+
+    python = sys.executable
+    figures = {
+        "interpreter": median_child([python, "-c", "pass"], args.repeats),
+        "import_dagster": median_child([python, "-c", "import dagster"], args.repeats),
+        "mlops_help": median_child([str(BIN / "mlops"), "--help"], args.repeats),
+        "import_code_location": median_child([python, "-c", "import mlops_platform.definitions"],
+                                             args.heavy_repeats),
+        "validate": [validate(folder, env, int(count), args.heavy_repeats) for count in args.usecases.split(",")],
+    }
+    command = [python, "-m", "benchmarks.bench_startup", *argv, "--phase", "setup", "--folder", str(folder)]
+    if subprocess.run(command, check=False, cwd=ROOT).returncode != 0:
+        raise RuntimeError("setup failed")
+    setup = json.loads((folder / SETUP_FILE).read_text())
+    figures["setup"] = setup
+    figures["serving"] = serving_start(folder, setup, args.heavy_repeats)
+    figures["model_floor"] = median_child(
+        [python, "-c", MODEL_FLOOR, setup["tracking_uri"], setup["model_uri"]], args.heavy_repeats, env)
+    deploy = [str(BIN / "mlops"), "deploy"]
+    stop_server(settings.serving_dir)
+    figures["deploy_cold"] = median_child(deploy, 1, env)
+    figures["deploy_warm"] = median_child(deploy, args.heavy_repeats, env)
+    return figures
+
+
 def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
@@ -291,36 +318,17 @@ def main(argv: list[str] | None = None) -> dict:
     folder = Path(tempfile.mkdtemp(prefix="bench_startup_"))
     settings = benchmark_settings(folder, USECASE)
     env = dict(os.environ)
-    load = os.getloadavg()
-    python = sys.executable
     try:
-        figures = {
-            "interpreter": median_child([python, "-c", "pass"], args.repeats),
-            "import_dagster": median_child([python, "-c", "import dagster"], args.repeats),
-            "mlops_help": median_child([str(BIN / "mlops"), "--help"], args.repeats),
-            "import_code_location": median_child([python, "-c", "import mlops_platform.definitions"],
-                                                 args.heavy_repeats),
-            "validate": [validate(folder, env, int(count), args.heavy_repeats) for count in args.usecases.split(",")],
-        }
-        command = [python, "-m", "benchmarks.bench_startup", *argv, "--phase", "setup", "--folder", str(folder)]
-        if subprocess.run(command, check=False, cwd=ROOT).returncode != 0:
-            raise RuntimeError("setup failed")
-        setup = json.loads((folder / SETUP_FILE).read_text())
-        figures["setup"] = setup
-        figures["serving"] = serving_start(folder, setup, args.heavy_repeats)
-        figures["model_floor"] = median_child(
-            [python, "-c", MODEL_FLOOR, setup["tracking_uri"], setup["model_uri"]], args.heavy_repeats, env)
-        deploy = [str(BIN / "mlops"), "deploy"]
-        stop_server(settings.serving_dir)
-        figures["deploy_cold"] = median_child(deploy, 1, env)
-        figures["deploy_warm"] = median_child(deploy, args.heavy_repeats, env)
+        with LoadRecorder() as load:
+            figures = measure(folder, settings, env, args, argv)
     finally:
         stop_server(settings.serving_dir)
         shutil.rmtree(folder, ignore_errors=True)
     print("\n".join(report(figures)))
+    print(f"machine load (1-minute average) during the run: {load.summary()}")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"machine": platform.node(), "cpus": os.cpu_count(), "load_before": load,
-                                   "load_after": os.getloadavg(), **figures}, indent=2, default=str))
+    RESULTS.write_text(json.dumps({"machine": platform.node(), "cpus": os.cpu_count(), "load": load.as_dict(),
+                                   **figures}, indent=2, default=str))
     return figures
 
 

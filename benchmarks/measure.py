@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -108,3 +110,35 @@ class SqlStatements:
         """Statements against the MLflow store and against everything else (Dagster's run, event and index dbs)."""
         mlflow = self.counts.get(mlflow_database, 0)
         return {"mlflow": mlflow, "dagster": sum(self.counts.values()) - mlflow}
+
+
+class LoadRecorder:
+    """The machine's 1-minute load average, read every ``interval`` seconds while running (a context manager):
+    a figure measured on a shared machine names the load it was measured under."""
+
+    def __init__(self, interval: float = 5.0) -> None:
+        self.interval = interval
+        self.readings: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="load-recorder", daemon=True)
+
+    def _run(self) -> None:
+        self.readings.append(os.getloadavg()[0])
+        while not self._stop.wait(self.interval):
+            self.readings.append(os.getloadavg()[0])
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def as_dict(self) -> dict[str, float]:
+        return {"mean": round(statistics.mean(self.readings), 2), "max": round(max(self.readings), 2),
+                "min": round(min(self.readings), 2), "readings": len(self.readings)}
+
+    def summary(self) -> str:
+        figures = self.as_dict()
+        return f"mean {figures['mean']:.1f}, min {figures['min']:.1f}, max {figures['max']:.1f} on {os.cpu_count()} cpus"
