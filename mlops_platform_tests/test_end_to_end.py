@@ -62,7 +62,7 @@ def _small_config(target: Path) -> Path:
     usecase = yaml.safe_load(path.read_text())
     for model in usecase["models"].values():
         model["tuning"].update(max_trials=2, space={"learning_rate": [0.05, 0.2], "max_iter": [40, 60]})
-    usecase["training_set"].update(validation_days=4, test_days=4)
+    usecase["training_set"]["split"].update(validation_days=4, test_days=4)
     usecase["monitoring"].pop("alerts", None)
     path.write_text(yaml.safe_dump(usecase, sort_keys=False))
     return target

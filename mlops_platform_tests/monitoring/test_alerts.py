@@ -10,6 +10,7 @@ import sys
 import polars as pl
 import pytest
 
+from mlops_platform import names
 from mlops_platform.monitoring.alerts import (
     GATE_LOST,
     PROMOTION,
@@ -19,8 +20,6 @@ from mlops_platform.monitoring.alerts import (
 )
 from mlops_platform.resources import build_resources
 from mlops_platform.resources.alerts import (
-    ALERTS_SCHEMA,
-    ALERTS_TABLE,
     EMAIL,
     FAILED,
     SENT,
@@ -63,7 +62,7 @@ def receivers(monkeypatch):
 
 
 def recorded(warehouse: DeltaWarehouse) -> pl.DataFrame:
-    return pl.from_arrow(warehouse.read(ALERTS_SCHEMA, ALERTS_TABLE)).sort("sink")
+    return pl.from_arrow(warehouse.read(*names.alerts_table("flights"))).sort("sink")
 
 
 def test_the_webhook_gets_the_alert_as_json_and_the_recipients_get_an_email(warehouse, receivers):
@@ -184,7 +183,7 @@ def test_a_use_case_without_alerts_sends_nothing_and_records_nothing(warehouse):
     assert delivery.sent == () and not delivery.failed
     assert delivery.summary() == ("alert feature_drift:flights_delay:2013-04-12: all skipped (no alerts configured "
                                   "for use case 'flights')")
-    assert not warehouse.exists(ALERTS_SCHEMA, ALERTS_TABLE)
+    assert not warehouse.exists(*names.alerts_table("flights"))
 
 
 def test_sinks_come_from_the_use_case_configuration(settings):

@@ -173,10 +173,10 @@ def test_promote_and_rollback_send_alerts_once(receivers, settings, capsys):
     for version in ("1", "2"):
         client.create_model_version(MODEL, source=str(settings.data_dir))
         client.set_registered_model_alias(MODEL, CHALLENGER, version)
-        assert main(["promote", "--model", MODEL]) == 0
+        assert main(["promote", "--model", "delay"]) == 0
 
-    assert main(["rollback", "--model", MODEL]) == 0
-    assert main(["rollback", "--model", MODEL]) == 1
+    assert main(["rollback", "--model", "delay"]) == 0
+    assert main(["rollback", "--model", "delay"]) == 1
 
     assert [post["cause"] for post in webhook.posts] == [
         "promotion:flights_delay:vnone->v1", "promotion:flights_delay:v1->v2", "rollback:flights_delay:v2->v1"]

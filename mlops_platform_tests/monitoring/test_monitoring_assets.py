@@ -24,7 +24,8 @@ def small(settings):
         "max_trials": 2, "space": {"learning_rate": (0.05, 0.2), "max_iter": (40, 60)}})})
         for name, config in usecase.models.items()}
     usecase = usecase.model_copy(update={
-        "training_set": usecase.training_set.model_copy(update={"validation_days": 4, "test_days": 4}),
+        "training_set": usecase.training_set.model_copy(update={"split": usecase.training_set.split.model_copy(
+            update={"validation_days": 4, "test_days": 4})}),
         "models": models,
     })
     return settings.model_copy(update={"usecases": {"flights": usecase}})

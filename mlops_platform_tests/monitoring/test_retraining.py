@@ -9,10 +9,10 @@ import dagster as dg
 from mlops_platform.defs.monitoring.assets import (
     FEATURE_DRIFT,
     QUALITY_DROP,
-    monitoring_key,
     quality_dropped_below,
 )
 from mlops_platform.defs.monitoring.sensors import TRIGGER_TAG
+from mlops_platform.defs.stages import monitoring_key
 from mlops_platform.monitoring.decisions import debounced, retraining_decision
 from mlops_platform.settings import Debounce, RetrainingConfig
 

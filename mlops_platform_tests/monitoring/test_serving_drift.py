@@ -60,7 +60,7 @@ def logged(tmp_path):
 
 
 def model_config():
-    return load_settings("local").usecases["flights"].models[MODEL].model_copy(update={"categorical": CATEGORICAL})
+    return load_settings("local").usecases["flights"].models["delay"].model_copy(update={"categorical": CATEGORICAL})
 
 
 def test_served_records_are_the_models_answered_records_by_day(logged):

@@ -291,7 +291,7 @@ def test_the_freshness_check_in_prod_reads_the_last_commit_through_the_sql_wareh
             return client
 
     usecase = load_settings("prod").usecases["flights"]
-    key = dg.AssetKey(["silver", "flights"])
+    key = dg.AssetKey(["flights", "silver", "flights"])
     (check,) = freshness_checks(usecase, [key])
     warehouse = UnityCatalogWarehouse(catalog=CATALOG, pyspark=DatabricksRuntimeSpark(), sql_warehouse_id="wh-42",
                                       workspace=FakeWorkspace(host="https://dbc-fake.cloud.databricks.com",
@@ -303,6 +303,6 @@ def test_the_freshness_check_in_prod_reads_the_last_commit_through_the_sql_wareh
     assert evaluation.passed
     assert evaluation.metadata["last_commit"].value == now.isoformat(timespec="seconds")
     assert statements == [
-        ("wh-42", SILVER_FLIGHTS_EXISTS),
-        ("wh-42", "DESCRIBE HISTORY `mlops_prod`.`silver`.`flights` LIMIT 1"),
+        ("wh-42", SILVER_FLIGHTS_EXISTS.replace("'silver'", "'flights_silver'")),
+        ("wh-42", "DESCRIBE HISTORY `mlops_prod`.`flights_silver`.`flights` LIMIT 1"),
     ]

@@ -135,7 +135,7 @@ def test_unity_catalog_model_names_need_the_unity_catalog_registry(tmp_path: Pat
     prod = (PROJECT_ROOT / "config" / "environments" / "prod.yaml").read_text()
     (config_dir / "environments" / "prod.yaml").write_text(prod.replace("registry_uri: databricks-uc",
                                                                         "registry_uri: databricks"))
-    with pytest.raises(ConfigError, match=r"(?s)prod.yaml.*field 'mlflow'.*needs registry_uri: databricks-uc"):
+    with pytest.raises(ConfigError, match=r"(?s)prod.yaml.*field 'mlflow.registry_uri'.*needs registry_uri: databricks-uc"):
         load_settings("prod", config_dir=config_dir)
 
 

@@ -19,14 +19,14 @@ def config_with(tmp_path: Path, change) -> Path:
     shutil.copytree(PROJECT_ROOT / "config", tmp_path / "config")
     path = tmp_path / "config" / "usecases" / "flights.yaml"
     raw = yaml.safe_load(path.read_text())
-    change(raw["serving"]["flights_delay"])
+    change(raw["serving"]["delay"])
     path.write_text(yaml.safe_dump(raw))
     return tmp_path / "config"
 
 
 def test_the_flights_endpoint_is_configured_for_both_stages() -> None:
     endpoint = load_settings("local").usecases["flights"].serving["delay"]
-    assert endpoint.model == "flights_delay"
+    assert endpoint.model == "delay"
     assert [(m.alias, m.traffic_percent) for m in endpoint.served_models] == [("champion", 90), ("challenger", 10)]
     assert (endpoint.stages.staging.name, endpoint.stages.production.name) == ("flights-delay-staging",
                                                                                "flights-delay")
@@ -35,19 +35,19 @@ def test_the_flights_endpoint_is_configured_for_both_stages() -> None:
 
 
 @pytest.mark.parametrize(("change", "field", "message"), [
-    (lambda e: e["served_models"][1].update(traffic_percent=20), "serving.flights_delay",
+    (lambda e: e["served_models"][1].update(traffic_percent=20), "serving.delay.served_models",
      "must sum to 100, got 110"),
-    (lambda e: e.update(served_models=[{"alias": "challenger", "traffic_percent": 100}]), "serving.flights_delay",
+    (lambda e: e.update(served_models=[{"alias": "challenger", "traffic_percent": 100}]), "serving.delay.served_models",
      "must include the 'champion' alias"),
-    (lambda e: e["online_store"].update(keys=["carrier", "origin", "dest"]), "(top level)",
+    (lambda e: e["online_store"].update(keys=["carrier", "origin", "dest"]), "serving.delay.online_store.keys",
      "feature table 'plane_attributes' is looked up by ['tailnum']"),
-    (lambda e: e["online_store"].update(tables=["carrier_delays"]), "(top level)",
+    (lambda e: e["online_store"].update(tables=["carrier_delays"]), "serving.delay.online_store.tables",
      "are neither request fields nor in online_store.tables"),
-    (lambda e: e["smoke"]["single"].pop("hour"), "(top level)", "smoke.single lacks ['hour']"),
-    (lambda e: e["fallback"].update(distance=1.0), "(top level)", "fallback names ['distance']"),
-    (lambda e: e["stages"]["production"].update(name="flights-delay-staging"), "serving.flights_delay.stages",
+    (lambda e: e["smoke"]["single"].pop("hour"), "serving.delay.smoke.single", "lacks ['hour']"),
+    (lambda e: e["fallback"].update(distance=1.0), "serving.delay.fallback", "names ['distance']"),
+    (lambda e: e["stages"]["production"].update(name="flights-delay-staging"), "serving.delay.stages.production.name",
      "different endpoint names"),
-    (lambda e: e["databricks"].update(workload_size="Huge"), "serving.flights_delay.databricks.workload_size",
+    (lambda e: e["databricks"].update(workload_size="Huge"), "serving.delay.databricks.workload_size",
      "Input should be 'Small', 'Medium' or 'Large'"),
 ])
 def test_a_wrong_serving_section_names_the_file_and_the_field(tmp_path: Path, change, field: str,
@@ -57,7 +57,7 @@ def test_a_wrong_serving_section_names_the_file_and_the_field(tmp_path: Path, ch
         load_settings("local", config_dir)
     text = str(refused.value)
     assert str(config_dir / "usecases" / "flights.yaml") in text
-    assert f"field '{field}" in text
+    assert f"field '{field}': " in text and message in text
     assert message in text
 
 
