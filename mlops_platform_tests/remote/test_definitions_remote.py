@@ -73,7 +73,7 @@ def test_prod_tables_are_unity_catalog_tables_read_by_the_orchestrator_through_a
     resources = build_definitions(prod).resources
     warehouse = resources["warehouse"]
     assert isinstance(warehouse, UnityCatalogWarehouse)
-    assert warehouse.full_name(*flights_table("silver", "flights")) == "mlops_prod.silver.flights"
+    assert warehouse.full_name(*flights_table("silver", "flights")) == "mlops_prod.flights_silver.flights"
     assert isinstance(warehouse.workspace, DatabricksWorkspace)
     assert resources["alerts"].warehouse is warehouse
     # Inside the job (mlops_platform.remote) the same environment reads and writes through the cluster's Spark.
@@ -151,14 +151,15 @@ def test_a_twin_passes_its_keys_and_partition_range_to_the_entry_point():
 
     days = dg.DailyPartitionsDefinition(start_date="2013-01-01", end_date="2013-02-01")
 
-    @dg.asset(partitions_def=days, backfill_policy=dg.BackfillPolicy.single_run(), key=["gold", "demo"])
+    @dg.asset(partitions_def=days, backfill_policy=dg.BackfillPolicy.single_run(), key=["flights", "gold", "demo"])
     def demo() -> None: ...
 
     twin = remote_twin(demo, launch)
     assert dg.materialize([twin], partition_key="2013-01-02").success
     assert dg.materialize([twin], tags={"dagster/asset_partition_range_start": "2013-01-02",
                                         "dagster/asset_partition_range_end": "2013-01-05"}).success
-    assert seen == [["flights/gold/demo", "--partition", "2013-01-02"], ["flights/gold/demo", "--partition", "2013-01-02...2013-01-05"]]
+    assert seen == [["flights/gold/demo", "--partition", "2013-01-02"],
+                    ["flights/gold/demo", "--partition", "2013-01-02...2013-01-05"]]
     assert parse_partition("2013-01-02...2013-01-05") == ("2013-01-02", "2013-01-05")
     with pytest.raises(ValueError, match="--partition"):
         parse_partition("2013-01-02...")

@@ -425,7 +425,7 @@ def test_no_deprecated_databricks_serving_or_monitoring_api_is_called_anywhere(t
      r"staging.yaml.*databricks.serving.online_store.publish_mode"),
     (("config/usecases/flights.yaml", "databricks: {workload_size: Small, scale_to_zero: true}",
       "databricks: {rate_limits: [{calls: 10, principal: ops}]}"),
-     r"flights.yaml.*serving.flights_delay.databricks.rate_limits.0.*principal 'ops' needs key user"),
+     r"flights.yaml.*serving.delay.databricks.rate_limits.0.*principal 'ops' needs key user"),
 ])
 def test_a_wrong_serving_setting_names_the_file_and_the_field(tmp_path: Path, edit: tuple[str, str, str],
                                                               expected: str) -> None:

@@ -26,10 +26,10 @@ def test_every_model_has_an_asset_a_blocking_gate_and_a_promotion_in_the_trainin
     graph = definitions.resolve_asset_graph()
 
     for model in MODELS:
-        trained, champion = dg.AssetKey(["models", model]), dg.AssetKey(["registry", f"{model}_champion"])
+        trained, champion = flights_key("models", model), flights_key("registry", f"{model}_champion")
         assert graph.get(trained).parent_keys == {flights_key("training", "training_set")}
         assert graph.get(champion).parent_keys == {trained}
-        assert graph.get(trained).group_name == "training" and graph.get(champion).group_name == "registry"
+        assert graph.get(trained).group_name == "flights_models" and graph.get(champion).group_name == "flights_registry"
         assert graph.get(trained).kinds == {"mlflow", "scikit-learn"}
         assert graph.get(trained).owners == ["team:flight-ops"]
         assert "registered in MLflow" in graph.get(trained).description
