@@ -49,6 +49,7 @@ from sklearn.preprocessing import OrdinalEncoder
 from sklearn.utils._param_validation import Interval
 from threadpoolctl import threadpool_limits
 
+from mlops_platform.ml import packaging
 from mlops_platform.ml.scoring import feature_frame
 from mlops_platform.ml.tuning import HyperoptTuner, Params, Tuner
 from mlops_platform.settings import ModelConfig
@@ -405,10 +406,10 @@ def _train(config: ModelConfig, frame: pd.DataFrame, features: list[str], *, exp
         mlflow.log_input(_dataset(splits.test, config, features, lineage, "test"), context="test")
         clock.lap("log_datasets")
         example = splits.test[features].head(INPUT_EXAMPLE_ROWS)
-        info = mlflow.sklearn.log_model(
-            pipeline, name="model", registered_model_name=config.registered_name,
-            signature=input_signature(config, features), input_example=example,
-            skops_trusted_types=SKOPS_TRUSTED_TYPES, pip_requirements=pip_requirements(),
+        info = packaging.log_model(
+            pipeline, task=config.task, registered_model_name=config.registered_name,
+            signature=input_signature(config, features), decision_threshold=config.decision_threshold,
+            input_example=example, skops_trusted_types=SKOPS_TRUSTED_TYPES, pip_requirements=pip_requirements(),
         )
         clock.lap("log_model")
 
