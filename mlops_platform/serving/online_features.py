@@ -9,14 +9,23 @@ lookup found nothing; those misses are counted per table.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import polars as pl
 import pyarrow as pa
 
-from mlops_platform.features import feature_columns
-from mlops_platform.resources.warehouse import Warehouse
 from mlops_platform.settings import UseCaseConfig
+from mlops_platform.transforms.features import feature_columns
+
+
+class TableReader(Protocol):
+    """What building a store reads: tables by ``schema.table`` and their versions (the warehouse resource is one)."""
+
+    def read(self, schema: str, table: str, *, columns: Sequence[str] | None = None) -> pa.Table: ...
+
+    def version(self, schema: str, table: str) -> int | None: ...
 
 
 @dataclass(frozen=True)
@@ -41,7 +50,7 @@ def store_features(usecase: UseCaseConfig, endpoint: str) -> list[str]:
     return [column for column in feature_columns(usecase) if column not in carried]
 
 
-def _key_spine(usecase: UseCaseConfig, endpoint: str, warehouse: Warehouse
+def _key_spine(usecase: UseCaseConfig, endpoint: str, warehouse: TableReader
                ) -> tuple[pl.DataFrame, dt.date | None, dt.date | None]:
     spec = usecase.serving[endpoint].online_store
     source = spec.key_source
@@ -60,7 +69,7 @@ def _key_spine(usecase: UseCaseConfig, endpoint: str, warehouse: Warehouse
     return frame.select(spec.keys).drop_nulls().unique().sort(spec.keys), first, last
 
 
-def build_online_store(usecase: UseCaseConfig, endpoint: str, warehouse: Warehouse) -> OnlineStoreBuild:
+def build_online_store(usecase: UseCaseConfig, endpoint: str, warehouse: TableReader) -> OnlineStoreBuild:
     """The online store of ``endpoint``: keys, then every store feature, one row per key combination."""
     assert usecase.training_set is not None
     spec = usecase.serving[endpoint].online_store
