@@ -48,7 +48,9 @@ def typed_features(frame: pd.DataFrame, categorical: Sequence[str], features: Se
     wanted = set(categorical)
     for column in features:
         if column in wanted:
-            typed[column] = frame[column].astype(object).map(lambda value: str(value) if pd.notna(value) else np.nan)
+            # Kept as object even when every value is missing: a float column would meet string categories.
+            typed[column] = frame[column].astype(object).map(
+                lambda value: str(value) if pd.notna(value) else np.nan).astype(object)
         else:
             try:
                 typed[column] = pd.to_numeric(frame[column]).astype("float64")
@@ -196,8 +198,9 @@ def load_served(model_uri: str | Path) -> ServedModel:
 
 
 def _load_pyfunc(data_path: str) -> ServedModel:
-    """MLflow's pyfunc entry point: ``data_path`` is the serialized pipeline inside the model folder."""
-    return load_served(Path(data_path).parent)
+    """MLflow's pyfunc entry point: ``data_path`` is the model folder (or a file in it)."""
+    path = Path(data_path)
+    return load_served(path if path.is_dir() else path.parent)
 
 
 def evaluation_model(model_uri: str) -> Any:
