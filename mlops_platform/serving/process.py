@@ -17,6 +17,7 @@ or starting process and never starts a second one beside it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib.util
 import json
@@ -222,8 +223,10 @@ class DrainingServer(uvicorn.Server):
         self.options = options
         self._drain_started: float | None = None
         self._pid_written: ServerProcess | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
         await super().startup(sockets)
         if self.started and self.servers:
             port = self.servers[0].sockets[0].getsockname()[1]
@@ -239,13 +242,20 @@ class DrainingServer(uvicorn.Server):
             self.should_exit = self.force_exit = True
             return
         self._drain_started = time.monotonic()
+        if self._loop is None:
+            self.should_exit = True
+        else:
+            self._loop.call_soon_threadsafe(self._begin_drain)
+
+    def _begin_drain(self) -> None:
+        # The socket closes before any answer says "Connection: close": no client is reconnecting at that moment,
+        # so no connection is left half-accepted in the listen backlog.
+        for server in self.servers:
+            server.close()
         self.app.start_draining()
 
     async def on_tick(self, counter: int) -> bool:
-        if self._drain_started is not None:
-            for server in self.servers:
-                if server.is_serving():
-                    server.close()
+        if self._drain_started is not None and self.app.draining:
             now = time.monotonic()
             quiet = now - self.app.last_request >= self.options.drain_idle_seconds
             overdue = now - self._drain_started >= self.options.drain_max_seconds
