@@ -15,7 +15,12 @@ from mlops_platform.cli import main
 from mlops_platform.defs.monitoring.assets import DATASET_ROW, DRIFT_SCHEMA, QUALITY_SCHEMA
 from mlops_platform.ml.gate import CHALLENGER, CHAMPION
 from mlops_platform.resources import build_resources
-from mlops_platform.serving.inference_table import INFERENCE_SCHEMA, INFERENCE_TABLE, InferenceRecord, to_table
+from mlops_platform.serving.inference_table import (
+    INFERENCE_SCHEMA,
+    INFERENCE_TABLE,
+    InferenceRecord,
+    to_table,
+)
 from mlops_platform.settings import CONFIG_DIR_ENV, PROJECT_ROOT, load_settings
 from mlops_platform_tests.monitoring.servers import smtp_server, webhook_server
 
