@@ -328,7 +328,9 @@ def cmd_inference_validate(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps(report.to_dict(), indent=2))
         return 0 if report.valid else 1
     print(f"{report.table}: {report.rows:,} rows, {report.failed_requests:,} failed requests, "
-          f"{report.null_request_ids} null and {report.duplicate_request_ids} duplicate request ids")
+          f"{report.null_request_ids} null request ids, {report.duplicate_rows} requests logged twice")
+    print(f"  client request ids used more than once: {report.repeated_client_request_ids:,} "
+          f"({report.repeated_requests:,} repeats of the same payload: retries or sticky clients, not errors)")
     if report.latency_ms:
         print("  latency ms: " + ", ".join(f"{name} {value:.1f}" for name, value in report.latency_ms.items()))
     for group in report.by_endpoint_version:

@@ -20,6 +20,7 @@ from mlflow import MlflowClient
 from mlflow.models import EvaluationResult, MetricThreshold
 from mlflow.models.evaluation.validation import ModelValidationFailedException
 
+from mlops_platform.ml.packaging import evaluation_model
 from mlops_platform.settings import MetricGate, ModelConfig
 
 CHAMPION = "champion"
@@ -104,7 +105,7 @@ def _evaluate(config: ModelConfig, version: str, data: pd.DataFrame, role: str,
     with mlflow.start_run(experiment_id=experiment_id, nested=True, run_name=f"{role}-v{version}",
                           tags={"gate.role": role}):
         return mlflow.models.evaluate(
-            f"models:/{config.registered_name}/{version}", data, targets=config.label,
+            evaluation_model(f"models:/{config.registered_name}/{version}"), data, targets=config.label,
             model_type=MODEL_TYPES[config.task], evaluator_config=evaluator_config,
         )
 

@@ -46,6 +46,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils._param_validation import Interval
 from threadpoolctl import threadpool_limits
 
+from mlops_platform.ml import packaging
 from mlops_platform.ml.estimators import build_pipeline, configured_space, estimator_class, estimator_of
 from mlops_platform.ml.scoring import feature_frame
 from mlops_platform.ml.tuning import HyperoptTuner, Params, Trial, Tuner, TuningResult
@@ -411,10 +412,11 @@ def _train(config: ModelConfig, frame: pd.DataFrame, features: list[str], *, exp
             info = model_logger.log_model(pipeline, registered_model_name=config.registered_name,
                                           run_id=run.info.run_id)
         else:
-            info = mlflow.sklearn.log_model(
-                pipeline, name="model", registered_model_name=config.registered_name,
-                signature=input_signature(config, features), input_example=example,
-                skops_trusted_types=list(estimator_of(config).trusted_types), pip_requirements=pip_requirements(),
+            info = packaging.log_model(
+                pipeline, task=config.task, registered_model_name=config.registered_name,
+                signature=input_signature(config, features), decision_threshold=config.decision_threshold,
+                input_example=example, skops_trusted_types=list(estimator_of(config).trusted_types),
+                pip_requirements=pip_requirements(),
             )
         clock.lap("log_model")
 

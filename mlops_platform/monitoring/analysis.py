@@ -6,15 +6,21 @@ What the ``mlops drift`` and ``mlops inference validate`` commands print; pure f
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
 import polars as pl
 
 from mlops_platform.monitoring import tables
-from mlops_platform.monitoring.serving_drift import OK_STATUS
 from mlops_platform.monitoring.tables import DATASET_ROW, FEATURES_SCOPE, PREDICTION_SCOPE, SERVING_SCOPE
 from mlops_platform.resources.warehouse import Warehouse, schema_difference
-from mlops_platform.serving.inference_log import DEFAULT_SCHEMA, DEFAULT_TABLE, INFERENCE_LOG_SCHEMA
+from mlops_platform.serving.inference_table import (
+    INFERENCE_SCHEMA,
+    INFERENCE_TABLE,
+    INFERENCE_TABLE_SCHEMA,
+    OK_STATUS,
+    normalize,
+)
 
 LATENCY_PERCENTILES = (50, 95, 99)
 
@@ -76,12 +82,21 @@ def latest_drift_day(warehouse: Warehouse, usecase: str, model: str) -> dt.date 
 
 @dataclass
 class InferenceValidation:
+    """The health of an inference table. Only ``problems`` make it invalid; the rest is information.
+
+    A client may send the same ``client_request_id`` again on purpose (sticky A/B, a retry): each such request is
+    its own row with its own ``databricks_request_id``. A true duplicate is one request logged twice: the same
+    ``databricks_request_id`` on more than one row.
+    """
+
     table: str
     rows: int = 0
     problems: list[str] = field(default_factory=list)
     by_endpoint_version: list[dict] = field(default_factory=list)
     null_request_ids: int = 0
-    duplicate_request_ids: int = 0
+    duplicate_rows: int = 0
+    repeated_client_request_ids: int = 0
+    repeated_requests: int = 0
     failed_requests: int = 0
     latency_ms: dict[str, float] = field(default_factory=dict)
 
@@ -93,32 +108,50 @@ class InferenceValidation:
         return {**asdict(self), "valid": self.valid}
 
 
-def validate_inference_log(warehouse: Warehouse) -> InferenceValidation:
-    """Schema, rows per endpoint and served version, null and duplicate request ids, latency percentiles."""
-    report = InferenceValidation(warehouse.full_name(DEFAULT_SCHEMA, DEFAULT_TABLE))
-    schema = warehouse.schema_of(DEFAULT_SCHEMA, DEFAULT_TABLE)
-    if schema is None:
-        report.problems.append(f"{report.table} does not exist at {warehouse.location(DEFAULT_SCHEMA, DEFAULT_TABLE)}")
+def validate_inference_log(warehouse: Warehouse, *, schema: str = INFERENCE_SCHEMA, table: str = INFERENCE_TABLE,
+                           endpoint: str | None = None,
+                           served_entities: Mapping[str, tuple[str, str]] | None = None) -> InferenceValidation:
+    """Schema, rows per endpoint and served version, request ids, latency percentiles of the local inference log
+    (or of a Databricks inference table at ``schema.table``, see ``serving/inference_table.py``)."""
+    report = InferenceValidation(warehouse.full_name(schema, table))
+    current = warehouse.schema_of(schema, table)
+    if current is None:
+        report.problems.append(f"{report.table} does not exist at {warehouse.location(schema, table)}")
         return report
-    report.problems += [f"schema: {problem}" for problem in schema_difference(INFERENCE_LOG_SCHEMA, schema)]
+    if "endpoint_name" in current.names:
+        report.problems += [f"schema: {problem}" for problem in schema_difference(INFERENCE_TABLE_SCHEMA, current)]
     if report.problems:
         return report
-    rows = pl.from_arrow(warehouse.read(
-        DEFAULT_SCHEMA, DEFAULT_TABLE, columns=["request_id", "endpoint", "model_version", "status_code", "latency_ms"]))
+    try:
+        rows = normalize(warehouse.read(schema, table), endpoint=endpoint, served_entities=served_entities)
+    except ValueError as error:
+        report.problems.append(str(error))
+        return report
+    return validate_inference_rows(rows, report)
+
+
+def validate_inference_rows(rows: pl.DataFrame, report: InferenceValidation) -> InferenceValidation:
+    """Fill ``report`` from a normalized inference table (``serving.inference_table.normalize``)."""
     report.rows = rows.height
     report.by_endpoint_version = (
         rows.group_by("endpoint", "model_version")
         .agg(pl.len().alias("rows"), (pl.col("status_code") != OK_STATUS).sum().alias("failed"))
         .sort("endpoint", "model_version", nulls_last=True).to_dicts())
     report.null_request_ids = rows["request_id"].null_count()
-    ids = rows["request_id"].drop_nulls()
-    report.duplicate_request_ids = ids.len() - ids.n_unique()
+    identified = rows.filter(pl.col("request_id").is_not_null())
+    report.duplicate_rows = identified.height - identified["request_id"].n_unique()
+    clients = rows.filter(pl.col("client_request_id").is_not_null())
+    report.repeated_client_request_ids = int(
+        clients.group_by("client_request_id").len().filter(pl.col("len") > 1).height)
+    report.repeated_requests = clients.height - clients.select("client_request_id", "request").n_unique() \
+        if clients.height else 0
     report.failed_requests = int((rows["status_code"] != OK_STATUS).sum())
     if rows.height:
         report.latency_ms = {f"p{p}": float(rows["latency_ms"].quantile(p / 100, "linear"))
                              for p in LATENCY_PERCENTILES}
     if report.null_request_ids:
-        report.problems.append(f"{report.null_request_ids} row(s) without a request_id")
-    if report.duplicate_request_ids:
-        report.problems.append(f"{report.duplicate_request_ids} duplicate request_id(s)")
+        report.problems.append(f"{report.null_request_ids} row(s) without a databricks_request_id")
+    if report.duplicate_rows:
+        report.problems.append(f"{report.duplicate_rows} row(s) log a request already logged (same "
+                               "databricks_request_id)")
     return report

@@ -1,56 +1,41 @@
 """The served traffic as monitoring sees it: one row per scored record of the inference table, by day.
 
-A request's day is the UTC date of its timestamp: the endpoint logs when it answered, which is when the model's
-inputs were what they were. Only answered requests (status 200) of the monitored registered model count; each of
-their records contributes the features the model scored (online-store values and fallbacks included), exactly
-as logged by ``mlops_platform.serving.inference_log``.
+A request's day is the UTC date it was answered, which is when the model's inputs were what they were. Only answered
+requests (status 200) of the monitored registered model count; each of their records contributes the features the
+model scored. The table is read through ``serving/inference_table.py``, the one reader of the local log and of a
+Databricks AI Gateway inference table.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-import orjson
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from mlops_platform.ml.scoring import feature_frame
 from mlops_platform.monitoring.drift import DriftResult, detect_drift
 from mlops_platform.resources.warehouse import Warehouse
-from mlops_platform.serving.inference_log import DEFAULT_SCHEMA, DEFAULT_TABLE
+from mlops_platform.serving import inference_table
+from mlops_platform.serving.inference_table import DAY, INFERENCE_SCHEMA, INFERENCE_TABLE, normalize
 from mlops_platform.settings import ModelConfig
-
-OK_STATUS = 200
-DAY = "day"
-SERVED_VERSION = "served_model_version"
 
 
 def served_records(warehouse: Warehouse, registered_name: str, first: dt.date, last: dt.date,
-                   features: Sequence[str]) -> pd.DataFrame | None:
+                   features: Sequence[str], *, schema: str = INFERENCE_SCHEMA, table: str = INFERENCE_TABLE,
+                   endpoint: str | None = None, served_entities: Mapping[str, tuple[str, str]] | None = None,
+                   ) -> pd.DataFrame | None:
     """Records scored for ``registered_name`` from ``first`` to ``last`` with their day, served version and the
-    logged ``features`` (columns the endpoint does not log are left out); None when the table does not exist."""
-    if not warehouse.exists(DEFAULT_SCHEMA, DEFAULT_TABLE):
+    logged ``features`` (columns the table does not hold are left out); None when the table does not exist.
+
+    ``schema.table`` may be a Databricks inference table; then ``endpoint`` and ``served_entities`` say what its
+    served entities are (see :func:`mlops_platform.serving.inference_table.normalize`).
+    """
+    if not warehouse.exists(schema, table):
         return None
-    start = dt.datetime.combine(first, dt.time(), dt.UTC)
-    end = dt.datetime.combine(last + dt.timedelta(days=1), dt.time(), dt.UTC)
-    rows = warehouse.read(
-        DEFAULT_SCHEMA, DEFAULT_TABLE, columns=["timestamp", "model_name", "model_version", "status_code", "features"],
-        filters=[("timestamp", ">=", pa.scalar(start, pa.timestamp("us", tz="UTC"))),
-                 ("timestamp", "<", pa.scalar(end, pa.timestamp("us", tz="UTC")))],
-    )
-    rows = rows.filter(pc.and_(pc.and_(pc.equal(rows["model_name"], registered_name),
-                                       pc.equal(rows["status_code"], OK_STATUS)),
-                               pc.is_valid(rows["features"])))
-    records = []
-    for stamp, version, logged in zip(rows["timestamp"].to_pylist(), rows["model_version"].to_pylist(),
-                                      rows["features"].to_pylist(), strict=True):
-        day = stamp.astimezone(dt.UTC).date()
-        records += [{DAY: day, SERVED_VERSION: version, **record} for record in orjson.loads(logged)]
-    frame = pd.DataFrame.from_records(records, columns=None if records else [DAY, SERVED_VERSION])
-    present = [column for column in features if column in frame.columns]
-    return frame[[DAY, SERVED_VERSION, *present]]
+    rows = warehouse.read(schema, table, filters=[("request_date", ">=", first), ("request_date", "<=", last)])
+    return inference_table.served_records(normalize(rows, endpoint=endpoint, served_entities=served_entities),
+                                          registered_name, first, last, features)
 
 
 def serving_drift(served: pd.DataFrame | None, day: dt.date, reference: pd.DataFrame, config: ModelConfig,
@@ -59,7 +44,7 @@ def serving_drift(served: pd.DataFrame | None, day: dt.date, reference: pd.DataF
     """The day's served records (from :func:`served_records`) against ``reference``, the same typed training
     reference the batch scope uses, on the features the endpoint logs; or why there is nothing to compare."""
     if served is None:
-        return f"skipped: no {DEFAULT_SCHEMA}.{DEFAULT_TABLE} table"
+        return f"skipped: no {INFERENCE_SCHEMA}.{INFERENCE_TABLE} table"
     today = served[served[DAY] == day]
     if today.empty:
         return f"skipped: no served requests on {day.isoformat()}"

@@ -51,7 +51,7 @@ from mlops_platform.resources.online_feature_store import FeatureTableSpec, Onli
 from mlops_platform.resources.serving import DeployOutcome, EndpointDeployment, ServingError, ServingTarget
 from mlops_platform.resources.unity_catalog import UnityCatalogWarehouse
 from mlops_platform.resources.warehouse import Warehouse
-from mlops_platform.serving.inference_log import DEFAULT_SCHEMA as INFERENCE_LOG_SCHEMA
+from mlops_platform.serving.inference_table import INFERENCE_SCHEMA as INFERENCE_LOG_SCHEMA
 from mlops_platform.settings import UseCaseConfig
 
 # AI Gateway names the inference table after the configured prefix; its request timestamp column.

@@ -4,41 +4,50 @@ Both targets take the same :class:`EndpointDeployment` (an endpoint name, the se
 aliases resolved to, their traffic shares) and answer the same HTTP contract at :meth:`ServingTarget.invocation_url`,
 so the endpoint assets and the smoke test do not know which one they talk to.
 
-- :class:`LocalServing` writes ``<serving_dir>/endpoints/<name>.json`` (``deploy_endpoint_config``) and makes sure one
-  ``python -m mlops_platform.serving`` process serves that folder: started detached with a pid file when none runs,
-  reused when one does; it picks up every redeploy without a restart.
+- :class:`LocalServing` writes ``<serving_dir>/endpoints/<name>.json`` (``serving/deploy.py``) and makes sure one
+  serving process (``serving/process.py``) serves that folder. One deploy at a time, under a lock on the folder. A
+  process its pid file names is waited for while it is busy or starting, never replaced; a port held by anything
+  else is reported, not fought over. A deployment the process cannot load is rolled back on disk (the process never
+  stopped serving the previous one) and the deploy fails saying why.
 - ``DatabricksServing`` (``mlops_platform.resources.databricks_serving``) creates or updates a Model Serving
   endpoint with databricks-sdk.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import http.client
-import json
 import os
-import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import httpx
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from mlops_platform.serving.config import (
     EndpointConfig,
+    EndpointConfigError,
     ServedModel,
-    deploy_endpoint_config,
     endpoint_config_path,
+    write_atomically,
+)
+from mlops_platform.serving.deploy import deploy_endpoint_config
+from mlops_platform.serving.process import (
+    PID_FILE,
+    ServerOptions,
+    ServerProcess,
+    port_accepts,
+    probe,
+    read_pid_file,
+    run_server,
+    serving_lock,
+    stop_server,
 )
 
-PID_FILE = "server.pid"
 LOG_FILE = "server.log"
-LOCK_FILE = "server.lock"
 STORES_DIR = "stores"
 
 
@@ -71,6 +80,7 @@ class EndpointDeployment:
     max_records: int = 1_000
     workload_size: str = "Small"
     scale_to_zero: bool = True
+    usecase: str | None = None
 
 
 @dataclass(frozen=True)
@@ -104,97 +114,8 @@ class ServingTarget(dg.ConfigurableResource):
         raise NotImplementedError
 
 
-def _get(host: str, port: int, path: str, timeout: float = 2.0) -> tuple[int, Any]:
-    connection = http.client.HTTPConnection(host, port, timeout=timeout)
-    try:
-        connection.request("GET", path)
-        response = connection.getresponse()
-        return response.status, json.loads(response.read() or b"null")
-    finally:
-        connection.close()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A child of this process that exited stays a zombie until reaped: kill(0) succeeds, yet nothing serves.
-    with contextlib.suppress(ChildProcessError):
-        finished, _ = os.waitpid(pid, os.WNOHANG)
-        if finished == pid:
-            return False
-    return True
-
-
-@dataclass(frozen=True)
-class ServerProcess:
-    """A serving process of one serving folder, as its pid file records it."""
-
-    pid: int
-    host: str
-    port: int
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-
-def read_pid_file(serving_dir: str | Path) -> ServerProcess | None:
-    path = Path(serving_dir) / PID_FILE
-    try:
-        recorded = json.loads(path.read_text())
-        return ServerProcess(int(recorded["pid"]), str(recorded["host"]), int(recorded["port"]))
-    except (FileNotFoundError, ValueError, KeyError, TypeError):
-        return None
-
-
-def write_pid_file(serving_dir: str | Path, process: ServerProcess) -> None:
-    from mlops_platform.serving.config import write_atomically
-
-    payload = {"pid": process.pid, "host": process.host, "port": process.port}
-    write_atomically(Path(serving_dir) / PID_FILE, json.dumps(payload).encode())
-
-
-def running_server(serving_dir: str | Path) -> ServerProcess | None:
-    """The process serving this folder, if its pid file names a live process that answers ``/health``."""
-    recorded = read_pid_file(serving_dir)
-    if recorded is None or not _alive(recorded.pid):
-        return None
-    try:
-        status, _ = _get(recorded.host, recorded.port, "/health")
-    except OSError:
-        return None
-    return recorded if status == 200 else None
-
-
-def stop_server(serving_dir: str | Path, timeout: float = 30.0) -> bool:
-    """Stop the serving process of this folder gracefully (SIGTERM flushes its inference log); True if one ran."""
-    recorded = read_pid_file(serving_dir)
-    if recorded is None:
-        return False
-    pid_file = Path(serving_dir) / PID_FILE
-    if not _alive(recorded.pid):
-        pid_file.unlink(missing_ok=True)
-        return False
-    os.kill(recorded.pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while _alive(recorded.pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if _alive(recorded.pid):
-        os.kill(recorded.pid, signal.SIGKILL)
-    pid_file.unlink(missing_ok=True)
-    return True
-
-
-def _free_port(host: str) -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
+class _NotYet(Exception):
+    """The serving process does not serve the deployment yet; polled again until the deadline."""
 
 
 class LocalServing(ServingTarget):
@@ -207,55 +128,75 @@ class LocalServing(ServingTarget):
     catalog: str
     startup_timeout_seconds: float = 180.0
     load_timeout_seconds: float = 120.0
+    busy_timeout_seconds: float = 120.0
 
-    def server_command(self, port: int) -> list[str]:
-        return [sys.executable, "-m", "mlops_platform.serving", "--serving-dir", str(Path(self.serving_dir).resolve()),
-                "--host", self.host, "--port", str(port), "--warehouse-root", self.warehouse_root,
-                "--catalog", self.catalog, "--log-level", "warning"]
+    def server_options(self) -> ServerOptions:
+        return ServerOptions(serving_dir=str(Path(self.serving_dir).resolve()), warehouse_root=self.warehouse_root,
+                             catalog=self.catalog, host=self.host, port=self.port, log_level="warning")
 
-    @contextlib.contextmanager
-    def _lock(self) -> Iterator[None]:
-        # Two endpoint assets of one run (or two runs) must not both start a process for the same folder.
-        Path(self.serving_dir).mkdir(parents=True, exist_ok=True)
-        with open(Path(self.serving_dir) / LOCK_FILE, "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            yield
+    def server_command(self) -> list[str]:
+        options = self.server_options()
+        return [sys.executable, "-m", "mlops_platform.serving", "--serving-dir", options.serving_dir,
+                "--host", options.host, "--port", str(options.port), "--warehouse-root", options.warehouse_root,
+                "--catalog", options.catalog, "--log-level", options.log_level]
 
     def ensure_running(self) -> ServerProcess:
-        """The serving process of ``serving_dir``: the running one, or a new detached one once it answers."""
-        with self._lock():
-            current = running_server(self.serving_dir)
-            if current is not None and (self.port in (0, current.port)) and current.host == self.host:
-                return current
-            if current is not None:
+        """The serving process of ``serving_dir``: the running one (waited for while busy), or a new one."""
+        with serving_lock(self.serving_dir):
+            return self._ensure_running()
+
+    def _ensure_running(self) -> ServerProcess:
+        recorded = read_pid_file(self.serving_dir)
+        if recorded is not None:
+            server = self._wait_for(recorded)
+            if server is not None:
+                if self.port in (0, server.port) and server.host == self.host:
+                    return server
+                # The configuration moved the server: the old one drains (SIGTERM) before the new one binds.
                 stop_server(self.serving_dir)
-            return self._start()
+            Path(self.serving_dir, PID_FILE).unlink(missing_ok=True)
+        if self.port and port_accepts(self.host, self.port):
+            raise ServingError(f"port {self.port} on {self.host} is held by a process that is not the serving process "
+                               f"of {self.serving_dir} (no live pid file names it): stop it, or move the server with "
+                               "MLOPS_SERVING_PORT")
+        return self._start()
+
+    def _wait_for(self, recorded: ServerProcess) -> ServerProcess | None:
+        """``recorded`` once it serves; None when it is gone. A busy or starting process is waited for."""
+        deadline = time.monotonic() + self.busy_timeout_seconds
+        while True:
+            state = probe(recorded)
+            if state == "serving":
+                return recorded
+            if state == "gone":
+                return None
+            if time.monotonic() > deadline:
+                raise ServingError(
+                    f"the serving process {recorded.pid} at {recorded.base_url} is {state} and has not answered "
+                    f"/health for {self.busy_timeout_seconds:.0f} s; not starting a second one beside it (log "
+                    f"{Path(self.serving_dir) / LOG_FILE})")
+            time.sleep(0.2)
 
     def _start(self) -> ServerProcess:
-        port = self.port or _free_port(self.host)
         log_path = Path(self.serving_dir) / LOG_FILE
+        log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("ab") as log:
             # A new session: the server outlives the run (and the Dagster step process) that started it.
-            process = subprocess.Popen(self.server_command(port), stdin=subprocess.DEVNULL, stdout=log,
+            process = subprocess.Popen(self.server_command(), stdin=subprocess.DEVNULL, stdout=log,
                                        stderr=subprocess.STDOUT, start_new_session=True,
                                        env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        server = ServerProcess(process.pid, self.host, port)
-        write_pid_file(self.serving_dir, server)
         deadline = time.monotonic() + self.startup_timeout_seconds
         while time.monotonic() < deadline:
             if process.poll() is not None:
-                Path(self.serving_dir, PID_FILE).unlink(missing_ok=True)
                 tail = log_path.read_text(errors="replace")[-2000:]
                 raise ServingError(f"the serving process for {self.serving_dir} exited with {process.returncode} "
-                                   f"before answering on {server.base_url} (log {log_path}):\n{tail}")
-            try:
-                if _get(self.host, port, "/health")[0] == 200:
-                    return server
-            except OSError:
-                pass
+                                   f"before serving (log {log_path}):\n{tail}")
+            recorded = read_pid_file(self.serving_dir)
+            if recorded is not None and recorded.pid == process.pid and probe(recorded) == "serving":
+                return recorded
             time.sleep(0.1)
-        stop_server(self.serving_dir)
-        raise ServingError(f"the serving process for {self.serving_dir} did not answer on {server.base_url} within "
+        process.terminate()
+        raise ServingError(f"the serving process for {self.serving_dir} did not serve within "
                            f"{self.startup_timeout_seconds:.0f} s (log {log_path})")
 
     def invocation_url(self, name: str) -> str:
@@ -275,16 +216,34 @@ class LocalServing(ServingTarget):
             fallback=deployment.fallback,
             auth_token_env=deployment.auth_token_env,
             max_records=deployment.max_records,
+            usecase=deployment.usecase,
         )
 
     def deploy(self, deployment: EndpointDeployment, *, tracking_uri: str) -> DeployOutcome:
+        """Deploy under the folder's lock; a deployment the process cannot load leaves the previous one serving."""
         config = self.endpoint_config(deployment)
         path = endpoint_config_path(self.serving_dir, deployment.name)
-        changed = not _same_deployment(path, config)
-        if changed:
-            deploy_endpoint_config(self.serving_dir, config, tracking_uri=tracking_uri, registry_uri=tracking_uri)
-        server = self.ensure_running()
-        self._wait_loaded(server, deployment)
+        with serving_lock(self.serving_dir):
+            server = self._ensure_running()
+            changed = not _same_deployment(path, config)
+            if changed:
+                previous = path.read_bytes() if path.is_file() else None
+                try:
+                    resolved = deploy_endpoint_config(self.serving_dir, config, tracking_uri=tracking_uri,
+                                                      registry_uri=tracking_uri)
+                except EndpointConfigError as error:
+                    raise ServingError(f"endpoint '{deployment.name}' was not deployed: {error}. "
+                                       f"{_still_serving(previous)}") from None
+                try:
+                    self._wait_loaded(server, deployment, resolved.deployed_at)
+                except ServingError as error:
+                    if previous is None:
+                        path.unlink(missing_ok=True)
+                    else:
+                        write_atomically(path, previous)
+                    raise ServingError(f"{error}. {_still_serving(previous)}") from None
+            else:
+                self._wait_loaded(server, deployment, None)
         return DeployOutcome(
             name=deployment.name, url=self.invocation_url(deployment.name), changed=changed,
             served_versions={m.alias: m.version for m in deployment.models},
@@ -292,29 +251,43 @@ class LocalServing(ServingTarget):
             detail={"config_path": str(path), "server_pid": server.pid},
         )
 
-    def _wait_loaded(self, server: ServerProcess, deployment: EndpointDeployment) -> None:
-        """Wait until the process serves exactly the deployed versions; a config it cannot load fails the deploy."""
+    def _wait_loaded(self, server: ServerProcess, deployment: EndpointDeployment, deployed_at: str | None) -> None:
+        """Wait until the process serves the deployment written at ``deployed_at`` (None: the versions already
+        deployed); a deployment it cannot load fails the deploy with the process's reason."""
         wanted = {m.alias: m.version for m in deployment.models}
-        deadline = time.monotonic() + self.load_timeout_seconds
-        # A load error seen before the watcher's next poll may be the previous configuration's.
-        settled = time.monotonic() + 2.0
-        last: Any = None
-        while time.monotonic() < deadline:
+        name = deployment.name
+        last: dict[str, Any] = {}
+
+        def check() -> None:
+            nonlocal last
             try:
-                _, status = _get(server.host, server.port, "/serving-endpoints")
-            except OSError as error:
-                last = str(error)
-                time.sleep(0.1)
-                continue
-            last = (status or {}).get(deployment.name)
-            if last and last["state"] == "READY" and last["served_models"] == wanted and not last["last_load_error"]:
-                return
-            if last and last["last_load_error"] and time.monotonic() > settled:
-                raise ServingError(f"endpoint '{deployment.name}': the serving process at {server.base_url} cannot "
-                                   f"load the deployed configuration: {last['last_load_error']}")
-            time.sleep(0.1)
-        raise ServingError(f"endpoint '{deployment.name}' was not serving {wanted} at {server.base_url} after "
-                           f"{self.load_timeout_seconds:.0f} s; last status: {last}")
+                answer = httpx.get(f"{server.base_url}/ready", timeout=10.0)
+            except httpx.HTTPError as error:
+                raise _NotYet(str(error)) from None
+            last = answer.json().get("endpoints", {}).get(name) or {}
+            if deployed_at is not None and last.get("failed_deployed_at") == deployed_at:
+                raise ServingError(f"endpoint '{name}': the serving process at {server.base_url} cannot load the "
+                                   f"deployment: {last.get('last_load_error')}")
+            if last.get("state") != "READY" or last.get("served_models") != wanted or (
+                    deployed_at is not None and last.get("deployed_at") != deployed_at):
+                raise _NotYet(f"serving {last}")
+
+        try:
+            for attempt in Retrying(retry=retry_if_exception_type(_NotYet), wait=wait_fixed(0.1),
+                                    stop=stop_after_delay(self.load_timeout_seconds), reraise=True):
+                with attempt:
+                    check()
+        except _NotYet:
+            raise ServingError(f"endpoint '{name}' was not serving {wanted} at {server.base_url} after "
+                               f"{self.load_timeout_seconds:.0f} s; last status: {last}") from None
+
+
+def _still_serving(previous: bytes | None) -> str:
+    if previous is None:
+        return "Nothing was serving this endpoint before; nothing is now"
+    earlier = EndpointConfig.model_validate_json(previous)
+    versions = {m.name: m.model_version for m in earlier.served_models}
+    return f"The previous deployment ({versions}, deployed {earlier.deployed_at}) keeps serving"
 
 
 def _same_deployment(path: Path, config: EndpointConfig) -> bool:
@@ -325,7 +298,7 @@ def _same_deployment(path: Path, config: EndpointConfig) -> bool:
         current = EndpointConfig.load(path)
     except ValueError:
         return False
-    ignored = {"served_models", "field_types", "deployed_at"}
+    ignored = {"served_models", "field_types", "nullable_fields", "deployed_at"}
 
     def served(endpoint: EndpointConfig) -> list[tuple[str, str | None, int]]:
         return [(m.name, m.model_uri, m.traffic_percent) for m in endpoint.served_models]
@@ -346,20 +319,18 @@ def serving_target(settings: Any) -> ServingTarget:
                         warehouse_root=str(settings.warehouse_dir), catalog=env.catalog)
 
 
-def serve_foreground(target: LocalServing) -> int:
-    """Run the serving process of ``target`` in this process until SIGINT/SIGTERM; deploys reuse it meanwhile."""
-    from mlops_platform.serving.__main__ import main
 
-    with target._lock():
-        current = running_server(target.serving_dir)
-        if current is not None:
-            print(f"already serving {target.serving_dir} at {current.base_url} (pid {current.pid})", file=sys.stderr)
+
+def serve_foreground(target: LocalServing) -> int:
+    """Run the serving process of ``target`` in this process until SIGTERM/SIGINT; deploys reuse it meanwhile."""
+    with serving_lock(target.serving_dir):
+        recorded = read_pid_file(target.serving_dir)
+        if recorded is not None and probe(recorded) != "gone":
+            print(f"already serving {target.serving_dir} at {recorded.base_url} (pid {recorded.pid})", file=sys.stderr)
             return 1
-        port = target.port or _free_port(target.host)
-        write_pid_file(target.serving_dir, ServerProcess(os.getpid(), target.host, port))
-    print(f"serving {target.serving_dir} at http://{target.host}:{port}/serving-endpoints/<name>/invocations",
-          flush=True)
-    try:
-        return main(target.server_command(port)[3:])
-    finally:
-        Path(target.serving_dir, PID_FILE).unlink(missing_ok=True)
+        if target.port and port_accepts(target.host, target.port):
+            print(f"port {target.port} on {target.host} is held by another process", file=sys.stderr)
+            return 1
+    print(f"serving {target.serving_dir} on {target.host} (port {target.port or 'free'}); "
+          "POST /serving-endpoints/<name>/invocations", flush=True)
+    return run_server(target.server_options())

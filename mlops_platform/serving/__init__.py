@@ -1,26 +1,10 @@
-"""Local model serving that speaks the Databricks Model Serving contract.
+"""Local model serving that speaks the Databricks Model Serving contract: its own small program.
 
-A deploy step (:func:`deploy_endpoint_config`) resolves MLflow model URIs to concrete versions, copies their
-artifacts and writes ``<serving_dir>/endpoints/<name>.json``. One long-running process,
-``python -m mlops_platform.serving``, serves every endpoint of that folder, swaps in new configurations
-without a restart, looks features up in an in-memory online store, splits traffic between served models by
-request id and logs every request to a Delta inference table.
+``deploy.py`` resolves MLflow model URIs to concrete versions, copies their artifacts and writes
+``<serving_dir>/endpoints/<name>.json``. One long-running process (``python -m mlops_platform.serving``,
+``process.py``) serves every endpoint of that folder: it swaps in new configurations without a restart, looks
+features up in an in-memory online store, routes traffic between served models by request id (``routing.py``),
+scores off the event loop (``pool.py``, ``scoring.py``) and logs every answered request to a local spool before
+answering, then to the Delta inference table (``inference_log.py``, ``inference_table.py``). It imports no Dagster
+and no orchestration code; the resources and assets sit on top of it.
 """
-
-from mlops_platform.serving.config import (
-    EndpointConfig,
-    EndpointConfigError,
-    ServedModel,
-    deploy_endpoint_config,
-    endpoint_config_path,
-    publish_online_store,
-)
-
-__all__ = [
-    "EndpointConfig",
-    "EndpointConfigError",
-    "ServedModel",
-    "deploy_endpoint_config",
-    "endpoint_config_path",
-    "publish_online_store",
-]

@@ -13,11 +13,9 @@ from __future__ import annotations
 import datetime as dt
 import gc
 import hmac
-import json
 import logging
 import os
 import threading
-import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
@@ -26,7 +24,8 @@ from typing import Any
 
 from mlops_platform.serving.config import ENDPOINTS_DIR, EndpointConfig, EndpointConfigError, resolve_path
 from mlops_platform.serving.online_store import OnlineStore
-from mlops_platform.serving.payload import TYPE_CHECKS, RequestError, json_type
+from mlops_platform.serving.payload import RequestError, field_check, json_type
+from mlops_platform.serving.routing import slot, slot_table
 from mlops_platform.serving.scoring import Scorer, load_scorer
 
 logger = logging.getLogger(__name__)
@@ -51,9 +50,8 @@ class LiveModel:
     traffic_percent: int
     scorer: Scorer
     counters: Counters
-    # The JSON tail of every response of this model, built once.
-    served_json: bytes
     version_header: bytes
+    name_header: bytes
 
 
 @dataclass(frozen=True)
@@ -66,19 +64,23 @@ class LiveEndpoint:
     n_keys: int
     fallback_row: tuple
     pick_features: Callable[[Sequence[Any]], tuple]
-    expected_authorization: bytes | None
+    token: bytes | None
     loaded_at: str
     signature: tuple[FileSignature, FileSignature | None]
 
     def route(self, request_id: str) -> LiveModel:
-        """The served model of a request: a stable hash of its id onto the cumulative traffic percents."""
-        return self.routes[zlib.crc32(request_id.encode()) % 100]
+        """The served model of a request (``serving/routing.py``)."""
+        return self.routes[slot(request_id)]
 
     def authorized(self, authorization: bytes | None) -> bool:
-        expected = self.expected_authorization
-        if expected is None:
+        """Whether an Authorization header carries this endpoint's token (``Bearer`` in any letter case)."""
+        token = self.token
+        if token is None:
             return True
-        return authorization is not None and hmac.compare_digest(authorization, expected)
+        if authorization is None:
+            return False
+        scheme, _, given = authorization.strip().partition(b" ")
+        return scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), token)
 
     def assemble(self, records: list[dict[str, Any]]) -> tuple[list[tuple], list[tuple], int]:
         """Key tuples, feature rows (in feature order) and the number of keys missing from the store."""
@@ -138,11 +140,8 @@ def _file_signature(path: Path) -> FileSignature:
 
 
 def _routes(models: Sequence[LiveModel]) -> tuple[LiveModel, ...]:
-    routes: list[LiveModel] = []
-    for model in models:
-        routes.extend([model] * model.traffic_percent)
-    assert len(routes) == 100, "traffic percents are validated to sum to 100"
-    return tuple(routes)
+    by_name = {model.name: model for model in models}
+    return tuple(by_name[name] for name in slot_table([(m.name, m.traffic_percent) for m in models]))
 
 
 def _picker(positions: list[int]) -> Callable[[Sequence[Any]], tuple]:
@@ -159,6 +158,7 @@ class _Attempt:
     signature: tuple[FileSignature, FileSignature | None]
     store_path: Path | None
     error: str | None = None
+    deployed_at: str | None = None
 
 
 def _signature_or_none(path: Path | None) -> FileSignature | None:
@@ -241,18 +241,20 @@ class EndpointRegistry:
 
     def _load(self, name: str, path: Path, config_signature: FileSignature) -> None:
         store_path = None
+        deployed_at = None
         try:
             config = EndpointConfig.load(path)
+            deployed_at = config.deployed_at
             store_path = resolve_path(self.serving_dir, config.online_store_path)
             endpoint = self.build_endpoint(name, path, config, config_signature)
         except Exception as error:  # noqa: BLE001 - keep serving the previous version; shown on /ready
             message = f"{type(error).__name__}: {error}"
             logger.error("endpoint %s: cannot load %s: %s", name, path, message)
             signature = (config_signature, _signature_or_none(store_path))
-            self._attempts[name] = _Attempt(signature, store_path, message)
+            self._attempts[name] = _Attempt(signature, store_path, message, deployed_at)
             return
         self.endpoints = {**self.endpoints, name: endpoint}
-        self._attempts[name] = _Attempt(endpoint.signature, store_path)
+        self._attempts[name] = _Attempt(endpoint.signature, store_path, None, deployed_at)
         self._prune_scorers()
         logger.info("endpoint %s loaded: %s", name,
                     ", ".join(f"{m.name}={m.model_name} v{m.model_version} ({m.traffic_percent}%, "
@@ -283,16 +285,13 @@ class EndpointRegistry:
                                      compile_models=self.compile_models)
                 self._scorers[scorer_key] = scorer
             counters = self._counters.setdefault((name, served.name, served.model_version), Counters())
-            served_json = (
-                b',"served_model":{"name":' + json.dumps(served.name).encode()
-                + b',"model_version":' + json.dumps(served.model_version).encode() + b"}}"
-            )
             models.append(LiveModel(served.name, served.model_name or served.name, served.model_version,
-                                    served.traffic_percent, scorer, counters, served_json,
-                                    served.model_version.encode()))
+                                    served.traffic_percent, scorer, counters, served.model_version.encode(),
+                                    served.name.encode()))
         carried = config.request_columns
         combined = [*carried, *config.store_features]
-        checks = tuple((c, *TYPE_CHECKS[config.field_types.get(c)]) for c in carried)
+        nullable = set(config.nullable_fields)
+        checks = tuple((c, *field_check(config.field_types.get(c), c in nullable)) for c in carried)
         token = os.environ.get(config.auth_token_env) if config.auth_token_env else None
         return LiveEndpoint(
             config=config,
@@ -303,7 +302,7 @@ class EndpointRegistry:
             n_keys=len(config.keys),
             fallback_row=tuple(config.fallback[f] for f in config.store_features),
             pick_features=_picker([combined.index(f) for f in config.feature_columns]),
-            expected_authorization=f"Bearer {token}".encode() if token else None,
+            token=token.encode() if token else None,
             loaded_at=dt.datetime.now(dt.UTC).isoformat(),
             signature=(config_signature, store_signature),
         )
@@ -329,7 +328,8 @@ class EndpointRegistry:
         self._scorers = {k: v for k, v in self._scorers.items() if k in live}
 
     def status(self) -> dict[str, Any]:
-        """Readiness: every configuration file present has a loaded endpoint; load errors are listed."""
+        """Readiness: every configuration file present has a loaded endpoint; load errors are listed with the
+        deployment they belong to, so a deployer can tell its own failure from an earlier one."""
         files = self.config_files()
         endpoints = {}
         for name in sorted(files):
@@ -339,35 +339,53 @@ class EndpointRegistry:
             endpoints[name] = {
                 "state": "READY" if live is not None else ("FAILED" if failed else "LOADING"),
                 "served_models": {m.name: m.model_version for m in live.models} if live else {},
+                "deployed_at": live.config.deployed_at if live else None,
                 "last_load_error": attempt.error if attempt else None,
+                "failed_deployed_at": attempt.deployed_at if failed and attempt else None,
             }
         ready = all(name in self.endpoints for name in files)
         return {"ready": ready, "endpoints": endpoints}
 
     def describe(self, name: str) -> dict[str, Any] | None:
+        """An endpoint as Databricks' ``GET /api/2.0/serving-endpoints/{name}`` answers it (name, state, served
+        entities, traffic routes), with this server's own details under ``local``; None when none is deployed."""
         live = self.endpoints.get(name)
-        if live is None:
-            return None
         attempt = self._attempts.get(name)
+        if live is None and name not in self.config_files():
+            return None
+        error = attempt.error if attempt else None
+        state = {"ready": "READY" if live else "NOT_READY",
+                 "config_update": "UPDATE_FAILED" if error else "NOT_UPDATING"}
+        if live is None:
+            return {"name": name, "state": state, "local": {"last_load_error": error}}
+        config = live.config
+        entities = [{
+            "name": m.name, "entity_name": m.model_name, "entity_version": m.model_version,
+            "state": {"deployment": "DEPLOYMENT_READY", "deployment_state_message": ""},
+        } for m in live.models]
+        routes = [{"served_model_name": m.name, "served_entity_name": m.name, "traffic_percentage": m.traffic_percent}
+                  for m in live.models]
         return {
             "name": name,
-            "state": "READY",
-            "loaded_at": live.loaded_at,
-            "last_load_error": attempt.error if attempt else None,
-            "online_store_rows": len(live.store),
-            "config": live.config.model_dump(mode="json"),
-            "served_models": [
-                {
-                    "name": m.name,
-                    "model_name": m.model_name,
-                    "model_version": m.model_version,
-                    "traffic_percent": m.traffic_percent,
-                    "scorer": m.scorer.path,
-                    "scorer_detail": m.scorer.detail,
-                    "requests": m.counters.requests,
-                    "fallbacks": m.counters.fallbacks,
-                    "errors": m.counters.errors,
-                }
-                for m in live.models
-            ],
+            "id": name,
+            "state": state,
+            "creation_timestamp": _millis(config.deployed_at),
+            "last_updated_timestamp": _millis(live.loaded_at),
+            "config": {"served_entities": entities, "traffic_config": {"routes": routes}},
+            "local": {
+                "loaded_at": live.loaded_at,
+                "deployed_at": config.deployed_at,
+                "last_load_error": error,
+                "online_store_rows": len(live.store),
+                "endpoint_config": config.model_dump(mode="json"),
+                "served_models": [{
+                    "name": m.name, "model_name": m.model_name, "model_version": m.model_version,
+                    "traffic_percent": m.traffic_percent, "scorer": m.scorer.path, "scorer_detail": m.scorer.detail,
+                    "requests": m.counters.requests, "fallbacks": m.counters.fallbacks, "errors": m.counters.errors,
+                } for m in live.models],
+            },
         }
+
+
+def _millis(stamp: str | None) -> int | None:
+    return None if stamp is None else int(dt.datetime.fromisoformat(stamp).timestamp() * 1000)

@@ -9,15 +9,24 @@ lookup found nothing; those misses are counted per table.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import polars as pl
 import pyarrow as pa
 
 from mlops_platform import names
-from mlops_platform.features import feature_columns
-from mlops_platform.resources.warehouse import Warehouse
 from mlops_platform.settings import UseCaseConfig
+from mlops_platform.transforms.features import feature_columns
+
+
+class TableReader(Protocol):
+    """What building a store reads: tables by ``schema.table`` and their versions (the warehouse resource is one)."""
+
+    def read(self, schema: str, table: str, *, columns: Sequence[str] | None = None) -> pa.Table: ...
+
+    def version(self, schema: str, table: str) -> int | None: ...
 
 
 @dataclass(frozen=True)
@@ -31,9 +40,7 @@ class OnlineStoreBuild:
 
 def carried_columns(usecase: UseCaseConfig, endpoint: str) -> list[str]:
     """What every request carries: the store keys, then the training set's request fields."""
-    assert usecase.training_set is not None
-    keys = usecase.serving[endpoint].online_store.keys
-    return list(dict.fromkeys([*keys, *usecase.training_set.request_fields]))
+    return usecase.carried_columns(endpoint)
 
 
 def store_features(usecase: UseCaseConfig, endpoint: str) -> list[str]:
@@ -42,7 +49,7 @@ def store_features(usecase: UseCaseConfig, endpoint: str) -> list[str]:
     return [column for column in feature_columns(usecase) if column not in carried]
 
 
-def _key_spine(usecase: UseCaseConfig, endpoint: str, warehouse: Warehouse
+def _key_spine(usecase: UseCaseConfig, endpoint: str, warehouse: TableReader
                ) -> tuple[pl.DataFrame, dt.date | None, dt.date | None]:
     spec = usecase.serving[endpoint].online_store
     source = spec.key_source
@@ -60,7 +67,7 @@ def _key_spine(usecase: UseCaseConfig, endpoint: str, warehouse: Warehouse
     return frame.select(spec.keys).drop_nulls().unique().sort(spec.keys), first, last
 
 
-def build_online_store(usecase: UseCaseConfig, endpoint: str, warehouse: Warehouse) -> OnlineStoreBuild:
+def build_online_store(usecase: UseCaseConfig, endpoint: str, warehouse: TableReader) -> OnlineStoreBuild:
     """The online store of ``endpoint``: keys, then every store feature, one row per key combination."""
     assert usecase.training_set is not None
     spec = usecase.serving[endpoint].online_store

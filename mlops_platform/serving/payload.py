@@ -1,21 +1,24 @@
 """Request bodies in the three Databricks Model Serving formats, and the errors a client gets back.
 
 ``dataframe_records`` (a list of objects), ``dataframe_split`` (columns plus rows) and ``inputs`` (a list of
-objects, or an object of equal-length columns) all become one list of records. Every refusal is a
-:class:`RequestError` that names the field at fault, so a client can fix its request without reading server
-logs.
+objects, or an object of equal-length columns) all become one list of records; a body may also carry
+``client_request_id`` (a string, as Databricks takes it) and ``params``. Every refusal is a :class:`RequestError`
+that names the field at fault, so a client can fix its request without reading server logs.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 
 FORMATS = ("dataframe_records", "dataframe_split", "inputs")
-# Keys a Databricks client may send beside the data; they carry nothing this server uses.
-IGNORED_KEYS = ("params",)
+CLIENT_REQUEST_ID = "client_request_id"
+MAX_CLIENT_REQUEST_ID = 128
+# Keys a Databricks client may send beside the data; ``params`` carries nothing this server uses.
+EXTRA_KEYS = ("params", CLIENT_REQUEST_ID)
 
 
 class RequestError(Exception):
@@ -82,8 +85,26 @@ TYPE_CHECKS = {
 }
 
 
+def field_check(kind: str | None, nullable: bool) -> tuple[Callable[[Any], bool], str]:
+    """The check a record's value of a field must pass, and how a refusal names what was expected."""
+    check, expected = TYPE_CHECKS[kind]
+    if not nullable:
+        return check, expected
+    return (lambda value: value is None or check(value)), f"{expected} or null"
+
+
+def is_json_content_type(value: bytes | None) -> bool:
+    """Whether a Content-Type header says JSON (``application/json``, parameters such as charset allowed)."""
+    return value is not None and value.split(b";", 1)[0].strip().lower() == b"application/json"
+
+
 def parse_records(body: bytes) -> list[dict[str, Any]]:
     """Decode a request body into records, or raise :class:`RequestError` saying what is wrong with it."""
+    return parse_request(body)[0]
+
+
+def parse_request(body: bytes) -> tuple[list[dict[str, Any]], str | None]:
+    """A request body's records and its ``client_request_id`` (None when absent), or a :class:`RequestError`."""
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as error:
@@ -93,7 +114,7 @@ def parse_records(body: bytes) -> list[dict[str, Any]]:
                            f"request body must be a JSON object with one of {list(FORMATS)}, "
                            f"got a JSON {json_type(payload)}")
     given = [key for key in FORMATS if key in payload]
-    unknown = [key for key in payload if key not in FORMATS and key not in IGNORED_KEYS]
+    unknown = [key for key in payload if key not in FORMATS and key not in EXTRA_KEYS]
     if len(given) != 1 or unknown:
         detail = f"unknown keys {unknown}" if unknown else f"found {given or 'none of them'}"
         raise RequestError(400, "UNSUPPORTED_FORMAT",
@@ -111,7 +132,11 @@ def parse_records(body: bytes) -> list[dict[str, Any]]:
         records = _records(data, kind)
     if not records:
         raise RequestError(400, "MISSING_FIELD", f"'{kind}' holds no records", field=kind)
-    return records
+    client_id = payload.get(CLIENT_REQUEST_ID)
+    if client_id is not None and (not isinstance(client_id, str) or not 0 < len(client_id) <= MAX_CLIENT_REQUEST_ID):
+        raise RequestError(400, "INVALID_TYPE", f"'{CLIENT_REQUEST_ID}' must be a string of 1 to "
+                           f"{MAX_CLIENT_REQUEST_ID} characters", field=CLIENT_REQUEST_ID)
+    return records, client_id
 
 
 def _records(data: Any, kind: str) -> list[dict[str, Any]]:

@@ -53,6 +53,10 @@ class ModelConfig(_Strict):
     estimator: str = "hist_gradient_boosting"
     positive_class: str | int | bool | None = None
     categorical: list[str] = []
+    decision_threshold: float = Field(
+        default=0.5, gt=0, lt=1,
+        description="a classifier answers its positive class when the probability is at least this (logged with "
+                    "the model, so batch scoring and every endpoint decide alike)")
     tuning: TuningConfig = TuningConfig()
     gate: dict[str, MetricGate] = Field(min_length=1, description="metric name -> thresholds")
 

@@ -15,7 +15,12 @@ from mlops_platform.cli import main
 from mlops_platform.ml.gate import CHALLENGER, CHAMPION
 from mlops_platform.monitoring.tables import DATASET_ROW, DRIFT_SCHEMA, QUALITY_SCHEMA
 from mlops_platform.resources import build_resources
-from mlops_platform.serving.inference_log import DEFAULT_SCHEMA, DEFAULT_TABLE, InferenceRecord, to_table
+from mlops_platform.serving.inference_table import (
+    INFERENCE_SCHEMA,
+    INFERENCE_TABLE,
+    InferenceRecord,
+    to_table,
+)
 from mlops_platform.settings import CONFIG_DIR_ENV, PROJECT_ROOT, load_settings
 from mlops_platform_tests.conftest import flights_table
 from mlops_platform_tests.monitoring.servers import smtp_server, webhook_server
@@ -94,12 +99,13 @@ def test_status_lists_champion_challenger_and_latest_drift_day(monitored, settin
         "flights_arrival_delay", "-", "-", "-"]
 
 
-def log_requests(settings, ids: list[str]) -> None:
-    records = [InferenceRecord(request_id, 1_700_000_000.0 + i, "flights-delay" if i % 3 else "flights-arrival",
-                               "champion", MODEL, "4" if i % 2 else "5", 200 if i != 1 else 503, None, float(i + 1),
-                               1, 0, None, None, None)
+def log_requests(settings, ids: list[str], clients: list[str | None] | None = None) -> None:
+    records = [InferenceRecord(request_id, (clients or [None] * len(ids))[i], 1_700_000_000_000_000 + i,
+                               200 if i != 1 else 503, float(i + 1), '{"inputs": []}', "{}", "champion", None,
+                               "flights", "flights-delay" if i % 3 else "flights-arrival", MODEL,
+                               "4" if i % 2 else "5", None, 0)
                for i, request_id in enumerate(ids)]
-    build_resources(settings)["warehouse"].append(DEFAULT_SCHEMA, DEFAULT_TABLE, to_table(records))
+    build_resources(settings)["warehouse"].append(INFERENCE_SCHEMA, INFERENCE_TABLE, to_table(records))
 
 
 def test_inference_validate_counts_rows_per_endpoint_and_version_and_latency(settings, capsys):
@@ -118,15 +124,20 @@ def test_inference_validate_counts_rows_per_endpoint_and_version_and_latency(set
     assert report["latency_ms"] == {"p50": 3.5, "p95": 5.75, "p99": 5.95}
 
 
-def test_inference_validate_fails_on_duplicate_request_ids_and_a_missing_table(settings, capsys):
+def test_inference_validate_tells_reused_client_ids_from_requests_logged_twice(settings, capsys):
     assert main(["inference", "validate"]) == 1
     assert "local.monitoring.inference_log does not exist" in capsys.readouterr().err
 
-    log_requests(settings, ["a", "b", "a", "c", "c"])
+    # Clients reuse ids on purpose (sticky A/B, retries): information, not a fault.
+    log_requests(settings, ["a", "b", "c", "d"], clients=["smoke", "smoke", "x", None])
+    assert main(["inference", "validate"]) == 0
+    assert "client request ids used more than once: 1" in capsys.readouterr().out
+
+    log_requests(settings, ["a", "e"])
     assert main(["inference", "validate"]) == 1
     captured = capsys.readouterr()
-    assert "invalid: 2 duplicate request_id(s)" in captured.err
-    assert "5 rows, 1 failed requests, 0 null and 2 duplicate request ids" in captured.out
+    assert "invalid: 1 row(s) log a request already logged (same databricks_request_id)" in captured.err
+    assert "6 rows, 2 failed requests, 0 null request ids, 1 requests logged twice" in captured.out
 
 
 @pytest.fixture

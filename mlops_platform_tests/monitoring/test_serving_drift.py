@@ -9,11 +9,13 @@ import pandas as pd
 import pytest
 
 from mlops_platform.monitoring.drift import DriftResult
-from mlops_platform.monitoring.serving_drift import DAY, SERVED_VERSION, served_records, serving_drift
+from mlops_platform.monitoring.serving_drift import served_records, serving_drift
 from mlops_platform.resources.warehouse import DeltaWarehouse
-from mlops_platform.serving.inference_log import (
-    DEFAULT_SCHEMA,
-    DEFAULT_TABLE,
+from mlops_platform.serving.inference_table import (
+    DAY,
+    INFERENCE_SCHEMA,
+    INFERENCE_TABLE,
+    SERVED_VERSION,
     InferenceRecord,
     json_objects,
     to_table,
@@ -36,13 +38,12 @@ def features(rng: np.random.Generator, rows: int, *, shift: float) -> pd.DataFra
 
 def requests(day: dt.date, frame: pd.DataFrame, *, model: str = MODEL, status: int = 200) -> list[InferenceRecord]:
     """One request per 10 records, timestamped within ``day`` (UTC)."""
-    noon = dt.datetime.combine(day, dt.time(12), dt.UTC).timestamp()
+    noon = int(dt.datetime.combine(day, dt.time(12), dt.UTC).timestamp() * 1_000_000)
     names = list(frame.columns)
     chunks = [frame.iloc[start:start + 10] for start in range(0, len(frame), 10)]
     return [InferenceRecord(
-        f"{day}-{model}-{status}-{index}", noon + index, "flights-delay", "champion", model, "4", status, None,
-        3.5, len(chunk), 0, json_objects(["flight_id"], [(i,) for i in range(len(chunk))]),
-        json_objects(names, chunk.itertuples(index=False)), json_objects(["prediction"], [(0.2,)] * len(chunk)),
+        f"{day}-{model}-{status}-{index}", None, noon + index * 1_000_000, status, 3.5, "{}", "{}", "champion",
+        "127.0.0.1", "flights", "flights-delay", model, "4", json_objects(names, chunk.itertuples(index=False)), 0,
     ) for index, chunk in enumerate(chunks)]
 
 
@@ -55,7 +56,7 @@ def logged(tmp_path):
                # Neither another model's traffic nor failed requests are the monitored model's inputs.
                *requests(CALM, features(rng, 200, shift=3), model="other_model"),
                *requests(CALM, features(rng, 200, shift=3), status=400)]
-    warehouse.append(DEFAULT_SCHEMA, DEFAULT_TABLE, to_table(records))
+    warehouse.append(INFERENCE_SCHEMA, INFERENCE_TABLE, to_table(records))
     return warehouse, reference
 
 

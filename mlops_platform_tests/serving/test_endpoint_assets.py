@@ -7,15 +7,15 @@ free loopback port, once for the module, and reused by every deploy.
 """
 
 import datetime as dt
-import http.client
-import json
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import httpx
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -24,27 +24,33 @@ import pytest
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 import mlflow
+from sklearn.compose import ColumnTransformer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
 
-from mlops_platform.defs.serving.assets import SMOKE_TEST, deploy_endpoints, route_of, serving_assets
+from mlops_platform.defs.serving.assets import SMOKE_TEST, deploy_endpoints, serving_assets
 from mlops_platform.defs.stages import endpoint_key, online_store_key
 from mlops_platform.features import feature_columns
-from mlops_platform.ml.estimators import build_pipeline, estimator_of
+from mlops_platform.ml import packaging
+from mlops_platform.ml.estimators import build_pipeline
 from mlops_platform.ml.scoring import feature_frame
 from mlops_platform.ml.training import input_signature
 from mlops_platform.resources.mlflow import MlflowTracking
-from mlops_platform.resources.serving import (
-    LocalServing,
+from mlops_platform.resources.serving import LocalServing
+from mlops_platform.resources.warehouse import DeltaWarehouse
+from mlops_platform.serving.online_store import read_table
+from mlops_platform.serving.process import (
     ServerProcess,
     read_pid_file,
     running_server,
     stop_server,
     write_pid_file,
 )
-from mlops_platform.resources.warehouse import DeltaWarehouse
-from mlops_platform.serving.online_store import read_table
+from mlops_platform.serving.routing import request_id_for
 from mlops_platform.settings import UseCaseConfig, load_settings
 from mlops_platform_tests.conftest import flights_table
 from mlops_platform_tests.serving.broken_model import UnscorableModel
+from mlops_platform_tests.serving.support import register
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.xdist_group("serving")]
 
@@ -110,14 +116,21 @@ def register_pipeline(usecase: UseCaseConfig, experiment: str, seed: int) -> str
     config, features = usecase.models[MODEL], feature_columns(usecase)
     frame, label = training_rows(usecase, seed)
     pipeline = build_pipeline(config, features, {"max_iter": 10, "max_leaf_nodes": 7}, seed).fit(frame, label)
-    with mlflow.start_run(experiment_id=experiment):
-        info = mlflow.sklearn.log_model(pipeline, name="model", registered_model_name=config.registered_name,
-                                        signature=input_signature(config, features), pip_requirements=["scikit-learn"],
-                                        skops_trusted_types=list(estimator_of(config).trusted_types))
-    return str(info.registered_model_version)
+    return register(pipeline, config, features, experiment)
 
 
 def register_unscorable(usecase: UseCaseConfig, experiment: str) -> str:
+    """A version that loads and deploys but refuses every request: it was fitted on categories coded as numbers."""
+    config, features = usecase.models[MODEL], feature_columns(usecase)
+    frame, label = training_rows(usecase, 3)
+    coded = frame.assign(**{c: frame[c].astype("category").cat.codes.astype(float) for c in config.categorical})
+    pipeline = Pipeline([("prepare", ColumnTransformer([("all", "passthrough", features)])),
+                         ("model", LogisticRegression())]).fit(coded.fillna(0.0), label)
+    return register(pipeline, config, features, experiment)
+
+
+def register_unloadable(usecase: UseCaseConfig, experiment: str) -> str:
+    """A version whose artifacts the serving process cannot load as a scikit-learn pipeline."""
     config = usecase.models[MODEL]
     with mlflow.start_run(experiment_id=experiment):
         info = mlflow.pyfunc.log_model(name="model", python_model=UnscorableModel(),
@@ -168,7 +181,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Any:
         experiment = tracking.experiment_id("/flights/serving-tests")
         versions = {"good": register_pipeline(usecase, experiment, 1),
                     "other": register_pipeline(usecase, experiment, 2),
-                    "broken": register_unscorable(usecase, experiment)}
+                    "broken": register_unscorable(usecase, experiment),
+                    "unloadable": register_unloadable(usecase, experiment)}
         yield World(root, usecase, warehouse, tracking, serving, versions)
     finally:
         stop_server(serving.serving_dir)
@@ -188,29 +202,19 @@ def smoke(result: dg.ExecuteInProcessResult) -> dg.AssetCheckEvaluation:
     return evaluation
 
 
-def invoke(url: str, records: list[dict[str, Any]], request_id: str = "test-1") -> tuple[int, Any]:
-    address = url.removeprefix("http://")
-    host_port, path = address.split("/", 1)
-    host, port = host_port.split(":")
-    connection = http.client.HTTPConnection(host, int(port), timeout=10)
-    try:
-        connection.request("POST", f"/{path}", body=json.dumps({"dataframe_records": records}),
-                           headers={"Content-Type": "application/json", "X-Request-Id": request_id})
-        response = connection.getresponse()
-        return response.status, json.loads(response.read())
-    finally:
-        connection.close()
+def invoke(url: str, records: list[dict[str, Any]], request_id: str = "test-1") -> httpx.Response:
+    return httpx.post(url, json={"dataframe_records": records}, headers={"X-Request-Id": request_id}, timeout=30)
 
 
 def expected_prediction(world: World, version: str, record: dict[str, Any]) -> Any:
-    """What the version predicts in-process for ``record`` with its features taken from the published store."""
+    """What the version's pyfunc answers for ``record`` with its features taken from the published store."""
     store = read_table(world.serving.store_path(ENDPOINT)).to_pylist()
     keys = world.usecase.serving[ENDPOINT].online_store.keys
     (row,) = [r for r in store if all(r[k] == record[k] for k in keys)]
     features = feature_columns(world.usecase)
     frame = pd.DataFrame([{**row, **record}])[features]
-    model = mlflow.sklearn.load_model(f"models:/{REGISTERED}/{version}")
-    return model.predict(feature_frame(frame, world.usecase.models[MODEL], features)).tolist()[0]
+    answer = packaging.load_served(f"models:/{REGISTERED}/{version}").predict(frame)
+    return answer.to_dict(orient="records")[0]
 
 
 def test_smoke_test_passes_and_production_serves_the_staged_champion(world: World) -> None:
@@ -236,10 +240,14 @@ def test_smoke_test_passes_and_production_serves_the_staged_champion(world: Worl
     assert evaluation.metadata["requests"].value == 2
 
     record = {"carrier": "UA", "origin": "EWR", "dest": "IAH", "tailnum": "N14228", "hour": 17, "distance": 1400.0}
-    status, body = invoke(production["endpoint_url"], [record])
-    assert status == 200, body
-    assert body["served_model"] == {"name": "champion", "model_version": world.versions["good"]}
-    assert body["predictions"] == [expected_prediction(world, world.versions["good"], record)]
+    answer = invoke(production["endpoint_url"], [record])
+    assert answer.status_code == 200, answer.text
+    assert (answer.headers["served-model-name"], answer.headers["x-served-model-version"]) == (
+        "champion", world.versions["good"])
+    assert answer.json()["predictions"] == [expected_prediction(world, world.versions["good"], record)]
+    assert set(answer.json()["predictions"][0]) == {"probability", "label"}
+    ids = [a["request_id"] for a in evaluation.metadata["answers"].value]
+    assert len(set(ids)) == len(ids) == 2, "every smoke request carries a fresh id"
     server = running_server(world.serving.serving_dir)
     assert server is not None and staging["endpoint_url"].startswith(server.base_url)
 
@@ -272,11 +280,10 @@ def test_a_redeploy_of_the_same_versions_changes_nothing_and_a_challenger_gets_i
     answers = smoke(split).metadata["answers"].value
     assert {(a["served_model"], a["payload"]) for a in answers} == {
         (alias, payload) for alias in ("champion", "challenger") for payload in ("single", "batch")}
-    challenger_id = next(f"r{i}" for i in range(1000)
-                         if route_of(f"r{i}", [("champion", 90), ("challenger", 10)]) == "challenger")
+    challenger_id = request_id_for("challenger", [("champion", 90), ("challenger", 10)])
     record = {"carrier": "AA", "origin": "JFK", "dest": "MIA", "tailnum": "N619AA", "hour": 9, "distance": 1089.0}
-    status, body = invoke(production["endpoint_url"], [record], challenger_id)
-    assert status == 200 and body["served_model"]["model_version"] == world.versions["other"]
+    answer = invoke(production["endpoint_url"], [record], challenger_id)
+    assert answer.status_code == 200 and answer.headers["x-served-model-version"] == world.versions["other"]
     assert read_pid_file(world.serving.serving_dir).pid == pid
 
 
@@ -298,14 +305,35 @@ def test_a_staging_endpoint_that_cannot_score_fails_the_smoke_test_and_productio
     evaluation = smoke(result)
     assert not evaluation.passed
     assert evaluation.severity == dg.AssetCheckSeverity.ERROR
-    assert "champion single: HTTP 500" in evaluation.description
+    assert "champion single: HTTP 400" in evaluation.description and "MODEL_INPUT_ERROR" in evaluation.description
     assert materialized(result, endpoint_key("flights", ENDPOINT, "production")) is None
     production_step = [e for e in result.all_events if e.step_key and "production" in e.step_key]
     assert "STEP_SUCCESS" not in {e.event_type_value for e in production_step}
     # Production still serves the version that passed its smoke test.
     record = {"carrier": "B6", "origin": "JFK", "dest": "BQN", "tailnum": "N804JB", "hour": 5, "distance": 1576.0}
-    status, body = invoke(production_url, [record])
-    assert status == 200 and body["served_model"]["model_version"] == world.versions["good"]
+    answer = invoke(production_url, [record])
+    assert answer.status_code == 200 and answer.headers["x-served-model-version"] == world.versions["good"]
+
+
+def test_a_version_the_server_cannot_load_fails_staging_and_production_keeps_serving(world: World) -> None:
+    world.aliases(champion=world.versions["good"], challenger=None)
+    instance = dg.DagsterInstance.ephemeral()
+    production_url = materialized(world.deploy(instance), endpoint_key("flights", ENDPOINT, "production"))["endpoint_url"]
+
+    world.aliases(champion=world.versions["unloadable"])
+    try:
+        result = world.deploy(instance)
+    finally:
+        world.aliases(champion=world.versions["good"])
+
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    message = failure.event_specific_data.error.to_string()
+    assert "cannot load the deployment" in message and "keeps serving" in message
+    assert materialized(result, endpoint_key("flights", ENDPOINT, "production")) is None
+    record = {"carrier": "B6", "origin": "JFK", "dest": "BQN", "tailnum": "N804JB", "hour": 5, "distance": 1576.0}
+    answer = invoke(production_url, [record])
+    assert answer.status_code == 200 and answer.headers["x-served-model-version"] == world.versions["good"]
 
 
 def test_deploy_endpoints_runs_staging_only_when_asked(world: World) -> None:
@@ -319,14 +347,23 @@ def test_deploy_endpoints_runs_staging_only_when_asked(world: World) -> None:
 
 
 class StaticServing(LocalServing):
-    """The process management of ``LocalServing`` around a server that starts in a blink: a static folder whose
-    ``health`` file answers ``GET /health`` with 200."""
+    """The process management of ``LocalServing`` around a server that starts in a blink: a static folder on a free
+    port whose ``health`` file answers ``GET /health``, which records itself in the pid file as the real one does."""
 
-    def server_command(self, port: int) -> list[str]:
+    def server_command(self) -> list[str]:
         static = Path(self.serving_dir) / "static"
         static.mkdir(parents=True, exist_ok=True)
         (static / "health").write_text("{}")
-        return [sys.executable, "-m", "http.server", str(port), "--bind", self.host, "--directory", str(static)]
+        script = textwrap.dedent(f"""
+            import functools, http.server, os
+            from mlops_platform.serving.process import ServerProcess, _process_start, write_pid_file
+            handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory={str(static)!r})
+            server = http.server.HTTPServer(("127.0.0.1", 0), handler)
+            write_pid_file({self.serving_dir!r}, ServerProcess(os.getpid(), "127.0.0.1", server.server_port,
+                                                               _process_start(os.getpid())))
+            server.serve_forever()
+        """)
+        return [sys.executable, "-c", script]
 
 
 def test_a_stale_pid_file_starts_a_new_server_which_is_then_reused(tmp_path: Path) -> None:

@@ -1,199 +1,136 @@
-"""Compiled scorers against the pipelines they replace, on rows the compiler's own probes never saw.
+"""Scorers against the registered model's own pyfunc, on the pipelines the platform trains and real held-out rows.
 
-Each pipeline is saved as a real MLflow model folder and loaded through ``load_scorer``, as the server does.
+The compiled scorers must give bit-identical answers (not merely close ones): the endpoint promises the numbers of
+batch scoring, which runs the pyfunc.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Any
 
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+from mlops_platform.ml import packaging
+from mlops_platform.ml.training import input_signature
+from mlops_platform.serving import scoring
+from mlops_platform.serving.scoring import Unsupported, compile_pipeline, load_scorer, verify
+from mlops_platform.settings import ModelConfig
+from mlops_platform_tests.serving.support import ESTIMATORS, TRUSTED_TYPES, fit_pipeline, json_value
 
-import mlflow.sklearn
-from sklearn.compose import ColumnTransformer
-from sklearn.ensemble import RandomForestClassifier
-from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LogisticRegression, Ridge
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import (
-    FunctionTransformer,
-    MinMaxScaler,
-    OneHotEncoder,
-    OrdinalEncoder,
-    StandardScaler,
-)
+pytestmark = [pytest.mark.timeout(600), pytest.mark.xdist_group("serving-models")]
 
-from mlops_platform.serving.scoring import load_scorer
-
-pytestmark = pytest.mark.timeout(120)
-
-COLUMNS = ["distance", "dep_hour", "carrier", "origin", "temp"]
-NUMERIC = ["distance", "dep_hour", "temp"]
+TASKS = ("classification", "regression")
+EXPECTED_PATH = {"hist_gradient_boosting": "compiled", "random_forest": "compiled", "linear": "pyfunc"}
 
 
-def frame(seed: int, rows: int, *, unseen: bool = False, missing: bool = False) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    carriers = ["AA", "B6", "DL", "UA"] + (["ZZ"] if unseen else [])
-    data = pd.DataFrame({
-        "distance": rng.uniform(100, 2500, rows),
-        "dep_hour": rng.integers(5, 23, rows),
-        "carrier": rng.choice(carriers, rows),
-        "origin": rng.choice(["EWR", "JFK", "LGA"], rows),
-        "temp": rng.normal(55, 15, rows),
-    })
-    if missing:
-        data.loc[rng.random(rows) < 0.2, "temp"] = np.nan
-    return data
+@pytest.fixture(scope="module")
+def model_dirs(tmp_path_factory: pytest.TempPathFactory, frames: dict[str, pd.DataFrame], features: list[str],
+               configs: dict[str, ModelConfig]) -> dict[tuple[str, str], Path]:
+    """Every estimator kind for both tasks, fitted on the train split and saved as training logs a model."""
+    root = tmp_path_factory.mktemp("models")
+    saved = {}
+    for task in TASKS:
+        train = frames[task][frames[task]["split"] == "train"].head(5_000)
+        for kind in ESTIMATORS:
+            folder = root / f"{kind}-{task}"
+            packaging.save_model(folder, pipeline=fit_pipeline(kind, configs[task], train, features), task=task,
+                                 signature=input_signature(configs[task], features),
+                                 skops_trusted_types=TRUSTED_TYPES)
+            saved[(kind, task)] = folder
+    return saved
 
 
-def target(data: pd.DataFrame, classes: int = 2) -> np.ndarray:
-    """Class labels (``classes`` of them) or, with ``classes=0``, a continuous target."""
-    carrier_effect = data.carrier.map({"AA": 0.3, "B6": 0.8, "DL": -0.5, "UA": 0.1}).fillna(0)
-    score = (data.dep_hour - 14) / 5 + carrier_effect
-    if classes == 0:
-        return (score + data.distance / 1000).to_numpy()
-    return np.digitize(score, np.quantile(score, np.linspace(0, 1, classes + 1)[1:-1]))
+def rows_of(frame: pd.DataFrame, features: list[str]) -> list[tuple]:
+    """Feature rows as the server assembles them from JSON: None where a value is missing."""
+    return [tuple(json_value(v) for v in row) for row in frame[features].astype(object).itertuples(index=False)]
 
 
-def linear_classifier() -> Pipeline:
-    return Pipeline([
-        ("columns", ColumnTransformer([
-            ("numeric", StandardScaler(), NUMERIC),
-            ("categorical", OneHotEncoder(handle_unknown="ignore"), ["carrier", "origin"]),
-        ])),
-        ("classifier", LogisticRegression(max_iter=500)),
-    ])
+def pyfunc_answers(folder: Path, frame: pd.DataFrame, features: list[str]) -> list:
+    """What ``mlflow.pyfunc`` answers, as JSON would carry it."""
+    answer = mlflow.pyfunc.load_model(str(folder)).predict(frame[features])
+    if isinstance(answer, pd.DataFrame):
+        return answer.to_dict(orient="records")
+    return np.asarray(answer).tolist()
 
 
-def imputing_regressor() -> Pipeline:
-    return Pipeline([
-        ("columns", ColumnTransformer([
-            ("numeric", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()),
-             ["temp", "distance"]),
-            ("codes", OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1), ["carrier"]),
-            ("unused", "drop", ["origin"]),
-        ], remainder="passthrough")),
-        ("scale", MinMaxScaler()),
-        ("regressor", Ridge(alpha=0.5)),
-    ])
+@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("kind", ESTIMATORS)
+def test_each_scorer_gives_the_pyfunc_answers_exactly(model_dirs, scored_rows: pd.DataFrame, features: list[str],
+                                                      kind: str, task: str) -> None:
+    folder = model_dirs[(kind, task)]
+    scorer = load_scorer(folder, features)
+    expected = pyfunc_answers(folder, scored_rows, features)
+    rows = rows_of(scored_rows, features)
+
+    assert scorer.path == EXPECTED_PATH[kind], scorer.detail
+    assert scorer(rows) == expected
+    assert [scorer([row])[0] for row in rows[:40]] == expected[:40]
+    if task == "classification":
+        assert set(expected[0]) == {"probability", "label"}
+        assert all(a["label"] == int(a["probability"] >= 0.5) for a in expected)
+    else:
+        assert all(isinstance(a, float) for a in expected)
 
 
-def forest() -> Pipeline:
-    return Pipeline([
-        ("columns", ColumnTransformer([
-            ("numeric", MinMaxScaler(), NUMERIC),
-            ("categorical", OneHotEncoder(drop="first", handle_unknown="ignore"), ["carrier", "origin"]),
-        ], sparse_threshold=0.0)),
-        ("classifier", RandomForestClassifier(n_estimators=10, random_state=0)),
-    ])
+def test_unseen_categories_and_missing_values_score_as_the_pyfunc_does(model_dirs, scored_rows: pd.DataFrame,
+                                                                       features: list[str]) -> None:
+    folder = model_dirs[("hist_gradient_boosting", "classification")]
+    odd = scored_rows.head(6).copy()
+    odd["carrier"] = ["ZZ", None, "UA", "ZZ", "AA", None]
+    odd["plane_type"] = None
+    for column in ("temp", "wind_gust", "plane_year"):
+        odd[column] = np.nan
+    scorer = load_scorer(folder, features)
 
-
-def custom_step() -> Pipeline:
-    return Pipeline([
-        ("log", ColumnTransformer([
-            ("numeric", FunctionTransformer(np.log1p), ["distance"]),
-            ("categorical", OneHotEncoder(handle_unknown="ignore"), ["carrier"]),
-        ])),
-        ("classifier", LogisticRegression(max_iter=500)),
-    ])
-
-
-def strict_encoder() -> Pipeline:
-    return Pipeline([
-        ("columns", ColumnTransformer([
-            ("numeric", StandardScaler(), NUMERIC),
-            ("categorical", OneHotEncoder(handle_unknown="error"), ["carrier", "origin"]),
-        ])),
-        ("classifier", LogisticRegression(max_iter=500)),
-    ])
-
-
-def save(pipeline: Pipeline, path: Path, method: str) -> Path:
-    # MLflow 3 stores sklearn models with skops, which loads numpy dtypes (OrdinalEncoder) and tree node
-    # arrays only when told to trust them; these files are our own. Naming the requirements skips their
-    # inference, a subprocess that reloads the model.
-    mlflow.sklearn.save_model(pipeline, str(path), pyfunc_predict_fn=method,
-                              skops_trusted_types=["numpy.dtype", "sklearn.tree._tree.Tree"],
-                              pip_requirements=["scikit-learn"])
-    return path
-
-
-def rows_of(data: pd.DataFrame) -> list[tuple[Any, ...]]:
-    return [tuple(row) for row in data[COLUMNS].astype(object).itertuples(index=False)]
-
-
-@pytest.mark.parametrize(("build", "method", "classes", "missing"), [
-    (linear_classifier, "predict", 2, False),
-    (linear_classifier, "predict_proba", 2, False),
-    (linear_classifier, "predict_proba", 3, False),
-    (imputing_regressor, "predict", 0, True),
-    (forest, "predict_proba", 2, False),
-])
-def test_compiled_scorer_gives_the_pipelines_answers(
-    tmp_path: Path, build: Any, method: str, classes: int, missing: bool
-) -> None:
-    train = frame(0, 400, missing=missing)
-    pipeline = build().fit(train[COLUMNS], target(train, classes))
-    scorer = load_scorer(save(pipeline, tmp_path / "model", method), COLUMNS)
-    assert scorer.path == "compiled", scorer.detail
-
-    fresh = frame(1, 300, unseen=True, missing=missing)
-    expected = getattr(pipeline, method)(fresh[COLUMNS])
-    got = np.asarray(scorer(rows_of(fresh)))
-    assert got.shape == expected.shape
-    np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12)
-    single = np.asarray(scorer(rows_of(fresh.head(1))))
-    np.testing.assert_allclose(single, expected[:1], rtol=1e-9, atol=1e-12)
-
-
-def test_unknown_steps_are_served_through_the_pipeline(tmp_path: Path) -> None:
-    train = frame(0, 300)
-    pipeline = custom_step().fit(train[COLUMNS], target(train))
-    scorer = load_scorer(save(pipeline, tmp_path / "model", "predict_proba"), COLUMNS)
-    assert scorer.path == "dataframe"
-    assert "FunctionTransformer" in scorer.detail
-    fresh = frame(2, 50)
-    np.testing.assert_allclose(scorer(rows_of(fresh)), pipeline.predict_proba(fresh[COLUMNS]))
-
-
-def test_compiled_scorer_refuses_what_the_pipeline_refuses(tmp_path: Path) -> None:
-    train = frame(0, 300)
-    pipeline = strict_encoder().fit(train[COLUMNS], target(train))
-    scorer = load_scorer(save(pipeline, tmp_path / "model", "predict"), COLUMNS)
-    assert scorer.path == "compiled", scorer.detail
-    unseen = rows_of(frame(3, 1, unseen=True).assign(carrier="ZZ"))
-    with pytest.raises(ValueError, match="ZZ"):
-        pipeline.predict(pd.DataFrame(unseen, columns=COLUMNS))
-    with pytest.raises(ValueError, match="ZZ"):
-        scorer(unseen)
-    missing_temp = [(1000.0, 12, "AA", "JFK", None)]
-    with pytest.raises(ValueError):
-        pipeline.predict(pd.DataFrame(missing_temp, columns=COLUMNS))
-    with pytest.raises(ValueError, match="NaN"):
-        scorer(missing_temp)
-
-
-def test_feature_order_of_the_endpoint_may_differ_from_training(tmp_path: Path) -> None:
-    train = frame(0, 300)
-    pipeline = linear_classifier().fit(train[COLUMNS], target(train))
-    shuffled = ["temp", "origin", "carrier", "distance", "dep_hour"]
-    scorer = load_scorer(save(pipeline, tmp_path / "model", "predict_proba"), shuffled)
     assert scorer.path == "compiled"
-    fresh = frame(4, 20)
-    rows = [tuple(row) for row in fresh[shuffled].astype(object).itertuples(index=False)]
-    np.testing.assert_allclose(scorer(rows), pipeline.predict_proba(fresh[COLUMNS]), rtol=1e-9)
+    assert scorer(rows_of(odd, features)) == pyfunc_answers(folder, odd, features)
 
 
-def test_compilation_can_be_turned_off(tmp_path: Path) -> None:
-    train = frame(0, 300)
-    pipeline = linear_classifier().fit(train[COLUMNS], target(train))
-    scorer = load_scorer(save(pipeline, tmp_path / "model", "predict"), COLUMNS, compile_models=False)
-    assert scorer.path == "dataframe"
-    fresh = frame(5, 10)
-    assert scorer(rows_of(fresh)) == pipeline.predict(fresh[COLUMNS]).tolist()
+def test_the_threshold_logged_with_the_model_decides_the_label(tmp_path: Path, frames, features, configs,
+                                                               scored_rows: pd.DataFrame) -> None:
+    config = configs["classification"].model_copy(update={"decision_threshold": 0.2})
+    train = frames["classification"][frames["classification"]["split"] == "train"].head(3_000)
+    folder = tmp_path / "model"
+    packaging.save_model(folder, pipeline=fit_pipeline("hist_gradient_boosting", config, train, features),
+                         task="classification", signature=input_signature(config, features),
+                         decision_threshold=config.decision_threshold, skops_trusted_types=TRUSTED_TYPES)
+    answers = load_scorer(folder, features)(rows_of(scored_rows, features))
+
+    assert answers == pyfunc_answers(folder, scored_rows, features)
+    assert all(a["label"] == int(a["probability"] >= 0.2) for a in answers)
+    assert any(0.2 <= a["probability"] < 0.5 for a in answers), "some labels must differ from a 0.5 threshold"
+
+
+def test_the_endpoint_column_order_may_differ_from_the_model(model_dirs, scored_rows, features) -> None:
+    folder = model_dirs[("random_forest", "classification")]
+    shuffled = list(reversed(features))
+    scorer = load_scorer(folder, shuffled)
+
+    assert scorer.path == "compiled"
+    assert scorer(rows_of(scored_rows, shuffled)) == pyfunc_answers(folder, scored_rows, features)
+
+
+def test_verification_refuses_a_compiled_scorer_off_by_one_ulp(model_dirs, scored_rows, features) -> None:
+    folder = model_dirs[("hist_gradient_boosting", "classification")]
+    served = packaging.load_served(folder)
+    compiled = compile_pipeline(served, features)
+    reference = scoring.reference_values(served, features)
+    probes = rows_of(scored_rows.head(20), features)
+    verify(compiled, reference, probes)
+
+    def nudged(rows):
+        return np.nextafter(compiled(rows), 1.0)
+
+    with pytest.raises(Unsupported, match="differ"):
+        verify(nudged, reference, probes)
+
+
+def test_compilation_can_be_turned_off(model_dirs, scored_rows, features) -> None:
+    folder = model_dirs[("hist_gradient_boosting", "regression")]
+    scorer = load_scorer(folder, features, compile_models=False)
+
+    assert (scorer.path, scorer.batchable) == ("pyfunc", False)
+    assert scorer(rows_of(scored_rows.head(5), features)) == pyfunc_answers(folder, scored_rows.head(5), features)

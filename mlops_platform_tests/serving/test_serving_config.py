@@ -8,7 +8,8 @@ import dagster as dg
 import pytest
 import yaml
 
-from mlops_platform.defs.serving.assets import resolve_aliases, route_of
+from mlops_platform.defs.serving.assets import resolve_aliases
+from mlops_platform.serving.routing import request_id_for, route
 from mlops_platform.settings import PROJECT_ROOT, ConfigError, load_settings
 
 pytestmark = pytest.mark.timeout(60)
@@ -88,6 +89,10 @@ def test_no_champion_means_nothing_to_deploy() -> None:
 
 def test_request_ids_route_like_the_server_does() -> None:
     traffic = [("champion", 90), ("challenger", 10)]
-    routed = [route_of(f"id-{i}", traffic) for i in range(2000)]
+    routed = [route(f"id-{i}", traffic) for i in range(2000)]
     assert 0.87 < routed.count("champion") / len(routed) < 0.93
-    assert route_of("id-7", traffic) == route_of("id-7", traffic)
+    assert route("id-7", traffic) == route("id-7", traffic)
+    fresh = {request_id_for("challenger", traffic, prefix="smoke-") for _ in range(20)}
+    assert len(fresh) == 20 and {route(i, traffic) for i in fresh} == {"challenger"}
+    with pytest.raises(ValueError, match="does not sum to 100"):
+        route("id-1", [("champion", 90)])

@@ -64,7 +64,8 @@ def test_the_registered_model_has_a_signature_an_input_example_and_predicts(
     assert list(example.columns) == features and len(served.predict(example)) == len(example)
     # A request with an unseen carrier and missing features (JSON nulls) still gets an answer.
     odd = example.head(1).assign(carrier="ZZ", dest=None, temp=None)
-    assert served.predict(odd).tolist()[0] in (0, 1)
+    (answer,) = served.predict(odd).to_dict(orient="records")
+    assert answer["label"] == int(answer["probability"] >= classifier_config.decision_threshold)
 
     test = held_out(classifier_frame)
     probability = mlflow.sklearn.load_model(f"models:/{name}/{version}").predict_proba(test[features])[:, 1]

@@ -6,14 +6,11 @@ served. ``smoke_test`` is blocking: when the staging endpoint does not answer th
 production is skipped in the same run and keeps serving what it served before.
 """
 
-import json
-import time
-import urllib.error
-import urllib.request
-import zlib
 from typing import Any
 
 import dagster as dg
+import httpx
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_fixed
 
 from mlops_platform import names
 from mlops_platform.defs import stages as graph
@@ -27,6 +24,7 @@ from mlops_platform.resources.serving import EndpointDeployment, ResolvedModel, 
 from mlops_platform.resources.warehouse import Warehouse
 from mlops_platform.serving.config import publish_online_store
 from mlops_platform.serving.online_features import build_online_store, carried_columns, store_features
+from mlops_platform.serving.routing import request_id_for
 from mlops_platform.settings import ServingEndpointConfig, UseCaseConfig
 
 SMOKE_TEST = "smoke_test"
@@ -64,6 +62,7 @@ def _deployment(usecase: UseCaseConfig, endpoint: str, stage: str, models: list[
         max_records=spec.max_records,
         workload_size=spec.databricks.workload_size,
         scale_to_zero=spec.databricks.scale_to_zero,
+        usecase=usecase.name,
     )
 
 
@@ -183,55 +182,45 @@ def _endpoint_asset(usecase: UseCaseConfig, endpoint: str, spec: ServingEndpoint
     return deployed_endpoint
 
 
-def route_of(request_id: str, traffic: list[tuple[str, int]]) -> str:
-    """The served model a local endpoint routes a request id to: a stable hash onto the cumulative percents."""
-    slot, cumulative = zlib.crc32(request_id.encode()) % 100, 0
-    for alias, percent in traffic:
-        cumulative += percent
-        if slot < cumulative:
-            return alias
-    raise ValueError(f"traffic {traffic} does not sum to 100")
-
-
 def _post(url: str, payload: dict[str, Any], headers: dict[str, str]) -> tuple[int, dict[str, str], Any, float]:
-    request = urllib.request.Request(url, data=json.dumps(payload).encode(), method="POST",
-                                     headers={"Content-Type": "application/json", **headers})
-    started = time.perf_counter()
+    # A connection refused or reset before an answer is retried; an answer, whatever its status, is judged.
+    for attempt in Retrying(retry=retry_if_exception_type(httpx.TransportError), stop=stop_after_attempt(3),
+                            wait=wait_fixed(0.5), reraise=True):
+        with attempt:
+            response = httpx.post(url, json=payload, headers=headers, timeout=SMOKE_TIMEOUT_SECONDS)
     try:
-        with urllib.request.urlopen(request, timeout=SMOKE_TIMEOUT_SECONDS) as response:
-            status, answer_headers, raw = response.status, dict(response.headers), response.read()
-    except urllib.error.HTTPError as error:
-        status, answer_headers, raw = error.code, dict(error.headers), error.read()
-    seconds = time.perf_counter() - started
-    try:
-        body = json.loads(raw)
+        body = response.json()
     except ValueError:
-        body = raw.decode(errors="replace")[:500]
-    return status, {k.lower(): v for k, v in answer_headers.items()}, body, seconds
+        body = response.text[:500]
+    return response.status_code, dict(response.headers), body, response.elapsed.total_seconds()
 
 
-def _judge(spec: ServingEndpointConfig, records: list[dict[str, Any]], expected_version: str, status: int,
-           headers: dict[str, str], body: Any, served_model: str) -> list[str]:
-    """What is wrong with one answer (nothing: an empty list)."""
+def _judge(spec: ServingEndpointConfig, records: list[dict[str, Any]], alias: str, expected_version: str,
+           status: int, headers: dict[str, str], body: Any) -> list[str]:
+    """What is wrong with one answer (nothing: an empty list). A classifier answers ``{"probability", "label"}``
+    per record, a regressor a number; the range applies to the probability or the number."""
     if status != 200:
         return [f"HTTP {status}: {body}"]
     predictions = body.get("predictions") if isinstance(body, dict) else None
     if not isinstance(predictions, list) or len(predictions) != len(records):
         return [f"expected {len(records)} predictions, got {predictions!r}"]
     problems = []
-    numeric = [p for p in predictions if isinstance(p, int | float) and not isinstance(p, bool)]
-    if len(numeric) != len(predictions):
-        problems.append(f"predictions are not all numbers: {predictions}")
+    values = [p.get("probability") if isinstance(p, dict) else p for p in predictions]
+    numeric = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+    if len(numeric) != len(values):
+        problems.append(f"predictions are not all numbers (or probabilities): {predictions}")
+    if any(isinstance(p, dict) and "label" not in p for p in predictions):
+        problems.append(f"classifier answers without a label: {predictions}")
     low, high = spec.smoke.prediction_min, spec.smoke.prediction_max
     outside = [p for p in numeric if (low is not None and p < low) or (high is not None and p > high)]
     if outside:
         problems.append(f"predictions {outside} are outside [{low}, {high}]")
-    served = (body.get("served_model") or {}).get("model_version") or headers.get("x-served-model-version")
-    if served is None and headers.get("served-model-name") == served_model:
+    served, version = headers.get("served-model-name"), headers.get("x-served-model-version")
+    if version is None and served == alias:
         # Databricks names the served entity that answered, not its version: the deploy set each entity's version.
-        served = expected_version
-    if served != expected_version:
-        problems.append(f"served model version {served}, deployed {expected_version}")
+        version = expected_version
+    if (served, version) != (alias, expected_version):
+        problems.append(f"answered by {served} v{version}, deployed {alias} v{expected_version}")
     return problems
 
 
@@ -245,8 +234,9 @@ def _smoke_check(usecase: UseCaseConfig, endpoint: str, spec: ServingEndpointCon
         blocking=True,
         description=(
             f"POSTs the smoke payloads of '{endpoint}' (one record, then a batch of {len(spec.smoke.batch)}) to the "
-            f"staging endpoint '{stage_spec.name}' over HTTP, once for each served model: every answer must be "
-            "HTTP 200 with one numeric prediction per record, in range, from the version staging deployed. "
+            f"staging endpoint '{stage_spec.name}' over HTTP, once for each served model, each request with a fresh "
+            "id that routes to that model: every answer must be HTTP 200 with one prediction per record (a "
+            "probability and a label, or a value), in range, from the version staging deployed. "
             "Blocking: production is deployed only when it passes."
         ),
     )
@@ -263,17 +253,17 @@ def _smoke_check(usecase: UseCaseConfig, endpoint: str, spec: ServingEndpointCon
         for alias, percent in traffic:
             if percent == 0:
                 continue
-            # The request id picks the served model, so each one deployed answers the payloads itself.
-            request_id = next(f"smoke-{alias}-{i}" for i in range(10_000)
-                              if route_of(f"smoke-{alias}-{i}", traffic) == alias)
             for label, records in payloads.items():
-                body = {"dataframe_records": [{c: r[c] for c in carried} for r in records]}
+                # The request id picks the served model, so each one deployed answers the payloads itself; a fresh
+                # id per request keeps every smoke request its own row in the inference table.
+                request_id = request_id_for(alias, traffic, prefix=f"smoke-{alias}-")
+                body = {"dataframe_records": [{c: r.get(c) for c in carried} for r in records]}
                 target = (serving.served_model_url(stage_spec.name, alias) if isinstance(serving, DatabricksServing)
                           else url)
                 status, headers, answer, seconds = _post(target, body, {**auth, "X-Request-Id": request_id})
-                problems = _judge(spec, records, versions[alias], status, headers, answer, alias)
+                problems = _judge(spec, records, alias, versions[alias], status, headers, answer)
                 failures += [f"{alias} {label}: {problem}" for problem in problems]
-                results.append({"served_model": alias, "payload": label, "status": status,
+                results.append({"served_model": alias, "payload": label, "status": status, "request_id": request_id,
                                 "records": len(records), "latency_ms": round(seconds * 1000, 2),
                                 "predictions": answer.get("predictions") if isinstance(answer, dict) else None})
         return dg.AssetCheckResult(
