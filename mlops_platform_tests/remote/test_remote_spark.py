@@ -114,7 +114,8 @@ def test_a_failed_remote_step_fails_with_its_own_message(landed_settings):
     definitions = build_definitions(landed_settings)
 
     def launch(context, arguments):
-        return dg.PipesSubprocessClient().run(command=[*ENTRY_POINT, "flights/silver/nowhere"], context=context).get_results()
+        return dg.PipesSubprocessClient().run(command=[*ENTRY_POINT, "flights/silver/nowhere"],
+                                              context=context).get_results()
 
     instance = dg.DagsterInstance.ephemeral()
     result = dg.materialize([remote_twin(_silver_node(definitions), launch)], partition_key=DAY, instance=instance,
@@ -125,7 +126,7 @@ def test_a_failed_remote_step_fails_with_its_own_message(landed_settings):
     events = instance.all_logs(result.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT)
     errors = [entry.dagster_event.engine_event_data.error for entry in events
               if entry.dagster_event.engine_event_data.error is not None]
-    assert any("no asset silver/nowhere in the local environment" in error.message for error in errors)
+    assert any("no asset flights/silver/nowhere in the local environment" in error.message for error in errors)
 
 
 class FakeDatabricks:
@@ -203,7 +204,7 @@ def test_databricks_twin_submits_the_wheel_task_and_reports_the_run(landed_setti
     env = submitted["new_cluster"].pop("spark_env_vars")
     assert set(env) == {"DAGSTER_PIPES_CONTEXT", "DAGSTER_PIPES_MESSAGES"}
     assert submitted == {
-        "task_key": "silver_flights",
+        "task_key": "flights_silver_flights",
         "new_cluster": {"spark_version": "15.4.x-scala2.12", "node_type_id": "m5d.xlarge", "num_workers": 4,
                         "spark_conf": {"spark.sql.session.timeZone": "UTC"}},
         "libraries": [{"whl": "/Volumes/mlops_prod/platform/artifacts/test.whl"}],
@@ -416,7 +417,7 @@ def test_a_serverless_step_runs_the_wheel_in_its_environment_and_reports_through
     parameters = task["python_wheel_task"].pop("parameters")
     assert submitted == {"environments": [{"environment_key": "tables", "spec": {
         "environment_version": "2", "dependencies": ["/Volumes/mlops_prod/platform/artifacts/test.whl"]}}]}
-    assert task == {"task_key": "silver_flights", "environment_key": "tables",
+    assert task == {"task_key": "flights_silver_flights", "environment_key": "tables",
                     "python_wheel_task": {"package_name": "mlops_platform", "entry_point": "mlops-remote"}}
     assert parameters[:10] == ["flights/silver/flights", "flights/silver/flights_quarantine", "--partition", DAY, "--env", "prod",
                                "--config-dir", databricks.config_dir, "--data-dir", str(landed_settings.data_dir)]
