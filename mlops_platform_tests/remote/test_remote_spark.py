@@ -219,7 +219,7 @@ def test_databricks_twin_submits_the_wheel_task_and_reports_the_run(landed_setti
         assert metadata["Databricks Job Run ID"].value == str(FakeDatabricks.RUN_ID)
         assert metadata["Databricks Job Run URL"] == dg.MetadataValue.url(FakeDatabricks.RUN_URL)
     # The table is named in the environment's catalog; everything else matches the embedded engine's run.
-    assert materializations["flights/silver/flights"]["dagster/table_name"].value == "mlops_prod.silver.flights"
+    assert materializations["flights/silver/flights"]["dagster/table_name"].value == "mlops_prod.flights_silver.flights"
     for metadata in materializations.values():
         for name in ("Databricks Job Run ID", "Databricks Job Run URL", "dagster/table_name"):
             metadata.pop(name)
@@ -428,10 +428,11 @@ def test_a_serverless_step_runs_the_wheel_in_its_environment_and_reports_through
     materializations = _materializations(remote)
     run_id = str(FakeDatabricks.RUN_ID + 1)
     local = _materializations(embedded)
+    tables = {SILVER: "mlops_prod.flights_silver.flights", QUARANTINE: "mlops_prod.flights_silver.flights_quarantine"}
     for key in (SILVER, QUARANTINE):
         metadata = materializations[key.to_user_string()]
         assert metadata.pop("Databricks Job Run ID").value == run_id
         assert metadata.pop("Databricks Job Run URL").value.endswith(f"/run/{run_id}")
-        assert metadata.pop("dagster/table_name").value == f"mlops_prod.{key.to_user_string().replace('/', '.')}"
+        assert metadata.pop("dagster/table_name").value == tables[key]
         local[key.to_user_string()].pop("dagster/table_name")
         assert _comparable(metadata) == _comparable(local[key.to_user_string()])

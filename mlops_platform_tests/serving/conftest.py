@@ -30,7 +30,7 @@ def features(flights: UseCaseConfig) -> list[str]:
 
 @pytest.fixture(scope="session")
 def configs(flights: UseCaseConfig) -> dict[str, ModelConfig]:
-    return {"classification": flights.models["flights_delay"], "regression": flights.models["flights_arrival_delay"]}
+    return {"classification": flights.models["delay"], "regression": flights.models["arrival_delay"]}
 
 
 @pytest.fixture(scope="session")

@@ -365,7 +365,7 @@ def test_the_smoke_test_fails_when_another_entity_answers() -> None:
         result, _ = _staging_run(workspace)
     (check,) = result.get_asset_check_evaluations()
     assert not check.passed
-    assert "champion single: served model version None, deployed 7" in check.description
+    assert "champion single: answered by challenger vNone, deployed champion v7" in check.description
 
 
 # Legacy inference tables (auto capture), Lakehouse Monitoring's quality_monitors, legacy online tables and endpoint
