@@ -24,7 +24,7 @@ run: install
 home: install
 	$(BIN)/python -c "from mlops_platform.instance import ensure_home; ensure_home()"
 
-test: home
+test: lint home
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
 	$(BIN)/dagster definitions validate -w workspace.yaml
 	cd $(CURDIR) && $(BIN)/dg check defs
@@ -38,5 +38,7 @@ mlflow-ui: install
 bench: install
 	for script in benchmarks/bench_*.py; do $(BIN)/python -m benchmarks.$$(basename $$script .py) || exit 1; done
 
+# The import contracts (layers, no Dagster in plain libraries, no cycles) live in pyproject.toml.
 lint: install
 	$(BIN)/ruff check mlops_platform mlops_platform_tests benchmarks
+	$(BIN)/lint-imports --no-logo

@@ -208,7 +208,8 @@ def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    from mlops_platform.resources.serving import LocalServing, serve_foreground, serving_target
+    from mlops_platform.resources import serving_target
+    from mlops_platform.resources.serving import LocalServing, serve_foreground
 
     target = serving_target(settings)
     if not isinstance(target, LocalServing):

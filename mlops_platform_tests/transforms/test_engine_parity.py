@@ -38,9 +38,10 @@ from mlops_platform.resources.engine import (
     canonical_arrow,
     canonical_schema,
 )
-from mlops_platform.resources.spark import LOCAL_SPARK_CONFIG, arrow_to_spark_via_pandas
+from mlops_platform.resources.spark import LOCAL_SPARK_CONFIG
 from mlops_platform.resources.warehouse import DayRange, DeltaWarehouse
 from mlops_platform.settings import UseCaseConfig, load_settings
+from mlops_platform.storage.spark import arrow_to_spark_via_pandas
 from mlops_platform.transforms.conform import LANDING_DATE, RULE_COLUMN, conformed_tables
 from mlops_platform.usecases.flights import build_gold_flights
 from mlops_platform_tests.conftest import LANDED_DAYS
