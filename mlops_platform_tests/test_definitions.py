@@ -93,3 +93,24 @@ def test_the_daily_job_holds_daily_tables_and_the_snapshot_job_the_snapshots(def
     assert {"flights/bronze/planes", "flights/silver/airlines", "flights/features/plane_attributes"} <= reference
     assert not daily & reference
     assert all(graph.get(dg.AssetKey(key.split("/"))).partitions_def is not None for key in daily)
+
+
+def test_the_code_location_autoloads_the_defs_folder_and_finds_the_whole_graph(settings, definitions):
+    # What `dagster dev -w workspace.yaml`, `dg list defs` and `dg check defs` load (mlops_platform.definitions).
+    from mlops_platform.definitions import defs
+
+    loaded = defs()
+
+    def shape(found: dg.Definitions) -> dict[str, set[str]]:
+        graph = found.resolve_asset_graph()
+        return {
+            "assets": {key.to_user_string() for key in graph.get_all_asset_keys()},
+            "checks": {key.to_user_string() for key in graph.asset_check_keys},
+            "jobs": {job.name for job in found.resolve_all_job_defs()} - {"__ASSET_JOB"},
+            "schedules": {schedule.name for schedule in found.schedules or []},
+            "sensors": {sensor.name for sensor in found.sensors or []},
+            "resources": set(found.resources or {}),
+        }
+
+    assert shape(loaded) == shape(definitions)
+    assert len(shape(loaded)["assets"]) > 50
