@@ -46,7 +46,8 @@ from mlops_platform.transforms.conform import LANDING_DATE, RULE_COLUMN, conform
 from mlops_platform.usecases.flights import build_gold_flights
 from mlops_platform_tests.conftest import LANDED_DAYS
 
-pytestmark = pytest.mark.spark
+# One worker runs every Spark test (remote/test_remote_spark.py too), so one JVM starts.
+pytestmark = [pytest.mark.spark, pytest.mark.xdist_group("spark"), pytest.mark.timeout(900)]
 
 if shutil.which("java") is None:
     pytest.skip("Java 17 is needed for the Spark parity test (no `java` on PATH)", allow_module_level=True)
