@@ -5,9 +5,11 @@ Dagster) uses as it is.
 Every write is one Delta commit, so readers see all of it or none of it. A daily write replaces exactly the days
 it covers (a predicate overwrite), which makes re-running or backfilling a day idempotent. A write whose schema
 differs from the table's is refused unless the caller allows evolution. Concurrent writers that lose a commit race
-retry with backoff instead of failing the run. An append can be made idempotent with a Delta app transaction. An append tagged ``(app_id, version)`` records that version in the same commit as its rows, so a writer
-that restarts reads :meth:`DeltaTables.transaction_version` and skips what it already committed: a crash between the
-commit and the writer's own bookkeeping can never write rows twice.
+retry with backoff instead of failing the run.
+
+An append can be made idempotent with a Delta app transaction: tagged ``(app_id, version)``, it records that version
+in the same commit as its rows, so a writer that restarts reads :meth:`DeltaTables.transaction_version` and skips
+what it already committed: a crash between the commit and the writer's own bookkeeping can never write rows twice.
 """
 
 from __future__ import annotations
