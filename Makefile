@@ -24,8 +24,10 @@ run: install
 home: install
 	$(BIN)/python -c "from mlops_platform.instance import ensure_home; ensure_home()"
 
+# Two workers; each xdist group runs on one worker, and the groups start in collection order (the conftest puts the
+# longest first), which xdist's default reordering by group size would undo.
 test: lint home
-	$(BIN)/python -m pytest -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -n 2 --dist loadgroup --no-loadscope-reorder
 	$(BIN)/dagster definitions validate -w workspace.yaml
 	cd $(CURDIR) && $(BIN)/dg check defs
 
