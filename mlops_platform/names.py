@@ -51,6 +51,11 @@ class TableName(NamedTuple):
         return f"{catalog}.{self.schema}.{self.table}"
 
 
+# The one table shared by every use case: what the serving process records of each request it answers (AI Gateway
+# inference-table columns, ``mlops_platform.serving.inference_table``), read by monitoring.
+INFERENCE_LOG = TableName(MONITORING, "inference_log")
+
+
 def schema(usecase: str, layer: str) -> str:
     return f"{usecase}_{layer}"
 

@@ -174,7 +174,7 @@ def test_alerts_test_fails_naming_the_sink_that_failed(settings, monkeypatch, ca
     assert main(["alerts", "test"]) == 1
 
     err = capsys.readouterr().err
-    assert "webhook FAILED (URLError" in err
+    assert "webhook FAILED (ConnectError" in err
 
 
 def test_promote_and_rollback_send_alerts_once(receivers, settings, capsys):
