@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Any
 
-DRIFT = "feature_drift"
-QUALITY = "quality_drop"
+from mlops_platform.monitoring.decisions import FEATURE_DRIFT as DRIFT
+from mlops_platform.monitoring.decisions import QUALITY_DROP as QUALITY
+
 GATE_LOST = "gate_lost"
 PROMOTION = "promotion"
 ROLLBACK = "rollback"

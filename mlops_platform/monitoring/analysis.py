@@ -1,6 +1,7 @@
 """Reading the monitoring tables back: drift per day over a range, and the health of the inference table.
 
-What the ``mlops drift`` and ``mlops inference validate`` commands print; pure functions of the warehouse.
+What the ``mlops drift`` and ``mlops inference validate`` commands print; functions of any reader of the tables
+(``tables.TableReader``: the warehouse resource is one), so this module imports nothing of Dagster.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import polars as pl
 
 from mlops_platform.monitoring import tables
 from mlops_platform.monitoring.tables import DATASET_ROW, FEATURES_SCOPE, PREDICTION_SCOPE, SERVING_SCOPE
-from mlops_platform.resources.warehouse import Warehouse, schema_difference
+from mlops_platform.monitoring.tables import TableReader
 from mlops_platform.serving.inference_table import (
     INFERENCE_SCHEMA,
     INFERENCE_TABLE,
@@ -21,11 +22,12 @@ from mlops_platform.serving.inference_table import (
     OK_STATUS,
     normalize,
 )
+from mlops_platform.storage.delta import schema_difference
 
 LATENCY_PERCENTILES = (50, 95, 99)
 
 
-def drift_by_day(warehouse: Warehouse, usecase: str, model: str, first: dt.date, last: dt.date) -> list[dict]:
+def drift_by_day(warehouse: TableReader, usecase: str, model: str, first: dt.date, last: dt.date) -> list[dict]:
     """One entry per monitored day of a use case's ``model``: drift share and drifted columns of the batch
     features, prediction drift, drift share of the served traffic (None without requests) and quality."""
     drift_table = tables.table(usecase, model, tables.DRIFT_METRICS)
@@ -72,7 +74,7 @@ def drift_by_day(warehouse: Warehouse, usecase: str, model: str, first: dt.date,
     return summary
 
 
-def latest_drift_day(warehouse: Warehouse, usecase: str, model: str) -> dt.date | None:
+def latest_drift_day(warehouse: TableReader, usecase: str, model: str) -> dt.date | None:
     table = tables.table(usecase, model, tables.DRIFT_METRICS)
     if not warehouse.exists(*table):
         return None
@@ -108,7 +110,7 @@ class InferenceValidation:
         return {**asdict(self), "valid": self.valid}
 
 
-def validate_inference_log(warehouse: Warehouse, *, schema: str = INFERENCE_SCHEMA, table: str = INFERENCE_TABLE,
+def validate_inference_log(warehouse: TableReader, *, schema: str = INFERENCE_SCHEMA, table: str = INFERENCE_TABLE,
                            endpoint: str | None = None,
                            served_entities: Mapping[str, tuple[str, str]] | None = None) -> InferenceValidation:
     """Schema, rows per endpoint and served version, request ids, latency percentiles of the local inference log

@@ -7,9 +7,27 @@ the use case and registered model, so a query across tables reads them without j
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any, Protocol
+
 import pyarrow as pa
 
 from mlops_platform import names
+
+
+class TableReader(Protocol):
+    """What monitoring's readers need of a warehouse (the ``Warehouse`` resource is one), so they stay plain."""
+
+    def exists(self, schema: str, table: str) -> bool: ...
+
+    def full_name(self, schema: str, table: str) -> str: ...
+
+    def location(self, schema: str, table: str) -> str: ...
+
+    def schema_of(self, schema: str, table: str) -> pa.Schema | None: ...
+
+    def read(self, schema: str, table: str, *, columns: Sequence[str] | None = None,
+             filters: Sequence[tuple[str, str, Any]] = ()) -> pa.Table: ...
 
 DRIFT_METRICS = "drift_metrics"
 QUALITY_METRICS = "quality_metrics"

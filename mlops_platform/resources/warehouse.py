@@ -22,10 +22,11 @@ from typing import Any, TypeVar
 
 import dagster as dg
 import pyarrow as pa
-from deltalake import CommitProperties, DeltaTable, Schema, write_deltalake
+from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
 from mlops_platform.resources.spark import arrow_to_spark
+from mlops_platform.storage.delta import schema_difference
 
 ResultT = TypeVar("ResultT")
 # A row filter as (column, operator, value), operators as in SQL comparisons: ``("day", ">=", date(2013, 1, 1))``.
@@ -76,24 +77,6 @@ class TableWrite:
     version: int
     rows_written: int
     schema: pa.Schema
-
-
-def _delta_types(schema: pa.Schema | Schema) -> dict[str, str]:
-    delta_schema = schema if isinstance(schema, Schema) else Schema.from_arrow(schema)
-    return {f.name: str(f.type).removeprefix("PrimitiveType(").strip('")') for f in delta_schema.fields}
-
-
-def schema_difference(current: pa.Schema | Schema, incoming: pa.Schema | Schema) -> list[str]:
-    """Differences between two schemas in Delta's types (Arrow's string flavours all store as ``string``)."""
-    before, after = _delta_types(current), _delta_types(incoming)
-    problems = [f"new column '{name}' ({kind})" for name, kind in after.items() if name not in before]
-    problems += [
-        f"column '{name}' changes type {before[name]} -> {kind}"
-        for name, kind in after.items()
-        if name in before and before[name] != kind
-    ]
-    problems += [f"missing column '{name}'" for name in before if name not in after]
-    return problems
 
 
 class Warehouse(dg.ConfigurableResource):

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake import CommitProperties, DeltaTable, Schema, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
@@ -26,6 +26,25 @@ Filter = tuple[str, str, Any]
 # fresh attempt that re-reads the log succeeds because appends never conflict on data.
 _commit_retry = retry(retry=retry_if_exception_type(CommitFailedError), stop=stop_after_attempt(6),
                       wait=wait_random_exponential(multiplier=0.05, max=2.0), reraise=True)
+
+
+def _delta_types(schema: pa.Schema | Schema) -> dict[str, str]:
+    delta_schema = schema if isinstance(schema, Schema) else Schema.from_arrow(schema)
+    return {f.name: str(f.type).removeprefix("PrimitiveType(").strip('")') for f in delta_schema.fields}
+
+
+def schema_difference(current: pa.Schema | Schema, incoming: pa.Schema | Schema) -> list[str]:
+    """Differences between two schemas in Delta's types (Arrow's string flavours all store as ``string``)."""
+    before, after = _delta_types(current), _delta_types(incoming)
+    problems = [f"new column '{name}' ({kind})" for name, kind in after.items() if name not in before]
+    problems += [
+        f"column '{name}' changes type {before[name]} -> {kind}"
+        for name, kind in after.items()
+        if name in before and before[name] != kind
+    ]
+    problems += [f"missing column '{name}'" for name in before if name not in after]
+    return problems
+
 
 
 @dataclass(frozen=True)
