@@ -46,11 +46,11 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils._param_validation import Interval
 from threadpoolctl import threadpool_limits
 
+from mlops_platform import names
 from mlops_platform.ml import packaging
 from mlops_platform.ml.estimators import build_pipeline, configured_space, estimator_class, estimator_of
 from mlops_platform.ml.scoring import feature_frame
 from mlops_platform.ml.tuning import HyperoptTuner, Params, Trial, Tuner, TuningResult
-from mlops_platform import names
 from mlops_platform.names import SPLIT, SPLITS
 from mlops_platform.settings import ModelConfig
 

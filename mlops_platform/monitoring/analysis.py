@@ -13,8 +13,13 @@ from dataclasses import asdict, dataclass, field
 import polars as pl
 
 from mlops_platform.monitoring import tables
-from mlops_platform.monitoring.tables import DATASET_ROW, FEATURES_SCOPE, PREDICTION_SCOPE, SERVING_SCOPE
-from mlops_platform.monitoring.tables import TableReader
+from mlops_platform.monitoring.tables import (
+    DATASET_ROW,
+    FEATURES_SCOPE,
+    PREDICTION_SCOPE,
+    SERVING_SCOPE,
+    TableReader,
+)
 from mlops_platform.serving.inference_table import (
     INFERENCE_SCHEMA,
     INFERENCE_TABLE,

@@ -12,8 +12,11 @@ import datetime as dt
 import html
 from pathlib import Path
 
-from mlops_platform.monitoring.day import DayResult, Verdicts
-from mlops_platform.monitoring.drift import DriftResult
+import pandas as pd
+
+from mlops_platform.ml.scoring import feature_frame
+from mlops_platform.monitoring.day import DayResult, MonitoredModel, Reference, Verdicts
+from mlops_platform.monitoring.drift import DriftResult, render_html_report
 
 
 def compact_name(day: dt.date) -> str:
@@ -77,3 +80,10 @@ quality {_number(result.quality)} against the champion's {_number(result.champio
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page)
     return path
+
+
+def render_full_report(path: Path, model: MonitoredModel, result: DayResult, reference: Reference,
+                       current: pd.DataFrame) -> Path:
+    """Evidently's page of ``result``'s day on the columns the day's verdicts compared."""
+    return render_html_report(reference.features, feature_frame(current, model.config, list(model.features)), path,
+                              numerical=result.numerical, categorical=result.categorical)

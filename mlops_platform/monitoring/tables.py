@@ -13,6 +13,8 @@ from typing import Any, Protocol
 import pyarrow as pa
 
 from mlops_platform import names
+from mlops_platform.monitoring.day import PREDICTION_DRIFT_SHARE, DayResult
+from mlops_platform.monitoring.drift import DriftResult
 
 
 class TableReader(Protocol):
@@ -60,3 +62,28 @@ SCHEMAS = {DRIFT_METRICS: DRIFT_SCHEMA, QUALITY_METRICS: QUALITY_SCHEMA, PROFILE
 def table(usecase: str, model: str, metrics: str) -> names.TableName:
     assert metrics in SCHEMAS, f"unknown monitoring table '{metrics}'"
     return names.monitoring_table(usecase, model, metrics)
+
+
+def _drift_rows(key: dict, result: DriftResult, scope: str, drift_share: float) -> list[dict]:
+    """One row per column, and one for the whole day: its share of drifted columns against ``drift_share``."""
+    common = {**key, "scope": scope}
+    rows = [{**common, **row} for row in result.to_rows()]
+    rows.append({**common, "column": DATASET_ROW, "method": "share of drifted columns", "score": result.share_drifted,
+                 "threshold": drift_share, "drifted": result.dataset_drifted})
+    return rows
+
+
+def rows(usecase: str, registered_name: str, metric: str, drift_share: float, result: DayResult
+         ) -> dict[str, list[dict]]:
+    """A monitored day's rows of each monitoring table, by table."""
+    key = {DAY: result.day, "usecase": usecase, "model": registered_name, "model_version": result.model_version}
+    drift = _drift_rows(key, result.drift, FEATURES_SCOPE, drift_share)
+    drift += _drift_rows(key, result.prediction_drift, PREDICTION_SCOPE, PREDICTION_DRIFT_SHARE)
+    if isinstance(result.serving, DriftResult):
+        drift += _drift_rows(key, result.serving, SERVING_SCOPE, drift_share)
+    return {
+        DRIFT_METRICS: drift,
+        QUALITY_METRICS: [{**key, "metric": metric, "value": result.quality, "champion_value": result.champion_quality,
+                           "rows": result.rows}],
+        PROFILE_METRICS: [{**key, **row} for row in result.profile],
+    }

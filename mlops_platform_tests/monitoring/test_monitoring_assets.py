@@ -9,8 +9,9 @@ import polars as pl
 import pytest
 
 from mlops_platform.defs import build_definitions
-from mlops_platform.defs.monitoring.assets import DATASET_ROW, FEATURE_DRIFT, QUALITY_DROP
 from mlops_platform.landing import day_range, land_days
+from mlops_platform.monitoring.decisions import FEATURE_DRIFT, QUALITY_DROP
+from mlops_platform.monitoring.tables import DATASET_ROW
 from mlops_platform_tests.conftest import FIRST_DAY, QUIET, flights_key, flights_table
 
 DAYS = day_range(FIRST_DAY, 24)
