@@ -133,6 +133,7 @@ def test_the_cached_baseline_gives_the_verdicts_of_the_built_one(settings, useca
     reference_cache.forget_in_process()
     from_disk, disk_source = cache.get("model-v3-run", build)
     assert (first_source, second_source, disk_source) == ("built", "memory", "disk") and len(calls) == 1
+    assert first is built and second is built
     assert list(from_disk.features.columns) == list(built.features.columns)
     for rows, labels in days:
         results = [monitor_day(model, DAY, rows, reference, window_start=DAY, labels=labels)
