@@ -44,7 +44,8 @@ def drift_by_day(warehouse: TableReader, usecase: str, model: str, first: dt.dat
     def rows(table: tuple[str, str]) -> pl.DataFrame:
         # Read whole and filtered here: the tables are small (a row per day and column), and a filtered delta-rs
         # scan can abort the interpreter at exit (delta-io/delta-rs#2184), which a CLI reports as a crash.
-        return pl.from_arrow(warehouse.read(*table)).filter(pl.col(tables.DAY).is_between(first, last))
+        return pl.from_arrow(warehouse.read(*table)).with_columns(tables.monitored_day()).filter(
+            pl.col("day").is_between(first, last))
 
     drift = rows(drift_table)
     quality = rows(quality_table) if warehouse.exists(*quality_table) else None
@@ -53,11 +54,11 @@ def drift_by_day(warehouse: TableReader, usecase: str, model: str, first: dt.dat
         today = drift.filter(pl.col("day") == day)
 
         def dataset(scope: str, rows: pl.DataFrame = today) -> dict | None:
-            found = rows.filter((pl.col("scope") == scope) & (pl.col("column") == DATASET_ROW))
+            found = rows.filter((pl.col("scope") == scope) & (pl.col("column_name") == DATASET_ROW))
             return found.row(0, named=True) if found.height else None
 
         features, prediction, serving = dataset(FEATURES_SCOPE), dataset(PREDICTION_SCOPE), dataset(SERVING_SCOPE)
-        drifted = today.filter((pl.col("scope") == FEATURES_SCOPE) & (pl.col("column") != DATASET_ROW)
+        drifted = today.filter((pl.col("scope") == FEATURES_SCOPE) & (pl.col("column_name") != DATASET_ROW)
                                & pl.col("drifted"))
         measured = quality.filter(pl.col("day") == day) if quality is not None else None
         entry = {
@@ -65,7 +66,7 @@ def drift_by_day(warehouse: TableReader, usecase: str, model: str, first: dt.dat
             "model_version": today["model_version"][0],
             "drift_share": features["score"] if features else None,
             "dataset_drifted": features["drifted"] if features else None,
-            "drifted_columns": sorted(drifted["column"].to_list()),
+            "drifted_columns": sorted(drifted["column_name"].to_list()),
             "prediction_drift_score": prediction["score"] if prediction else None,
             "prediction_drifted": prediction["drifted"] if prediction else None,
             "serving_drift_share": serving["score"] if serving else None,
@@ -83,8 +84,8 @@ def latest_drift_day(warehouse: TableReader, usecase: str, model: str) -> dt.dat
     table = tables.table(usecase, model, tables.DRIFT_METRICS)
     if not warehouse.exists(*table):
         return None
-    days = pl.from_arrow(warehouse.read(*table, columns=[tables.DAY]))[tables.DAY]
-    return days.max() if days.len() else None
+    ends = pl.from_arrow(warehouse.read(*table, columns=[tables.WINDOW_END]))[tables.WINDOW_END]
+    return ends.max() - dt.timedelta(days=1) if ends.len() else None
 
 
 @dataclass

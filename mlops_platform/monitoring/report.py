@@ -18,6 +18,8 @@ from mlops_platform.ml.scoring import feature_frame
 from mlops_platform.monitoring.day import DayResult, MonitoredModel, Reference, Verdicts
 from mlops_platform.monitoring.drift import DriftResult, render_html_report
 
+_PROFILED = ("count", "percent_null", "distinct_count", "avg", "stddev", "min", "max")
+
 
 def compact_name(day: dt.date) -> str:
     return f"drift_{day.isoformat()}.html"
@@ -58,8 +60,8 @@ def write_compact_report(path: Path, title: str, result: DayResult, verdicts: Ve
             else "<p>Evidently's full page was not rendered (no signal failed): "
                  f"<code>mlops report --day {result.day.isoformat()}</code> renders it.</p>")
     profile = "".join(
-        f"<tr><td>{html.escape(str(row['column']))}</td><td>{row['metric']}</td><td>{_number(row['value'])}</td></tr>"
-        for row in result.profile)
+        f"<tr><td>{html.escape(str(row['column']))}</td>" + "".join(f"<td>{_number(row[m])}</td>" for m in _PROFILED)
+        + "</tr>" for row in result.profile)
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em}}table{{border-collapse:collapse;font-size:12px}}
@@ -74,7 +76,7 @@ quality {_number(result.quality)} against the champion's {_number(result.champio
 {full}
 <h2>Feature drift</h2><table><tr><th>column</th><th>kind</th><th>method</th><th>score</th><th>threshold</th>
 <th>verdict</th></tr>{_drift_rows(result.drift)}{_drift_rows(result.prediction_drift)}</table>
-<h2>Profile</h2><table><tr><th>column</th><th>metric</th><th>value</th></tr>{profile}</table>
+<h2>Profile</h2><table><tr><th>column</th>{"".join(f"<th>{m}</th>" for m in _PROFILED)}</tr>{profile}</table>
 </body></html>
 """
     path.parent.mkdir(parents=True, exist_ok=True)

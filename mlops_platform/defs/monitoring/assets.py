@@ -95,7 +95,7 @@ def _monitoring_asset(usecase: UseCaseConfig, spec: MonitoringConfig) -> dg.Asse
                 labels=inputs.labels(warehouse, usecase, DayRange(date_column, first, day) if date_column else None))
             frames[day] = (reference, current)
 
-        written = DayRange(tables.DAY, days[0], days[-1])
+        written = inputs.written_days(days[0], days[-1])
         table_rows = {name: [] for name in tables.SCHEMAS}
         for result in results.values():
             for name, rows in tables.rows(usecase.name, config.registered_name, spec.quality_metric,

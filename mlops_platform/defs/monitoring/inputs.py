@@ -93,23 +93,33 @@ def served_records(warehouse: Warehouse, registered_name: str, first: dt.date, l
                                           registered_name, first, last, features)
 
 
+def written_days(first: dt.date, last: dt.date) -> DayRange:
+    """The rows of the monitoring tables that monitoring the days ``first`` to ``last`` (re)writes."""
+    return DayRange(tables.WINDOW_END, tables.window_end(first), tables.window_end(last))
+
+
+def _recent(warehouse: Warehouse, table: names.TableName, latest: dt.date, days: int) -> pl.DataFrame | None:
+    if not warehouse.exists(*table):
+        return None
+    written = written_days(latest - dt.timedelta(days=days - 1), latest)
+    return pl.from_arrow(warehouse.read(*table, days=written)).with_columns(tables.monitored_day())
+
+
 def drift_history(warehouse: Warehouse, table: names.TableName, latest: dt.date, days: int) -> dict[dt.date, bool]:
     """Whether the features drifted as a dataset on each monitored day of the ``days`` ending at ``latest``."""
-    first = latest - dt.timedelta(days=days - 1)
-    if not warehouse.exists(*table):
+    rows = _recent(warehouse, table, latest, days)
+    if rows is None:
         return {}
-    rows = pl.from_arrow(warehouse.read(*table, days=DayRange(tables.DAY, first, latest))).filter(
-        (pl.col("scope") == FEATURES_SCOPE) & (pl.col("column") == DATASET_ROW))
-    return dict(zip(rows[tables.DAY].to_list(), rows["drifted"].to_list(), strict=True))
+    rows = rows.filter((pl.col("scope") == FEATURES_SCOPE) & (pl.col("column_name") == DATASET_ROW))
+    return dict(zip(rows["day"].to_list(), rows["drifted"].to_list(), strict=True))
 
 
 def quality_drop_history(warehouse: Warehouse, table: names.TableName, spec: MonitoringConfig, latest: dt.date
                          ) -> dict[dt.date, bool]:
     """Whether quality dropped below the champion's on each monitored day of the debounce window."""
-    first = latest - dt.timedelta(days=spec.debounce.of_last - 1)
-    if not warehouse.exists(*table):
+    rows = _recent(warehouse, table, latest, spec.debounce.of_last)
+    if rows is None:
         return {}
-    rows = pl.from_arrow(warehouse.read(*table, days=DayRange(tables.DAY, first, latest))).filter(
-        pl.col("metric") == spec.quality_metric)
+    rows = rows.filter(pl.col("metric") == spec.quality_metric)
     return {day: quality_dropped_below(value, champion, spec)
-            for day, value, champion in zip(rows[tables.DAY], rows["value"], rows["champion_value"], strict=True)}
+            for day, value, champion in zip(rows["day"], rows["value"], rows["champion_value"], strict=True)}
