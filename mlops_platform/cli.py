@@ -291,6 +291,20 @@ def cmd_drift(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
+    from mlops_platform.defs.monitoring.reports import render_day_report
+    from mlops_platform.resources import build_resources
+
+    try:
+        path = render_day_report(build_resources(settings), _monitored(settings, args.usecase),
+                                 dt.date.fromisoformat(args.day))
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"report: {exc}", file=sys.stderr)
+        return 1
+    print(path)
+    return 0
+
+
 def cmd_monitoring_refresh(args: argparse.Namespace, settings: Settings) -> int:
     import dagster as dg
 
@@ -400,6 +414,10 @@ def build_parser() -> argparse.ArgumentParser:
     drift = with_range(commands.add_parser("drift", help="drift and quality per day from the monitoring tables"))
     drift.add_argument("--json", action="store_true", help="machine-readable output")
     drift.set_defaults(handler=cmd_drift)
+    report = commands.add_parser("report", help="render Evidently's full drift page of a monitored day")
+    report.add_argument("--usecase")
+    report.add_argument("--day", required=True, help="the monitored day, YYYY-MM-DD")
+    report.set_defaults(handler=cmd_report)
     monitoring = commands.add_parser("monitoring", help="monitoring runs").add_subparsers(dest="action",
                                                                                            required=True)
     with_range(monitoring.add_parser("refresh", help="score and monitor a range of days in one run")).set_defaults(

@@ -3,7 +3,7 @@
 The compact page (a few kilobytes, no scripts) lists the day's verdicts, each column's drift method, score,
 threshold and verdict, the prediction, serving and quality figures and the profile. Evidently's page (about 4 MB
 and most of a day's monitoring time when rendered daily) is rendered only for a day whose own signals fail, or on
-demand (``mlops report``); the compact page links it when it exists. Both are named here, their one owner.
+demand (``mlops report``); the compact page links it by name either way. Both are named here, their one owner.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def _drift_rows(result: DriftResult) -> str:
 
 
 def write_compact_report(path: Path, title: str, result: DayResult, verdicts: Verdicts | None,
-                         full_report: Path | None) -> Path:
+                         full_report: Path | None, *, usecase: str) -> Path:
     """Write the day's compact page to ``path``; ``verdicts`` are the checks' (None for a day before the latest of
     a range run, whose checks are not evaluated), ``full_report`` Evidently's page if it was rendered."""
     def verdict(name: str, failed: bool) -> str:
@@ -56,9 +56,10 @@ def write_compact_report(path: Path, title: str, result: DayResult, verdicts: Ve
                             verdicts.quality_drop) + "</ul>")
     serving = (html.escape(result.serving) if isinstance(result.serving, str)
                else f"share of drifted served features {result.serving.share_drifted:.3f}")
-    full = (f"<p><a href='{html.escape(full_report.name)}'>Evidently's full drift page</a></p>" if full_report
-            else "<p>Evidently's full page was not rendered (no signal failed): "
-                 f"<code>mlops report --day {result.day.isoformat()}</code> renders it.</p>")
+    link = f"<a href='{html.escape(full_name(result.day))}'>Evidently's full drift page</a>"
+    full = (f"<p>{link}</p>" if full_report else
+            f"<p>{link}: not rendered for this day, since none of its signals failed; "
+            f"<code>mlops report --usecase {html.escape(usecase)} --day {result.day.isoformat()}</code> renders it.</p>")
     profile = "".join(
         f"<tr><td>{html.escape(str(row['column']))}</td>" + "".join(f"<td>{_number(row[m])}</td>" for m in _PROFILED)
         + "</tr>" for row in result.profile)

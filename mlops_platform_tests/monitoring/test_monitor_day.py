@@ -151,8 +151,9 @@ def test_the_compact_report_lists_every_verdict_in_a_few_kilobytes(settings, tmp
     rows, labels = _day(model, rng, drifted=True, rows=900)
     result = monitor_day(model, DAY, rows, _reference(model, rng, rows=5000), window_start=DAY, labels=labels)
     verdicts = judge(result, {DAY - dt.timedelta(days=1): True}, {}, model.spec)
-    page = write_compact_report(tmp_path / compact_name(DAY), "flights_delay", result, verdicts, None).read_text()
+    page = write_compact_report(tmp_path / compact_name(DAY), "flights_delay", result, verdicts, None,
+                                usecase="flights").read_text()
     assert len(page.encode()) < 40_000
     assert "feature_drift (2 recent day(s) drifted): FAILED" in page
     assert all(f"<td>{column}</td>" in page for column in model.features)
-    assert f"mlops report --day {DAY.isoformat()}" in page
+    assert f"mlops report --usecase flights --day {DAY.isoformat()}" in page

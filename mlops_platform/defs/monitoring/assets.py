@@ -14,7 +14,6 @@ from pathlib import Path
 
 import dagster as dg
 import pandas as pd
-import polars as pl
 import pyarrow as pa
 
 from mlops_platform import names
@@ -24,7 +23,7 @@ from mlops_platform.defs.tables import days_of_run, partitioning
 from mlops_platform.monitoring import tables
 from mlops_platform.monitoring.alerts import drift_alert, quality_alert
 from mlops_platform.monitoring.day import DayResult, MonitoredModel, Reference, Verdicts, judge, monitor_day
-from mlops_platform.monitoring.decisions import FEATURE_DRIFT, PREDICTION_DRIFT, QUALITY_DROP, window_start
+from mlops_platform.monitoring.decisions import FEATURE_DRIFT, PREDICTION_DRIFT, QUALITY_DROP
 from mlops_platform.monitoring.drift import DriftResult
 from mlops_platform.monitoring.reference import ReferenceCache
 from mlops_platform.monitoring.report import compact_name, full_name, render_full_report, write_compact_report
@@ -76,14 +75,14 @@ def _monitoring_asset(usecase: UseCaseConfig, spec: MonitoringConfig) -> dg.Asse
     def monitoring(context: dg.AssetExecutionContext, warehouse: Warehouse, mlflow: MlflowTracking,
                    reports: ReportStore, alerts: AlertSinks):
         days = _monitored_days(context, date_column)
-        scored, per_day = _scored(warehouse, predictions, date_column, days, window.max_days)
+        scored, per_day = inputs.scored_rows(warehouse, predictions, date_column, days, window.max_days)
         served = inputs.served_records(warehouse, config.registered_name, days[0], days[-1], model.features)
         cache = ReferenceCache(reports.reference_cache(usecase.name, spec.model))
         results: dict[dt.date, DayResult] = {}
         frames: dict[dt.date, tuple[Reference, pd.DataFrame]] = {}
         sources = []
         for day in days:
-            window_of_day = _window(scored, per_day, date_column, day, window)
+            window_of_day = inputs.day_window(scored, per_day, date_column, day, window)
             if window_of_day is None:
                 context.log.warning(f"no predictions for {day}: nothing to monitor")
                 continue
@@ -145,30 +144,6 @@ def _monitored_days(context: dg.AssetExecutionContext, date_column: str | None) 
     return [days.first + dt.timedelta(days=i) for i in range((days.last - days.first).days + 1)]
 
 
-def _scored(warehouse: Warehouse, predictions: names.TableName, date_column: str | None, days: list[dt.date],
-            max_days: int) -> tuple[pl.DataFrame, dict[dt.date, int]]:
-    """The predictions the run's days can look back on (all of a snapshot) and their rows per day."""
-    if date_column is None:
-        return pl.from_arrow(warehouse.read(*predictions)), {}
-    lookback = DayRange(date_column, days[0] - dt.timedelta(days=max_days - 1), days[-1])
-    scored = pl.from_arrow(warehouse.read(*predictions, days=lookback))
-    return scored, dict(scored.group_by(date_column).len().iter_rows())
-
-
-def _window(scored: pl.DataFrame, per_day: dict[dt.date, int], date_column: str | None, day: dt.date, window
-            ) -> tuple[dt.date, pd.DataFrame, str] | None:
-    """The first day, scored rows and scoring version of ``day``'s window; None when the day has no predictions."""
-    if date_column is None:
-        current = scored.to_pandas()
-        return day, current, str(current["model_version"].iloc[0])
-    today = scored.filter(pl.col(date_column) == day)
-    if today.is_empty():
-        return None
-    first = window_start(per_day, day, window)
-    current = scored.filter(pl.col(date_column).is_between(first, day)).to_pandas()
-    return first, current, str(today["model_version"][0])
-
-
 def _write_reports(reports: ReportStore, model: MonitoredModel, result: DayResult, verdicts: Verdicts | None,
                    reference: Reference, current: pd.DataFrame) -> tuple[Path, Path | None]:
     """The day's compact page, and Evidently's full page when one of the day's signals (or checks) failed."""
@@ -179,7 +154,7 @@ def _write_reports(reports: ReportStore, model: MonitoredModel, result: DayResul
         full = render_full_report(reports.path(model.usecase, model.spec.model, full_name(result.day)), model, result,
                                   reference, current)
     compact = write_compact_report(reports.path(model.usecase, model.spec.model, compact_name(result.day)), title,
-                                   result, verdicts, full)
+                                   result, verdicts, full, usecase=model.usecase)
     return compact, full
 
 

@@ -17,14 +17,14 @@ from mlops_platform.features import feature_columns, row_keys
 from mlops_platform.ml.scoring import feature_frame
 from mlops_platform.monitoring import tables
 from mlops_platform.monitoring.day import MonitoredModel, Reference
-from mlops_platform.monitoring.decisions import quality_dropped_below
+from mlops_platform.monitoring.decisions import quality_dropped_below, window_start
 from mlops_platform.monitoring.reference import ReferenceCache, cache_key
 from mlops_platform.monitoring.tables import DATASET_ROW, FEATURES_SCOPE
 from mlops_platform.resources.mlflow import MlflowTracking
 from mlops_platform.resources.warehouse import DayRange, Warehouse
 from mlops_platform.serving import inference_table
 from mlops_platform.serving.inference_table import INFERENCE_SCHEMA, INFERENCE_TABLE, normalize
-from mlops_platform.settings import MonitoringConfig, UseCaseConfig
+from mlops_platform.settings import MonitoringConfig, MonitoringWindow, UseCaseConfig
 
 REFERENCE_SAMPLE_ROWS = 200_000
 
@@ -64,6 +64,30 @@ def _predict(mlflow: MlflowTracking, model: MonitoredModel, version: str, featur
     if model.config.task == "classification":
         return loaded.predict_proba(features)[:, 1]
     return loaded.predict(features)
+
+
+def scored_rows(warehouse: Warehouse, predictions: names.TableName, date_column: str | None, days: list[dt.date],
+            max_days: int) -> tuple[pl.DataFrame, dict[dt.date, int]]:
+    """The predictions the run's days can look back on (all of a snapshot) and their rows per day."""
+    if date_column is None:
+        return pl.from_arrow(warehouse.read(*predictions)), {}
+    lookback = DayRange(date_column, days[0] - dt.timedelta(days=max_days - 1), days[-1])
+    scored = pl.from_arrow(warehouse.read(*predictions, days=lookback))
+    return scored, dict(scored.group_by(date_column).len().iter_rows())
+
+
+def day_window(scored: pl.DataFrame, per_day: dict[dt.date, int], date_column: str | None, day: dt.date,
+               window: MonitoringWindow) -> tuple[dt.date, pd.DataFrame, str] | None:
+    """The first day, scored rows and scoring version of ``day``'s window; None when the day has no predictions."""
+    if date_column is None:
+        current = scored.to_pandas()
+        return day, current, str(current["model_version"].iloc[0])
+    today = scored.filter(pl.col(date_column) == day)
+    if today.is_empty():
+        return None
+    first = window_start(per_day, day, window)
+    current = scored.filter(pl.col(date_column).is_between(first, day)).to_pandas()
+    return first, current, str(today["model_version"][0])
 
 
 def labels(warehouse: Warehouse, usecase: UseCaseConfig, days: DayRange | None) -> pd.DataFrame:
