@@ -104,11 +104,13 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         metrics = ", ".join(f"{name} {value:.4f}" for name, value in champion.metrics.items())
         print(f"  {champion.model}: champion version {champion.version or '-'}  {metrics}")
     if usecase.monitoring and outcomes:
+        from mlops_platform.monitoring.report import compact_name
+
         reports = definitions.resources["reports"]
         model = usecase.monitoring.model
 
         def report_for_day(day: dt.date):
-            path = reports.path(usecase.name, model, f"drift_{day.isoformat()}.html")
+            path = reports.path(usecase.name, model, compact_name(day))
             return path if path.exists() else None
 
         summary = write_replay_summary(
