@@ -53,10 +53,10 @@ def _monitoring_asset(usecase: UseCaseConfig, spec: MonitoringConfig) -> dg.Asse
         description=f"Drift and quality monitoring of {config.registered_name}'s champion, judged on {judged_on}: "
                     "feature drift and prediction drift against the champion's training reference, feature drift of "
                     f"the day's served requests (scope 'serving'), and {spec.quality_metric} once labels exist. "
-                    f"One row per day and column in {'.'.join(outputs[tables.DRIFT_METRICS])}, per day and metric in "
+                    f"One row per day's window and column in {'.'.join(outputs[tables.DRIFT_METRICS])}, per day and metric in "
                     f"{'.'.join(outputs[tables.QUALITY_METRICS])}, per day, column and metric in "
-                    f"{'.'.join(outputs[tables.PROFILE_METRICS])}; a compact HTML report per day, Evidently's full page for "
-                    "days whose signals fail. Read by the retraining "
+                    f"{'.'.join(outputs[tables.PROFILE_METRICS])} (shaped like Databricks data profiling's); a compact "
+                    "HTML report per day, Evidently's full page for days whose signals fail. Read by the retraining "
                     "sensor and by people.",
         kinds={"delta", "evidently"},
         **stages.placement(usecase, names.MONITORING),
@@ -79,7 +79,9 @@ def _monitoring_asset(usecase: UseCaseConfig, spec: MonitoringConfig) -> dg.Asse
         served = inputs.served_records(warehouse, config.registered_name, days[0], days[-1], model.features)
         cache = ReferenceCache(reports.reference_cache(usecase.name, spec.model))
         results: dict[dt.date, DayResult] = {}
-        frames: dict[dt.date, tuple[Reference, pd.DataFrame]] = {}
+        # Only the latest day's frames are kept, for its report once the checks are judged; an earlier day of a
+        # range run gets its report as soon as the next day is judged, so a backfill holds one window at a time.
+        pending: tuple[DayResult, Reference, pd.DataFrame] | None = None
         sources = []
         for day in days:
             window_of_day = inputs.day_window(scored, per_day, date_column, day, window)
@@ -92,7 +94,9 @@ def _monitoring_asset(usecase: UseCaseConfig, spec: MonitoringConfig) -> dg.Asse
             results[day] = monitor_day(
                 model, day, current, reference, window_start=first, served=served,
                 labels=inputs.labels(warehouse, usecase, DayRange(date_column, first, day) if date_column else None))
-            frames[day] = (reference, current)
+            if pending is not None:
+                _write_reports(reports, model, pending[0], None, *pending[1:])
+            pending = (results[day], reference, current)
 
         written = inputs.written_days(days[0], days[-1])
         table_rows = {name: [] for name in tables.SCHEMAS}
@@ -109,10 +113,7 @@ def _monitoring_asset(usecase: UseCaseConfig, spec: MonitoringConfig) -> dg.Asse
         verdicts = judge(
             latest, inputs.drift_history(warehouse, outputs[tables.DRIFT_METRICS], latest.day, spec.debounce.of_last),
             inputs.quality_drop_history(warehouse, outputs[tables.QUALITY_METRICS], spec, latest.day), spec)
-        report = full_report = None
-        for day, result in results.items():
-            checks = verdicts if day == latest.day else None
-            report, full_report = _write_reports(reports, model, result, checks, *frames[day])
+        report, full_report = _write_reports(reports, model, latest, verdicts, *pending[1:])
         _send_alerts(alerts, context, model, latest, verdicts, report)
         yield dg.MaterializeResult(metadata={
             "day": latest.day.isoformat(),
