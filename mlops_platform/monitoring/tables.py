@@ -3,6 +3,12 @@
 Each monitored model owns its tables (``<usecase>_monitoring.<model>_drift_metrics`` and the quality and profile
 tables beside it), so monitoring one model, or one use case, can never replace another's rows. Rows also carry
 the use case and registered model, so a query across tables reads them without joins.
+
+The drift and profile tables have the shape of Databricks data profiling's ``<table>_drift_metrics`` and
+``<table>_profile_metrics``: a window (start, exclusive end, granularity), a slice (key and value, null for the
+whole data), ``column_name`` and ``data_type``, and the metric columns a Databricks user queries under their names
+there (``js_distance``, ``ks_test.pvalue``, ``wasserstein_distance``, ...; ``count``, ``num_nulls``, ``avg``, ...),
+so the same queries and dashboards read ours and a data-profiling monitor's. Our verdict columns sit beside them.
 """
 
 from __future__ import annotations
