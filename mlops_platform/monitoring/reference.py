@@ -27,6 +27,9 @@ SCORES = "__reference_score__"
 _METADATA = b"mlops.reference"
 # A range run or a replay sees a champion and a challenger at most at a time; more would only hold memory.
 KEEP_IN_PROCESS = 2
+# On disk, per model: the newest few versions (a champion, its challenger, the one before for a rollback). An older
+# version that scores again is rebuilt, with the same result.
+KEEP_ON_DISK = 3
 
 _memory: OrderedDict[tuple[str, str], Reference] = OrderedDict()
 _lock = threading.Lock()
@@ -86,6 +89,9 @@ class ReferenceCache:
         partial = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.partial")
         pq.write_table(table, partial)
         partial.replace(path)
+        kept = sorted(self.directory.glob("*.parquet"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in kept[KEEP_ON_DISK:]:
+            old.unlink(missing_ok=True)
 
 
 def forget_in_process() -> None:

@@ -157,3 +157,14 @@ def test_the_compact_report_lists_every_verdict_in_a_few_kilobytes(settings, tmp
     assert "feature_drift (2 recent day(s) drifted): FAILED" in page
     assert all(f"<td>{column}</td>" in page for column in model.features)
     assert f"mlops report --usecase flights --day {DAY.isoformat()}" in page
+
+
+def test_the_disk_keeps_the_newest_baselines_of_a_model(settings, tmp_path):
+    model = _model(settings, "penguins")
+    cache = ReferenceCache(tmp_path)
+    reference = _reference(model, np.random.default_rng(0), rows=50)
+    for version in range(reference_cache.KEEP_ON_DISK + 2):
+        cache.get(f"penguins_sex-v{version}-run{version}", lambda: reference)
+    kept = sorted(path.stem for path in tmp_path.glob("*.parquet"))
+    assert len(kept) == reference_cache.KEEP_ON_DISK and "penguins_sex-v0-run0" not in kept
+    reference_cache.forget_in_process()
