@@ -3,7 +3,7 @@
 Before (what the monitoring asset did every day): build the reference baseline (type the training rows, score them
 with the champion), judge the day, render Evidently's full HTML page. After: take the baseline from the cache (one
 build per model version), judge the day with ``monitor_day``, write the compact page; Evidently's page only for a day
-whose signals fail. The frames have the flights use case's columns (28 numerical, 5 categorical features), a
+whose features drift or quality drops. The frames have the flights use case's columns (28 numerical, 5 categorical features), a
 reference the size of a train split of the 120-day window and a day of about 900 flights; the model is the flights
 model's own pipeline (``ml.estimators.build_pipeline``), fitted once on the reference. Every third day drifts, so
 the "after" figure includes the full page on those days; quiet and drifted days are reported apart, and the two

@@ -91,8 +91,10 @@ class DayResult:
 
     @property
     def failed(self) -> bool:
-        """Whether any of the day's own signals failed: the days whose full drift page is worth rendering."""
-        return self.drift.dataset_drifted or self.prediction_drift.dataset_drifted or self.quality_dropped
+        """Whether the day's features drifted or its quality dropped: the days whose full drift page is worth
+        rendering. Prediction drift alone does not count: Evidently's page shows the features, not the prediction,
+        and the compact page already holds the prediction's score."""
+        return self.drift.dataset_drifted or self.quality_dropped
 
 
 @dataclass(frozen=True)

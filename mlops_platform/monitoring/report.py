@@ -2,8 +2,8 @@
 
 The compact page (a few kilobytes, no scripts) lists the day's verdicts, each column's drift method, score,
 threshold and verdict, the prediction, serving and quality figures and the profile. Evidently's page (about 4 MB
-and most of a day's monitoring time when rendered daily) is rendered only for a day whose own signals fail, or on
-demand (``mlops report``); the compact page links it by name either way. Both are named here, their one owner.
+and most of a day's monitoring time when rendered daily) is rendered only for a day whose features drift or whose
+quality drops, or on demand (``mlops report``); the compact page links it by name either way. Both are named here, their one owner.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def write_compact_report(path: Path, title: str, result: DayResult, verdicts: Ve
                else f"share of drifted served features {result.serving.share_drifted:.3f}")
     link = f"<a href='{html.escape(full_name(result.day))}'>Evidently's full drift page</a>"
     full = (f"<p>{link}</p>" if full_report else
-            f"<p>{link}: not rendered for this day, since none of its signals failed; "
+            f"<p>{link}: not rendered for this day, since its features did not drift and its quality did not drop; "
             f"<code>mlops report --usecase {html.escape(usecase)} --day {result.day.isoformat()}</code> renders it.</p>")
     profile = "".join(
         f"<tr><td>{html.escape(str(row['column']))}</td>" + "".join(f"<td>{_number(row[m])}</td>" for m in _PROFILED)

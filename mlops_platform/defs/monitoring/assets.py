@@ -5,8 +5,8 @@ its MLflow run's lineage tags), built once per model version and cached. A day i
 monitoring window (the day alone by default, or enough days back to hold ``window.min_rows``); a snapshot use case
 is judged on its whole newest snapshot. The judging is ``monitoring.day.monitor_day``, a pure function; this asset
 reads its inputs (``inputs.py``), writes the model's own monitoring tables, one row per day and column or metric,
-sends alerts and reports the checks. Each day gets a compact report; Evidently's full page only when a signal
-fails, or on demand through ``mlops report``.
+sends alerts and reports the checks. Each day gets a compact report; Evidently's full page only when the
+features drift or quality drops, or on demand through ``mlops report``.
 """
 
 import datetime as dt
@@ -56,8 +56,8 @@ def _monitoring_asset(usecase: UseCaseConfig, spec: MonitoringConfig) -> dg.Asse
                     f"One row per day's window and column in {'.'.join(outputs[tables.DRIFT_METRICS])}, per day and metric in "
                     f"{'.'.join(outputs[tables.QUALITY_METRICS])}, per day, column and metric in "
                     f"{'.'.join(outputs[tables.PROFILE_METRICS])} (shaped like Databricks data profiling's); a compact "
-                    "HTML report per day, Evidently's full page for days whose signals fail. Read by the retraining "
-                    "sensor and by people.",
+                    "HTML report per day, Evidently's full page for days whose features drift or quality drops. "
+                    "Read by the retraining sensor and by people.",
         kinds={"delta", "evidently"},
         **stages.placement(usecase, names.MONITORING),
         **partitioning(usecase, date_column is not None),

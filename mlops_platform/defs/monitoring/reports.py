@@ -1,6 +1,6 @@
 """Evidently's full drift page of a monitored day, on demand (``mlops report``).
 
-The daily run renders it only for days whose signals fail; any other day's page is rendered here from the same
+The daily run renders it only for days whose features drift or quality drops; any other day's page is rendered here from the same
 frames the run judged (the day's window of predictions, the scoring version's cached baseline), next to that day's
 compact page, which links it by name.
 """
