@@ -194,11 +194,13 @@ def cmd_run(args: Args, settings: Settings) -> int:
         metrics = ", ".join(f"{name} {value:.4f}" for name, value in champion.metrics.items())
         print(f"  {champion.model}: champion version {champion.version or '-'}  {metrics}")
     if usecase.monitoring and outcomes:
+        from mlops_platform.monitoring.report import compact_name
+
         reports = definitions.resources["reports"]
         model = usecase.monitoring.model
 
         def report_for_day(day: dt.date):
-            path = reports.path(usecase.name, model, f"drift_{day.isoformat()}.html")
+            path = reports.path(usecase.name, model, compact_name(day))
             return path if path.exists() else None
 
         summary = write_replay_summary(
@@ -403,6 +405,24 @@ def cmd_drift(args: Args, settings: Settings) -> int:
         print(f"  {day['day']}  {day['model_version']:>7}  {number(day['drift_share'], 5)}  "
               f"{number(day['serving_drift_share'], 6)}  {number(day['prediction_drift_score'], 5)}  "
               f"{number(day['quality'], 7)}  {', '.join(day['drifted_columns']) or '-'}")
+    return 0
+
+
+@cli.command("report", help="render Evidently's full drift page of a monitored day")
+@usecase_option
+@click.option("--day", required=True, help="the monitored day, YYYY-MM-DD")
+@_handler
+def cmd_report(args: Args, settings: Settings) -> int:
+    from mlops_platform.defs.monitoring.reports import render_day_report
+    from mlops_platform.resources import build_resources
+
+    try:
+        path = render_day_report(build_resources(settings), _monitored(settings, args.usecase),
+                                 dt.date.fromisoformat(args.day))
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"report: {exc}", file=sys.stderr)
+        return 1
+    print(path)
     return 0
 
 

@@ -23,6 +23,7 @@ COMMANDS = {
     ("serve",): [],
     ("deploy",): ["--usecase", "--stage"],
     ("drift",): ["--usecase", "--start", "--end", "--json"],
+    ("report",): ["--usecase", "--day"],
     ("monitoring", "refresh"): ["--usecase", "--start", "--end"],
     ("inference", "validate"): ["--json"],
     ("alerts", "test"): ["--usecase"],

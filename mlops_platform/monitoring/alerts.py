@@ -17,8 +17,9 @@ from typing import Any
 
 import httpx
 
-DRIFT = "feature_drift"
-QUALITY = "quality_drop"
+from mlops_platform.monitoring.decisions import FEATURE_DRIFT as DRIFT
+from mlops_platform.monitoring.decisions import QUALITY_DROP as QUALITY
+
 GATE_LOST = "gate_lost"
 PROMOTION = "promotion"
 ROLLBACK = "rollback"
