@@ -49,6 +49,22 @@ def test_tuning_runs_exactly_the_configured_trials_as_nested_runs(module_registr
         name: best.data.params[name] for name in classifier_config.tuning.space}
 
 
+def test_trials_stop_early_on_the_validation_split_and_the_refit_grows_the_trees_the_best_kept(
+        module_registry, trained):
+    client = module_registry.client()
+    trials = client.search_runs([trained.experiment_id],
+                                filter_string=f"tags.mlflow.parentRunId = '{trained.run_id}'")
+    best = max(trials, key=lambda run: run.data.metrics["validation_roc_auc"])
+    kept = {int(run.data.params["trees_kept"]) for run in trials}
+    # A trial stops before its max_iter once the validation loss stalls: at least one of them did.
+    assert any(int(run.data.params["trees_kept"]) < int(run.data.params["max_iter"]) for run in trials), kept
+    parent = client.get_run(trained.run_id).data.params
+    assert parent["early_stopping"] == "True"
+    assert parent["refit_max_iter"] == best.data.params["trees_kept"]
+    model = mlflow.sklearn.load_model(f"models:/{trained.registered_name}/{trained.registered_version}")[-1]
+    assert model.n_iter_ == int(best.data.params["trees_kept"]) and not model.early_stopping
+
+
 def test_the_registered_model_has_a_signature_an_input_example_and_predicts(
         module_registry, trained, classifier_config, classifier_frame, features):
     client = module_registry.client()
