@@ -399,7 +399,7 @@ def _train(config: ModelConfig, frame: pd.DataFrame, features: list[str], *, exp
     splits = split(frame, config)
     rows = {name: len(getattr(splits, name)) for name in SPLITS}
     objective_metric = OBJECTIVES[config.task]
-    stopping = stops_early(config)
+    stopping = tuning.early_stopping and stops_early(config)
     clock = _Stopwatch()
 
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name or f"train-{config.registered_name}",

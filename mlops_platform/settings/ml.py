@@ -23,6 +23,8 @@ class TuningConfig(_Strict):
     max_trials: int = Field(default=8, ge=1)
     timeout_seconds: float = Field(default=300, gt=0, description="the tuning budget: no trial starts after it")
     parallel_trials: int = Field(default=2, ge=1, description="trials fitted at a time, one thread each")
+    early_stopping: bool = Field(default=True, description="a booster's trial stops adding trees once the "
+                                                           "validation loss stalls; the refit keeps the best's")
     seed: int = 42
     space: dict[str, tuple[float, float]] = Field(
         default_factory=dict, description="hyperparameter -> (low, high); integers when both bounds are integers"
