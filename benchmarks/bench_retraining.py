@@ -71,14 +71,22 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args(argv)
 
-    from benchmarks.harness import backfill, benchmark_settings, execute, land, noop_twin, open_instance, train
+    from benchmarks.harness import (
+        backfill,
+        benchmark_settings,
+        execute,
+        land,
+        noop_twin,
+        open_instance,
+        train,
+    )
     from mlops_platform import names
     from mlops_platform.defs import build_definitions
     from mlops_platform.defs.training.assets import read_training_set
     from mlops_platform.features import feature_columns, row_keys
     from mlops_platform.ml.gate import CHAMPION
-    from mlops_platform.ml.tuning import HyperoptTuner, OptunaTuner
     from mlops_platform.ml.training import TrainingLineage, model_frame
+    from mlops_platform.ml.tuning import HyperoptTuner, OptunaTuner
 
     folder = Path(tempfile.mkdtemp(prefix="bench_retraining_"))
     settings = benchmark_settings(folder, USECASE, trials=args.bootstrap_trials)
