@@ -74,7 +74,7 @@ def phase_setup(folder: Path, args: argparse.Namespace) -> dict:
 
     settings = benchmark_settings(folder, USECASE, trials=args.bootstrap_trials)
     usecase = settings.usecases[USECASE]
-    window = args.window_days or usecase.training_set.window_days
+    window = args.window_days or usecase.training_set.split.window_days
     definitions = build_definitions(settings)
     instance = open_instance()
     started = time.perf_counter()
@@ -270,7 +270,7 @@ def retraining(definitions, settings, instance, args: argparse.Namespace) -> dic
         "champion_after": {name: mlflow.alias_version(config.registered_name, CHAMPION)
                            for name, config in usecase.models.items()},
         "floor_seconds": statistics.median(floors),
-        "window_days": usecase.training_set.window_days,
+        "window_days": usecase.training_set.split.window_days,
         "budget": {name: {"max_trials": config.tuning.max_trials, "timeout_seconds": config.tuning.timeout_seconds}
                    for name, config in usecase.models.items()},
     }

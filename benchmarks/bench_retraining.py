@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> dict:
     settings = benchmark_settings(folder, USECASE, trials=args.bootstrap_trials)
     try:
         usecase = settings.usecases[USECASE]
-        window = args.window_days or usecase.training_set.window_days
+        window = args.window_days or usecase.training_set.split.window_days
         definitions = build_definitions(settings)
         instance = open_instance()
         print(f"setup: {window} days landed, processed and a first champion ({args.bootstrap_trials} trials) ...",

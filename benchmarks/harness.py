@@ -45,8 +45,9 @@ def benchmark_settings(folder: Path, usecase_name: str, *, trials: int | None = 
         usecase = usecase.model_copy(update={"models": {name: _with_trials(config, trials)
                                                         for name, config in usecase.models.items()}})
     if window_days is not None:
-        usecase = usecase.model_copy(update={"training_set": usecase.training_set.model_copy(
-            update={"window_days": window_days})})
+        spec = usecase.training_set
+        usecase = usecase.model_copy(update={"training_set": spec.model_copy(
+            update={"split": spec.split.model_copy(update={"window_days": window_days})})})
     return settings.model_copy(update={"usecases": {**settings.usecases, usecase_name: usecase}})
 
 
