@@ -13,14 +13,20 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import mlflow
-import pandas as pd
 import pyarrow as pa
-from mlflow import MlflowClient
 
-from mlops_platform.ml.packaging import ServedModel, load_served, typed_features
 from mlops_platform.settings import ModelConfig
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from mlflow import MlflowClient
+
+    from mlops_platform.ml.packaging import ServedModel
+
+# MLflow and the model packaging are imported where a model is loaded: the definitions import this module, and
+# loading them (a run's process, `dagster definitions validate`) must not pay for MLflow.
 
 PREDICTION = "prediction"
 PREDICTED_LABEL = "predicted_label"
@@ -31,6 +37,8 @@ MODELS_KEPT = 4
 
 def feature_frame(frame: pd.DataFrame, config: ModelConfig, features: Sequence[str]) -> pd.DataFrame:
     """``features`` of ``frame`` typed as the pipeline expects: categorical as str (NaN when missing), else float."""
+    from mlops_platform.ml.packaging import typed_features
+
     return typed_features(frame, config.categorical, features)
 
 
@@ -51,6 +59,10 @@ class _ModelCache:
 
     def get(self, name: str, version: str) -> ServedModel:
         # The registry URI is part of the key: two stores (two tests, two environments) both have a version 1.
+        import mlflow
+
+        from mlops_platform.ml.packaging import load_served
+
         key = (mlflow.get_registry_uri(), name, version)
         with self._lock:
             if key in self._models:

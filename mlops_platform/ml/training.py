@@ -15,20 +15,12 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from numbers import Integral
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import mlflow
 import numpy as np
 import pandas as pd
 import polars as pl
 import pyarrow as pa
-from matplotlib.figure import Figure
-from mlflow import MlflowClient
-from mlflow.data.delta_dataset_source import DeltaDatasetSource
-from mlflow.entities import Metric, Param
-from mlflow.models import ModelSignature
-from mlflow.types import ColSpec, Schema, TensorSpec
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from sklearn.inspection import permutation_importance
 from sklearn.metrics import (
     ConfusionMatrixDisplay,
@@ -49,7 +41,6 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils._param_validation import Interval
 from threadpoolctl import threadpool_limits
 
-from mlops_platform.ml import packaging
 from mlops_platform.ml.estimators import (
     build_pipeline,
     configured_space,
@@ -62,6 +53,15 @@ from mlops_platform.ml.scoring import feature_frame
 from mlops_platform.ml.tuning import OptunaTuner, Params, Trial, Tuner, TuningResult
 from mlops_platform.names import SPLIT, SPLITS
 from mlops_platform.settings import ModelConfig
+
+if TYPE_CHECKING:
+    import mlflow
+    from matplotlib.figure import Figure
+    from mlflow import MlflowClient
+    from mlflow.models import ModelSignature
+
+# MLflow and matplotlib are imported inside the functions that log: the definitions import this module (model_frame,
+# binary_labels), and loading them must not pay for either.
 
 # What the tuner minimises on the validation split, and the metric it reports for each trial.
 OBJECTIVES = {"classification": "roc_auc", "regression": "root_mean_squared_error"}
@@ -234,6 +234,9 @@ def objective_loss(config: ModelConfig, metrics: Mapping[str, float]) -> float:
 
 
 def input_signature(config: ModelConfig, features: Sequence[str]) -> ModelSignature:
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema, TensorSpec
+
     # Declared rather than inferred from a sample: every feature may be missing at request time (a new route, a
     # weather gap), and a sample without a null would mark that column required.
     inputs = Schema([ColSpec("string" if column in config.categorical else "double", column, required=False)
@@ -268,6 +271,8 @@ def importance(config: ModelConfig, pipeline: Pipeline, rows: pd.DataFrame, feat
 
 
 def _importance_figure(ranked: Mapping[str, float], top: int = 20) -> Figure:
+    from matplotlib.figure import Figure
+
     names, values = list(ranked)[:top][::-1], list(ranked.values())[:top][::-1]
     figure = Figure(figsize=(7, max(3.0, 0.3 * len(names))), layout="constrained")
     axes = figure.subplots()
@@ -279,6 +284,8 @@ def _importance_figure(ranked: Mapping[str, float], top: int = 20) -> Figure:
 
 def _figures(config: ModelConfig, pipeline: Pipeline, test: pd.DataFrame, features: Sequence[str],
              ranked: Mapping[str, float]) -> dict[str, Figure]:
+    from matplotlib.figure import Figure
+
     truth = test[config.label].to_numpy()
     figures = {"feature_importance": _importance_figure(ranked)}
     if config.task == "classification":
@@ -311,6 +318,9 @@ def _figures(config: ModelConfig, pipeline: Pipeline, test: pd.DataFrame, featur
 
 def _dataset(rows: pd.DataFrame, config: ModelConfig, features: Sequence[str], lineage: TrainingLineage,
              part: str) -> mlflow.data.dataset.Dataset:
+    import mlflow
+    from mlflow.data.delta_dataset_source import DeltaDatasetSource
+
     # A Unity Catalog table's location is its name; a local one's is its folder.
     where = {"delta_table_name": lineage.table} if lineage.path == lineage.table else {"path": lineage.path}
     source = DeltaDatasetSource(**where, delta_table_version=lineage.version)
@@ -324,6 +334,8 @@ def _dataset(rows: pd.DataFrame, config: ModelConfig, features: Sequence[str], l
 def pip_requirements() -> list[str]:
     # Declared instead of inferred: MLflow infers them by loading the model in a subprocess, which took 40 of the
     # 56 seconds of log_model on a loaded machine. The pipeline needs nothing beyond these (MLflow adds itself).
+    import mlflow
+
     return [*mlflow.sklearn.get_default_pip_requirements(include_skops=True),
             f"numpy=={np.__version__}", f"pandas=={pd.__version__}"]
 
@@ -374,6 +386,9 @@ def _log_trials(client: MlflowClient, experiment_id: str, parent_run_id: str, co
                 trials: Sequence[Trial], fits: Mapping[str, _TrialFit]) -> None:
     """Each trial as a nested run of the training run, written once tuning is over: one batch per trial instead of
     a run opened and logged call by call while the booster waits."""
+    from mlflow.entities import Metric, Param
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
     now = int(time.time() * 1000)
     for trial in trials:
         fit = fits[_trial_key(trial.params)]
@@ -394,6 +409,11 @@ def _trial_key(params: Params) -> str:
 def _train(config: ModelConfig, frame: pd.DataFrame, features: list[str], *, experiment_id: str,
            lineage: TrainingLineage, tuner: Tuner, run_name: str | None,
            model_logger: ModelLogger | None = None, threads: int = 1) -> TrainingOutcome:
+    import mlflow
+    from mlflow import MlflowClient
+
+    from mlops_platform.ml import packaging
+
     tuning = config.tuning
     space = search_space(config)
     splits = split(frame, config)
