@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import mlflow
 import numpy as np
 import pandas as pd
@@ -77,3 +80,20 @@ def test_two_stores_with_the_same_name_and_version_do_not_share_a_model(registry
     there = scoring.load_version(CONFIG.registered_name, version)
 
     assert there is not here and cache.loads == 2
+
+
+def test_a_model_folder_loads_without_mlflow_and_answers_as_mlflow_loads_it(registry, tmp_path):
+    version = _register(registry, 1.0)
+    folder = packaging.local_model(f"models:/{CONFIG.registered_name}/{version}")
+    rows = pd.DataFrame({"x": [-1.0, 0.5, 1.5, 4.0]})
+
+    served = packaging.load_served(folder)
+    assert served.raw(rows).tolist() == mlflow.sklearn.load_model(str(folder)).predict_proba(rows)[:, 1].tolist()
+    # In a fresh process: loading and scoring the folder leaves MLflow unimported.
+    script = ("import sys, pandas as pd\n"
+              "from mlops_platform.ml.packaging import load_served\n"
+              f"model = load_served({str(folder)!r})\n"
+              "print(model.raw(pd.DataFrame({'x': [4.0]}))[0], 'mlflow' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=300)
+    probability, imported = out.stdout.split()
+    assert float(probability) == pytest.approx(served.raw(pd.DataFrame({"x": [4.0]}))[0]) and imported == "False"
