@@ -9,13 +9,14 @@ version and against the same champion:
 
 - before: ``train_model`` as it tuned until issue 16 (Hyperopt, one trial at a time, every trial growing its full
   ``max_iter``), then the champion gate;
-- after: ``train_model`` with the configured tuning (Optuna, ``parallel_trials`` at a time, early stopping on the
-  validation split), then the same gate;
+- after ("fast"): ``train_model`` with the opt-in fast tuning (Optuna, two trials at a time, early stopping on
+  the validation split), then the same gate;
 - baselines measured in the same run: one fit of each model's pipeline at the middle of its space, and the
   training job's no-op twin;
 - the training job itself (training set, both models, gates, promotion, serving) as the retraining sensor runs it.
 
-The gate must decide the same for both candidates: the figures say so, and the script fails otherwise.
+The figures say whether the gate decided the same for both candidates; while it does not, the fast tuning stays
+opt-in.
 Writes ``benchmarks/results/retraining.json``.
 """
 
@@ -40,8 +41,15 @@ USECASE = "flights"
 
 
 def before_config(config):
-    """The model's configuration as it was tuned before issue 16: one trial at a time, no early stopping."""
-    tuning = config.tuning.model_copy(update={"parallel_trials": 1, "early_stopping": False})
+    """The model's configuration as it was tuned before issue 16 (and still is by default): Hyperopt, one trial at
+    a time, no early stopping."""
+    tuning = config.tuning.model_copy(update={"library": "hyperopt", "parallel_trials": 1, "early_stopping": False})
+    return config.model_copy(update={"tuning": tuning})
+
+
+def fast_config(config):
+    """The opt-in fast tuning: Optuna, two trials at a time, early stopping on the validation split."""
+    tuning = config.tuning.model_copy(update={"library": "optuna", "parallel_trials": 2, "early_stopping": True})
     return config.model_copy(update={"tuning": tuning})
 
 
@@ -116,8 +124,9 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"{name}: before (Hyperopt, 1 at a time, full max_iter) ...", flush=True)
             before = candidate(usecase, name, before_config(config), HyperoptTuner(), frame, features, warehouse,
                                mlflow, lineage)
-            print(f"{name}: after (Optuna, {config.tuning.parallel_trials} at a time, early stopping) ...", flush=True)
-            after = candidate(usecase, name, config, OptunaTuner(config.tuning.parallel_trials), frame, features,
+            print(f"{name}: fast (Optuna, 2 at a time, early stopping) ...", flush=True)
+            fast = fast_config(config)
+            after = candidate(usecase, name, fast, OptunaTuner(fast.tuning.parallel_trials), frame, features,
                               warehouse, mlflow, lineage)
             figures["models"][name] = {"before": before, "after": after,
                                        "one_fit_seconds": one_fit_seconds(config, frame, features),
@@ -172,8 +181,11 @@ def finish(figures: dict) -> dict:
     print("\n".join(report(figures)))
     disagree = [name for name, model in figures["models"].items()
                 if model["before"]["gate_passed"] != model["after"]["gate_passed"]]
+    figures["gate_disagrees"] = disagree
+    write(figures)
     if disagree:
-        raise SystemExit(f"the gate decided differently before and after for {disagree}")
+        # Why the fast tuning is not the default (settings/ml.py, TuningConfig).
+        print(f"the gate decided differently with the fast tuning for {disagree}: it must stay opt-in")
     return figures
 
 

@@ -50,7 +50,7 @@ from mlops_platform.ml.estimators import (
     stops_early,
 )
 from mlops_platform.ml.scoring import feature_frame
-from mlops_platform.ml.tuning import OptunaTuner, Params, Trial, Tuner, TuningResult
+from mlops_platform.ml.tuning import HyperoptTuner, OptunaTuner, Params, Trial, Tuner, TuningResult
 from mlops_platform.names import SPLIT, SPLITS
 from mlops_platform.settings import ModelConfig
 
@@ -352,6 +352,11 @@ class _Stopwatch:
         self._last = now
 
 
+def configured_tuner(config: ModelConfig) -> Tuner:
+    tuning = config.tuning
+    return OptunaTuner(parallel=tuning.parallel_trials) if tuning.library == "optuna" else HyperoptTuner()
+
+
 def train_model(
     config: ModelConfig,
     frame: pd.DataFrame,
@@ -367,12 +372,12 @@ def train_model(
     """Tune, refit, evaluate and register ``config``'s model on ``frame`` (the output of ``model_frame``).
 
     ``threads`` caps the booster's OpenMP threads per fit. One is the default because OpenMP threads spin while
-    they wait: on a shared 4-core machine under load, a fit took 0.8 s on one thread and 6-9 s on two or four. The
-    cores are used by fitting ``tuning.parallel_trials`` trials at a time instead.
+    they wait: on a shared 4-core machine under load, a fit took 0.8 s on one thread and 6-9 s on two or four. With
+    Optuna the cores are used by fitting ``tuning.parallel_trials`` trials at a time instead.
     """
     with threadpool_limits(limits=threads, user_api="openmp"):
         return _train(config, frame, list(features), experiment_id=experiment_id, lineage=lineage,
-                      tuner=tuner or OptunaTuner(parallel=config.tuning.parallel_trials), run_name=run_name,
+                      tuner=tuner or configured_tuner(config), run_name=run_name,
                       model_logger=model_logger, threads=threads)
 
 
