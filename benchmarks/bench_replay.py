@@ -68,13 +68,13 @@ def phase_setup(folder: Path, args: argparse.Namespace) -> dict:
         train,
     )
     from benchmarks.profiling import Split, StackSampler
+    from mlops_platform import names
     from mlops_platform.defs import build_definitions
-    from mlops_platform.defs.jobs import daily_job_name
     from mlops_platform.ml.gate import CHAMPION
 
     settings = benchmark_settings(folder, USECASE, trials=args.bootstrap_trials)
     usecase = settings.usecases[USECASE]
-    window = args.window_days or usecase.training_set.window_days
+    window = args.window_days or usecase.training_set.split.window_days
     definitions = build_definitions(settings)
     instance = open_instance()
     started = time.perf_counter()
@@ -83,7 +83,7 @@ def phase_setup(folder: Path, args: argparse.Namespace) -> dict:
     backfill(definitions, settings, USECASE, instance, days[:window - NO_CHAMPION_DAYS])
     filled = time.perf_counter()
 
-    daily = definitions.resolve_job_def(daily_job_name(usecase))
+    daily = definitions.resolve_job_def(names.daily_job(usecase.name))
     stages = step_stages(definitions, daily)
     no_champion = []
     for day in days[window - NO_CHAMPION_DAYS:window]:
@@ -127,9 +127,8 @@ def phase_days(folder: Path, args: argparse.Namespace) -> dict:
     )
     from benchmarks.measure import SqlStatements, folder_bytes, memory_mb
     from benchmarks.profiling import Split, StackSampler, hotspots
+    from mlops_platform import names
     from mlops_platform.defs import build_definitions
-    from mlops_platform.defs.jobs import daily_job_name
-    from mlops_platform.defs.monitoring.sensors import retraining_sensor_name
 
     imported = time.perf_counter()
     rss_imported = memory_mb("VmRSS")
@@ -139,9 +138,9 @@ def phase_days(folder: Path, args: argparse.Namespace) -> dict:
     definitions = build_definitions(settings)
     instance = open_instance()
     built = time.perf_counter()
-    daily = definitions.resolve_job_def(daily_job_name(usecase))
+    daily = definitions.resolve_job_def(names.daily_job(usecase.name))
     stages = step_stages(definitions, daily)
-    sensor = definitions.resolve_sensor_def(retraining_sensor_name(usecase))
+    sensor = definitions.resolve_sensor_def(names.retraining_sensor(usecase.name))
     mlflow_database = Path(definitions.resources["mlflow"].tracking_uri).name
     folders = {"warehouse": settings.warehouse_dir, "reports": settings.reports_dir, "mlflow": settings.mlflow_dir}
 
@@ -226,12 +225,13 @@ def retraining(definitions, settings, instance, args: argparse.Namespace) -> dic
 
     from benchmarks.harness import execute, noop_twin, step_stages, step_windows, train
     from benchmarks.profiling import Split, StackSampler, hotspots
-    from mlops_platform.defs.training.assets import model_key, training_job_name
+    from mlops_platform import names
+    from mlops_platform.defs.stages import model_key
     from mlops_platform.ml.gate import CHAMPION
 
     usecase = settings.usecases[USECASE]
     mlflow = definitions.resources["mlflow"]
-    job = definitions.resolve_job_def(training_job_name(usecase))
+    job = definitions.resolve_job_def(names.training_job(usecase.name))
     before = {name: mlflow.alias_version(config.registered_name, CHAMPION) for name, config in usecase.models.items()}
     with StackSampler(args.interval) as sampler:
         begin, clock = time.time(), time.perf_counter()
@@ -244,7 +244,7 @@ def retraining(definitions, settings, instance, args: argparse.Namespace) -> dic
     models = {}
     for name in usecase.models:
         event = next(e for e in result.get_asset_materialization_events()
-                     if e.asset_key == model_key(name))
+                     if e.asset_key == model_key(usecase, name))
         metadata = {key: value.value for key, value in event.materialization.metadata.items()}
         tags = client.get_run(metadata["mlflow_run_id"]).data.tags
         models[name] = {"trials": metadata["trials"], "version": metadata["model_version"],
@@ -270,7 +270,7 @@ def retraining(definitions, settings, instance, args: argparse.Namespace) -> dic
         "champion_after": {name: mlflow.alias_version(config.registered_name, CHAMPION)
                            for name, config in usecase.models.items()},
         "floor_seconds": statistics.median(floors),
-        "window_days": usecase.training_set.window_days,
+        "window_days": usecase.training_set.split.window_days,
         "budget": {name: {"max_trials": config.tuning.max_trials, "timeout_seconds": config.tuning.timeout_seconds}
                    for name, config in usecase.models.items()},
     }
@@ -281,14 +281,14 @@ def one_fit_seconds(definitions, usecase, model_name: str) -> float:
     space, on one thread as training runs it: the unit every trial and the refit cost."""
     from threadpoolctl import threadpool_limits
 
-    from mlops_platform.defs.training.assets import read_training_set, sort_keys
-    from mlops_platform.features import feature_columns
+    from mlops_platform.defs.training.assets import read_training_set
+    from mlops_platform.features import feature_columns, row_keys
     from mlops_platform.ml.training import build_pipeline, model_frame, search_space, split
 
     config = usecase.models[model_name]
     features = feature_columns(usecase)
     table, _ = read_training_set(definitions.resources["warehouse"], usecase)
-    train = split(model_frame(table, config, features, sort_keys(usecase)), config).train
+    train = split(model_frame(table, config, features, row_keys(usecase)), config).train
     middle = {name: (low + high) / 2 if isinstance(low, float) else (low + high) // 2
               for name, (low, high) in search_space(config).items()}
     pipeline = build_pipeline(config, features, middle, config.tuning.seed)

@@ -29,6 +29,7 @@ import platform
 import re
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -140,7 +141,7 @@ def serving_start(folder: Path, setup: dict, repeats: int) -> dict:
 
     from benchmarks.harness import benchmark_settings
     from mlops_platform.resources import serving_target
-    from mlops_platform.resources.serving import _free_port, stop_server
+    from mlops_platform.resources.serving import stop_server
 
     settings = benchmark_settings(folder, USECASE)
     target = serving_target(settings)
@@ -149,9 +150,10 @@ def serving_start(folder: Path, setup: dict, repeats: int) -> dict:
     for attempt in range(repeats):
         port = _free_port(target.host)
         base = f"http://{target.host}:{port}"
+        command = target.model_copy(update={"port": port}).server_command()
         with open(folder / f"server-{attempt}.log", "wb") as log:
             started = time.perf_counter()
-            process = subprocess.Popen(target.server_command(port), stdout=log, stderr=subprocess.STDOUT)
+            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         try:
             health = ready = None
             deadline = started + READY_TIMEOUT
@@ -189,6 +191,12 @@ def serving_start(folder: Path, setup: dict, repeats: int) -> dict:
             "rss_ready_mb": statistics.median(r["rss_ready_mb"] for r in runs),
             "peak_rss_after_requests_mb": runs[-1]["peak_rss_mb"], "requests": REQUESTS,
             "p50_ms": runs[-1]["p50_ms"], "runs": runs}
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
 
 
 # ------------------------------------------------------------------------------------------------------------ main
@@ -288,6 +296,8 @@ def measure(folder: Path, settings, env: dict[str, str], args: argparse.Namespac
                                              args.heavy_repeats),
         "validate": [validate(folder, env, int(count), args.heavy_repeats) for count in args.usecases.split(",")],
     }
+    # Shown as soon as measured: the serving part below takes minutes and may fail on its own.
+    print(json.dumps(figures, default=str), flush=True)
     command = [python, "-m", "benchmarks.bench_startup", *argv, "--phase", "setup", "--folder", str(folder)]
     if subprocess.run(command, check=False, cwd=ROOT).returncode != 0:
         raise RuntimeError("setup failed")

@@ -72,8 +72,9 @@ def main() -> int:
     os.environ[DATA_DIR_ENV] = tempfile.mkdtemp(prefix="bench_training_")
     settings = load_settings("local")
     usecase = settings.usecases["flights"]
-    usecase = usecase.model_copy(update={"training_set": usecase.training_set.model_copy(
-        update={"window_days": args.days})})
+    spec = usecase.training_set
+    usecase = usecase.model_copy(update={"training_set": spec.model_copy(
+        update={"split": spec.split.model_copy(update={"window_days": args.days})})})
     settings = settings.model_copy(update={"usecases": {"flights": usecase}})
     days = day_range(usecase.partitions.start, args.days)
     definitions = build_definitions(settings)

@@ -21,8 +21,7 @@ from pathlib import Path
 import dagster as dg
 
 from benchmarks.profiling import Window
-from mlops_platform.defs.jobs import daily_job_name, reference_job_name
-from mlops_platform.defs.training.assets import training_job_name
+from mlops_platform import names
 from mlops_platform.instance import ensure_home, persistent_instance
 from mlops_platform.landing import day_range, land_days
 from mlops_platform.replay import QUIET, failure_messages
@@ -46,8 +45,9 @@ def benchmark_settings(folder: Path, usecase_name: str, *, trials: int | None = 
         usecase = usecase.model_copy(update={"models": {name: _with_trials(config, trials)
                                                         for name, config in usecase.models.items()}})
     if window_days is not None:
-        usecase = usecase.model_copy(update={"training_set": usecase.training_set.model_copy(
-            update={"window_days": window_days})})
+        spec = usecase.training_set
+        usecase = usecase.model_copy(update={"training_set": spec.model_copy(
+            update={"split": spec.split.model_copy(update={"window_days": window_days})})})
     return settings.model_copy(update={"usecases": {**settings.usecases, usecase_name: usecase}})
 
 
@@ -80,8 +80,8 @@ def backfill(definitions: dg.Definitions, settings: Settings, usecase_name: str,
              days: Sequence[dt.date]) -> None:
     """Reference tables, then the daily job over ``days`` as one ranged run."""
     usecase = settings.usecases[usecase_name]
-    execute(definitions.resolve_job_def(reference_job_name(usecase)), instance)
-    execute(definitions.resolve_job_def(daily_job_name(usecase)), instance,
+    execute(definitions.resolve_job_def(names.snapshot_job(usecase.name)), instance)
+    execute(definitions.resolve_job_def(names.daily_job(usecase.name)), instance,
             tags={RANGE_START_TAG: days[0].isoformat(), RANGE_END_TAG: days[-1].isoformat()})
 
 
@@ -93,7 +93,7 @@ def land(settings: Settings, usecase_name: str, first: dt.date, count: int) -> l
 
 def train(definitions: dg.Definitions, settings: Settings, usecase_name: str, instance: dg.DagsterInstance,
           **kwargs) -> dg.ExecuteInProcessResult:
-    return execute(definitions.resolve_job_def(training_job_name(settings.usecases[usecase_name])), instance,
+    return execute(definitions.resolve_job_def(names.training_job(usecase_name)), instance,
                    **kwargs)
 
 

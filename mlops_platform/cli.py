@@ -174,7 +174,7 @@ def cmd_run(args: Args, settings: Settings) -> int:
         champion = f"v{outcome.champion}" if outcome.champion else "-"
         failed = f"  failed: {', '.join(outcome.failed_checks)}" if outcome.failed_checks else ""
         print(f"  {outcome.day}  {status:6}  {outcome.checks['passed']:3}/{outcome.checks['failed']:<3}  {drift}  "
-              f"{quality}  {champion:>8}{failed}", flush=True)
+              f"{quality}  {champion:>8}  [{outcome.progress.describe()}]{failed}", flush=True)
         if outcome.retraining:
             print(f"  {'':10}  {outcome.retraining}", flush=True)
         for error in outcome.errors:

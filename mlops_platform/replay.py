@@ -53,6 +53,38 @@ class RunTiming:
         return max(0.0, self.wall_seconds - self.compute_seconds)
 
 
+@dataclass(frozen=True)
+class Progress:
+    """Where a replay stands after a day: days done and left, and when it should end at the recent pace."""
+
+    done: int
+    left: int
+    elapsed_seconds: float
+    eta_seconds: float | None
+
+    def describe(self) -> str:
+        eta = "" if self.eta_seconds is None else f", about {_duration(self.eta_seconds)} left"
+        return f"{self.done}/{self.done + self.left} days, {_duration(self.elapsed_seconds)} so far{eta}"
+
+
+# The estimate follows the last days' pace: days cost more once a champion scores and is monitored.
+ETA_WINDOW_DAYS = 14
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
+
+
+def progress_after(day_seconds: list[float], total_days: int) -> Progress:
+    """Progress once ``day_seconds`` (wall seconds of each day done, in order) of ``total_days`` are done."""
+    done, left = len(day_seconds), total_days - len(day_seconds)
+    recent = day_seconds[-ETA_WINDOW_DAYS:]
+    eta = left * sum(recent) / len(recent) if recent else None
+    return Progress(done, left, sum(day_seconds), eta if left else 0.0)
+
+
 @dataclass
 class DayOutcome:
     day: dt.date
@@ -66,6 +98,7 @@ class DayOutcome:
     champion: str | None = None
     retraining: str = ""
     timing: RunTiming = field(default_factory=RunTiming)
+    progress: Progress | None = None
 
 
 def failure_messages(result: dg.ExecuteInProcessResult) -> list[str]:
@@ -196,8 +229,12 @@ def replay(
     runner = Replay(settings, usecase, definitions, instance)
     data = load_source_data(usecase)
     outcomes = []
+    day_seconds: list[float] = []
     for index, day in enumerate(days):
+        started = time.perf_counter()
         outcome = runner.day(index, day, data, bootstrap_days if bootstrap_days is not None else len(days) + 1)
+        day_seconds.append(time.perf_counter() - started)
+        outcome.progress = progress_after(day_seconds, len(days))
         outcomes.append(outcome)
         progress(outcome)
         if not outcome.success:

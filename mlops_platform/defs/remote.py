@@ -18,13 +18,16 @@ aliases and ``beats_champion`` gate, the serving assets, the freshness checks, s
 
 import re
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 import dagster as dg
-from databricks.sdk.service import compute, jobs
 
 from mlops_platform.defs.stages import stage_of
 from mlops_platform.resources.databricks import DatabricksWorkspace, databricks_workspace
 from mlops_platform.settings import ServerlessSpec, Settings, StepKind
+
+if TYPE_CHECKING:
+    from databricks.sdk.service import jobs
 
 WHEEL_PACKAGE = "mlops_platform"
 WHEEL_ENTRY_POINT = "mlops-remote"
@@ -82,8 +85,11 @@ def settings_arguments(settings: Settings) -> list[str]:
             "--data-dir", str(settings.data_dir)]
 
 
-def submit_task(settings: Settings, kind: StepKind, task_key: str, arguments: list[str]) -> jobs.SubmitTask:
+def submit_task(settings: Settings, kind: StepKind, task_key: str, arguments: list[str]) -> "jobs.SubmitTask":
     """The one-time job task that runs ``arguments`` through the platform wheel on the compute of ``kind``."""
+    # The SDK is imported here and below: it costs seconds, and only a Databricks environment builds tasks.
+    from databricks.sdk.service import compute, jobs
+
     databricks = settings.environment.databricks
     assert databricks is not None, "submit_task needs an environment with a databricks section"
     spec = databricks.compute[kind]
@@ -101,8 +107,10 @@ def submit_task(settings: Settings, kind: StepKind, task_key: str, arguments: li
     )
 
 
-def serverless_environment(settings: Settings, kind: StepKind) -> jobs.JobEnvironment:
+def serverless_environment(settings: Settings, kind: StepKind) -> "jobs.JobEnvironment":
     """The serverless environment a task of ``kind`` names: its version and the platform wheel."""
+    from databricks.sdk.service import compute, jobs
+
     databricks = settings.environment.databricks
     assert databricks is not None and isinstance(databricks.compute[kind], ServerlessSpec)
     return jobs.JobEnvironment(environment_key=kind, spec=compute.Environment(

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
+import pandas as pd
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import (
     HistGradientBoostingClassifier,
@@ -32,6 +33,8 @@ from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 from mlops_platform.settings import ESTIMATOR_TASKS, ModelConfig
 
 MISSING_CATEGORY = "__missing__"
+# Trees added without improving the validation loss before a tuning trial stops (scikit-learn's default).
+EARLY_STOPPING_ROUNDS = 10
 
 Space = dict[str, tuple[float, float]]
 
@@ -106,11 +109,30 @@ def build_pipeline(config: ModelConfig, features: Sequence[str], params: dict, s
     return Pipeline([("prepare", prepare), ("model", kind(**_fixed(kind, len(categorical), seed), **params))])
 
 
+def stops_early(config: ModelConfig) -> bool:
+    """Whether ``config``'s estimator adds trees one at a time and can stop once the validation loss stalls."""
+    return estimator_class(config) in (HistGradientBoostingClassifier, HistGradientBoostingRegressor)
+
+
+def fit_stopping_early(pipeline: Pipeline, features: pd.DataFrame, label: pd.Series,
+                       validation_features: pd.DataFrame, validation_label: pd.Series) -> int:
+    """Fit a booster's ``pipeline`` on the training rows, adding trees until the loss on the validation rows has not
+    improved for ``EARLY_STOPPING_ROUNDS`` in a row (or ``max_iter`` is reached); returns the trees it kept.
+
+    The validation rows go through the preparation fitted on the training rows, as they would at scoring time.
+    """
+    prepare, model = pipeline[0], pipeline[-1]
+    encoded = prepare.fit_transform(features, label)
+    model.set_params(early_stopping=True, n_iter_no_change=EARLY_STOPPING_ROUNDS, scoring="loss")
+    model.fit(encoded, label, X_val=prepare.transform(validation_features), y_val=validation_label)
+    return int(model.n_iter_)
+
+
 def _fixed(kind: type, categorical: int, seed: int) -> dict:
     """Arguments that are not tuned: reproducibility, one thread, and what each estimator needs to be correct."""
     if kind in (HistGradientBoostingClassifier, HistGradientBoostingRegressor):
-        # Early stopping would carve its own random holdout out of the training rows; the tuner already chooses
-        # max_iter against the validation split.
+        # Early stopping would carve its own random holdout out of the training rows: tuning trials turn it on
+        # against the validation split instead (``fit_stopping_early``), and the refit takes the trees they kept.
         return {"categorical_features": list(range(categorical)), "early_stopping": False, "random_state": seed}
     if kind in (RandomForestClassifier, RandomForestRegressor):
         return {"random_state": seed, "n_jobs": 1}

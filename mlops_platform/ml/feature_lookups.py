@@ -19,8 +19,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import mlflow
-
 from mlops_platform.settings import UseCaseConfig
 
 # The run-relative path every model of the platform is logged under (``runs:/<run>/model``).
@@ -104,6 +102,8 @@ class FeatureLookupLogger:
             label=self.label, exclude_columns=list(self.exclude))
         client.log_model(model=model, artifact_path=MODEL_ARTIFACT, flavor=sklearn_flavor, training_set=training_set,
                          registered_model_name=registered_model_name)
+        import mlflow
+
         # log_model returns nothing: the version it registered is the one made from this run.
         versions = [v for v in mlflow.MlflowClient().search_model_versions(f"run_id='{run_id}'")
                     if v.name == registered_model_name]

@@ -13,15 +13,17 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import mlflow
-import pandas as pd
-from mlflow import MlflowClient
-from mlflow.models import EvaluationResult, MetricThreshold
-from mlflow.models.evaluation.validation import ModelValidationFailedException
-
-from mlops_platform.ml.packaging import evaluation_model
 from mlops_platform.settings import MetricGate, ModelConfig
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from mlflow import MlflowClient
+    from mlflow.models import EvaluationResult, MetricThreshold
+
+# MLflow is imported where it is used: the alias names here are read by every definition module, and loading the
+# definitions must not pay for MLflow.
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -63,6 +65,8 @@ def thresholds(gate: Mapping[str, MetricGate], *, against_champion: bool) -> dic
     ``MetricThreshold`` has one floor whose direction follows ``greater_is_better``, so a metric whose better
     values are higher takes ``min_value`` and one whose better values are lower takes ``max_value``.
     """
+    from mlflow.models import MetricThreshold
+
     built = {}
     for metric, rule in gate.items():
         floor, other = (rule.min_value, rule.max_value) if rule.greater_is_better else (rule.max_value, rule.min_value)
@@ -89,6 +93,8 @@ def _history(client: MlflowClient, name: str) -> list[str]:
 
 
 def _input_columns(name: str, version: str) -> list[str]:
+    import mlflow
+
     signature = mlflow.models.get_model_info(f"models:/{name}/{version}").signature
     if signature is None:
         raise ValueError(f"model {name} version {version} has no signature: the gate cannot tell its input columns")
@@ -97,6 +103,10 @@ def _input_columns(name: str, version: str) -> list[str]:
 
 def _evaluate(config: ModelConfig, version: str, data: pd.DataFrame, role: str,
               experiment_id: str) -> EvaluationResult:
+    import mlflow
+
+    from mlops_platform.ml.packaging import evaluation_model
+
     evaluator_config: dict[str, object] = {"log_model_explainability": False}
     if config.task == "classification":
         # Without these the positive class is guessed from the labels and predictions seen in this sample.
@@ -125,6 +135,9 @@ def evaluate_against_champion(
     Evaluation runs go through MLflow's fluent API, which must point at the same store as ``client``
     (``MlflowTracking.client()`` configures both). A failing candidate leaves every alias as it was.
     """
+    import mlflow
+    from mlflow.models.evaluation.validation import ModelValidationFailedException
+
     name, candidate = config.registered_name, str(candidate_version)
     champion = _aliases(client, name).get(CHAMPION)
     if champion == candidate:

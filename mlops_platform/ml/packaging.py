@@ -15,19 +15,27 @@ classifier with threshold 0.5 or a regressor, by its estimator.
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import mlflow
 import numpy as np
 import pandas as pd
-from mlflow.models import Model, ModelSignature
-from mlflow.models.model import ModelInfo
-from mlflow.types import ColSpec, DataType, Schema
+import yaml
+
+if TYPE_CHECKING:
+    from mlflow.models import Model, ModelSignature
+    from mlflow.models.model import ModelInfo
+    from mlflow.types import Schema
+
+# MLflow is imported by the functions that log, download or evaluate. Loading a model folder reads its MLmodel file
+# and the skops file directly: the serving process and every batch step that only loads a model would otherwise
+# spend seconds importing MLflow.
 
 PROBABILITY = "probability"
 LABEL = "label"
@@ -117,6 +125,8 @@ class ServedModel:
 
 
 def output_schema(task: str, positive_class: Any) -> Schema:
+    from mlflow.types import ColSpec, DataType, Schema
+
     if task == CLASSIFICATION:
         label_type = DataType.string if isinstance(positive_class, str) else DataType.long
         return Schema([ColSpec(DataType.double, PROBABILITY), ColSpec(label_type, LABEL)])
@@ -127,6 +137,10 @@ def save_model(path: str | Path, mlflow_model: Model | None = None, *, pipeline:
                signature: ModelSignature, decision_threshold: float = DEFAULT_THRESHOLD, input_example: Any = None,
                pip_requirements: list[str] | None = None, skops_trusted_types: list[str] | None = None) -> None:
     """Write the model folder; the flavor-module entry point that ``Model.log`` calls (see :func:`log_model`)."""
+    import mlflow
+    from mlflow.models import Model, ModelSignature
+    from mlflow.types import DataType
+
     mlflow_model = mlflow_model if mlflow_model is not None else Model()
     inputs = signature.inputs
     features = tuple(inputs.input_names())
@@ -157,6 +171,8 @@ def log_model(pipeline: Any, *, task: str, signature: ModelSignature, registered
               pip_requirements: list[str] | None = None, skops_trusted_types: list[str] | None = None,
               name: str = "model") -> ModelInfo:
     """Log (and register) ``pipeline`` in the active run as this module's flavor; ``signature`` gives the inputs."""
+    from mlflow.models import Model
+
     return Model.log(artifact_path=None, name=name, flavor=sys.modules[__name__], registered_model_name=registered_model_name,
                      pipeline=pipeline, task=task, signature=signature, decision_threshold=decision_threshold,
                      input_example=input_example, pip_requirements=pip_requirements,
@@ -165,12 +181,11 @@ def log_model(pipeline: Any, *, task: str, signature: ModelSignature, registered
 
 def packaging_of(model_dir: str | Path, pipeline: Any) -> Packaging:
     """The :class:`Packaging` a model folder records; for a version logged before it, what its estimator implies."""
-    meta = Model.load(str(model_dir))
-    conf = meta.flavors.get(_PYFUNC, {})
-    inputs = meta.signature.inputs if meta.signature is not None else None
-    features = tuple(conf.get("features") or (inputs.input_names() if inputs is not None else ()))
-    categorical = tuple(conf.get("categorical") or (
-        [s.name for s in inputs.inputs if s.type == DataType.string] if inputs is not None else []))
+    meta = _mlmodel(model_dir)
+    conf = meta.get("flavors", {}).get(_PYFUNC, {})
+    inputs = _input_columns(meta)
+    features = tuple(conf.get("features") or (column["name"] for column in inputs))
+    categorical = tuple(conf.get("categorical") or (column["name"] for column in inputs if column["type"] == "string"))
     if conf.get("loader_module") == __name__:
         if conf[_TASK] != CLASSIFICATION:
             return Packaging(conf[_TASK], features, categorical)
@@ -183,17 +198,45 @@ def packaging_of(model_dir: str | Path, pipeline: Any) -> Packaging:
     return Packaging(REGRESSION, features, categorical)
 
 
+def _mlmodel(model_dir: str | Path) -> dict[str, Any]:
+    """The MLmodel file of a model folder, as the YAML MLflow wrote."""
+    return yaml.safe_load((Path(model_dir) / "MLmodel").read_text()) or {}
+
+
+def _input_columns(meta: dict[str, Any]) -> list[dict[str, Any]]:
+    """The named input columns of the model's signature (``{"name", "type", ...}`` each), none without one."""
+    raw = (meta.get("signature") or {}).get("inputs")
+    return [column for column in json.loads(raw) if "name" in column] if raw else []
+
+
 def local_model(model_uri: str | Path) -> Path:
     """A model's folder on this machine: the folder itself, or the download of a ``models:/`` or ``runs:/`` URI."""
     if Path(model_uri).is_dir():
         return Path(model_uri)
+    import mlflow
+
     return Path(mlflow.artifacts.download_artifacts(str(model_uri)))
+
+
+def _load_pipeline(folder: Path) -> Any:
+    """The fitted pipeline of a model folder: a skops file is read as ``mlflow.sklearn`` reads it, with the trusted
+    types the folder lists, without importing MLflow; any other format, or loading forbidden by
+    ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION``, goes through ``mlflow.sklearn`` (which refuses or loads it)."""
+    sklearn_conf = _mlmodel(folder).get("flavors", {}).get("sklearn", {})
+    allowed = os.environ.get("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true").strip().lower() in ("true", "1")
+    if sklearn_conf.get("serialization_format") == "skops" and allowed:
+        import skops.io
+
+        return skops.io.load(folder / sklearn_conf["pickled_model"], trusted=sklearn_conf.get("skops_trusted_types"))
+    import mlflow
+
+    return mlflow.sklearn.load_model(str(folder))
 
 
 def load_served(model_uri: str | Path) -> ServedModel:
     """The pyfunc implementation of a model (a URI or a local folder), without MLflow's wrapper."""
     local = local_model(model_uri)
-    pipeline = mlflow.sklearn.load_model(str(local))
+    pipeline = _load_pipeline(local)
     return ServedModel(pipeline, packaging_of(local, pipeline))
 
 
@@ -211,6 +254,8 @@ def evaluation_model(model_uri: str) -> Any:
     evaluated through a temporary ``mlflow.sklearn`` copy of the same pipeline, whose ``predict`` decides at the
     model's own threshold; older versions are evaluated as they are.
     """
+    import mlflow
+    from mlflow.models import Model, ModelSignature
     from sklearn.model_selection import FixedThresholdClassifier
 
     local = local_model(model_uri)

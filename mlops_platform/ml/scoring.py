@@ -9,22 +9,36 @@ model name and version, so monitoring and audits know which model said what.
 from __future__ import annotations
 
 import datetime as dt
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import pandas as pd
 import pyarrow as pa
-from mlflow import MlflowClient
 
-from mlops_platform.ml.packaging import ServedModel, load_served, typed_features
 from mlops_platform.settings import ModelConfig
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from mlflow import MlflowClient
+
+    from mlops_platform.ml.packaging import ServedModel
+
+# MLflow and the model packaging are imported where a model is loaded: the definitions import this module, and
+# loading them (a run's process, `dagster definitions validate`) must not pay for MLflow.
 
 PREDICTION = "prediction"
 PREDICTED_LABEL = "predicted_label"
+# Models kept loaded per process: a champion and a challenger of two models. A registered version never changes, so
+# a long replay or a warm run worker loads each version once instead of once per day and step.
+MODELS_KEPT = 4
 
 
 def feature_frame(frame: pd.DataFrame, config: ModelConfig, features: Sequence[str]) -> pd.DataFrame:
     """``features`` of ``frame`` typed as the pipeline expects: categorical as str (NaN when missing), else float."""
+    from mlops_platform.ml.packaging import typed_features
+
     return typed_features(frame, config.categorical, features)
 
 
@@ -34,11 +48,51 @@ class ScoredModel:
     version: str
 
 
+class _ModelCache:
+    """The last ``MODELS_KEPT`` models loaded, by registry, name and version (least recently used goes first)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._models: OrderedDict[tuple[str, str, str], ServedModel] = OrderedDict()
+        self._lock = threading.Lock()
+        self.loads = 0
+
+    def get(self, name: str, version: str) -> ServedModel:
+        # The registry URI is part of the key: two stores (two tests, two environments) both have a version 1.
+        import mlflow
+
+        from mlops_platform.ml.packaging import load_served
+
+        key = (mlflow.get_registry_uri(), name, version)
+        with self._lock:
+            if key in self._models:
+                self._models.move_to_end(key)
+                return self._models[key]
+            model = load_served(f"models:/{name}/{version}")
+            self.loads += 1
+            self._models[key] = model
+            while len(self._models) > self.size:
+                self._models.popitem(last=False)
+            return model
+
+    def clear(self) -> None:
+        with self._lock:
+            self._models.clear()
+
+
+MODELS = _ModelCache(MODELS_KEPT)
+
+
+def load_version(name: str, version: str | int) -> ServedModel:
+    """The served model of a registered version, loaded once per process while it stays among the recent ones."""
+    return MODELS.get(name, str(version))
+
+
 def load_alias(client: MlflowClient, config: ModelConfig, alias: str) -> tuple[ServedModel, ScoredModel]:
-    """The served model behind ``alias`` and the version it resolves to at this moment."""
-    version = client.get_model_version_by_alias(config.registered_name, alias)
-    model = load_served(f"models:/{config.registered_name}/{version.version}")
-    return model, ScoredModel(config.registered_name, str(version.version))
+    """The served model behind ``alias`` and the version it resolves to at this moment: the alias is asked for every
+    time (a promotion moves it), the model behind the version comes from the process's cache."""
+    version = str(client.get_model_version_by_alias(config.registered_name, alias).version)
+    return load_version(config.registered_name, version), ScoredModel(config.registered_name, version)
 
 
 def score(rows: pa.Table, config: ModelConfig, features: Sequence[str], model: ServedModel,

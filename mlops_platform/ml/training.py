@@ -15,17 +15,12 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from numbers import Integral
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import mlflow
 import numpy as np
 import pandas as pd
 import polars as pl
 import pyarrow as pa
-from matplotlib.figure import Figure
-from mlflow.data.delta_dataset_source import DeltaDatasetSource
-from mlflow.models import ModelSignature
-from mlflow.types import ColSpec, Schema, TensorSpec
 from sklearn.inspection import permutation_importance
 from sklearn.metrics import (
     ConfusionMatrixDisplay,
@@ -48,11 +43,27 @@ from threadpoolctl import threadpool_limits
 
 from mlops_platform import names
 from mlops_platform.ml import packaging
-from mlops_platform.ml.estimators import build_pipeline, configured_space, estimator_class, estimator_of
+from mlops_platform.ml.estimators import (
+    build_pipeline,
+    configured_space,
+    estimator_class,
+    estimator_of,
+    fit_stopping_early,
+    stops_early,
+)
 from mlops_platform.ml.scoring import feature_frame
-from mlops_platform.ml.tuning import HyperoptTuner, Params, Trial, Tuner, TuningResult
+from mlops_platform.ml.tuning import HyperoptTuner, OptunaTuner, Params, Trial, Tuner, TuningResult
 from mlops_platform.names import SPLIT, SPLITS
 from mlops_platform.settings import ModelConfig
+
+if TYPE_CHECKING:
+    import mlflow
+    from matplotlib.figure import Figure
+    from mlflow import MlflowClient
+    from mlflow.models import ModelSignature
+
+# MLflow and matplotlib are imported inside the functions that log: the definitions import this module (model_frame,
+# binary_labels), and loading them must not pay for either.
 
 # What the tuner minimises on the validation split, and the metric it reports for each trial.
 OBJECTIVES = {"classification": "roc_auc", "regression": "root_mean_squared_error"}
@@ -225,6 +236,9 @@ def objective_loss(config: ModelConfig, metrics: Mapping[str, float]) -> float:
 
 
 def input_signature(config: ModelConfig, features: Sequence[str]) -> ModelSignature:
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema, TensorSpec
+
     # Declared rather than inferred from a sample: every feature may be missing at request time (a new route, a
     # weather gap), and a sample without a null would mark that column required.
     inputs = Schema([ColSpec("string" if column in config.categorical else "double", column, required=False)
@@ -259,6 +273,8 @@ def importance(config: ModelConfig, pipeline: Pipeline, rows: pd.DataFrame, feat
 
 
 def _importance_figure(ranked: Mapping[str, float], top: int = 20) -> Figure:
+    from matplotlib.figure import Figure
+
     names, values = list(ranked)[:top][::-1], list(ranked.values())[:top][::-1]
     figure = Figure(figsize=(7, max(3.0, 0.3 * len(names))), layout="constrained")
     axes = figure.subplots()
@@ -270,6 +286,8 @@ def _importance_figure(ranked: Mapping[str, float], top: int = 20) -> Figure:
 
 def _figures(config: ModelConfig, pipeline: Pipeline, test: pd.DataFrame, features: Sequence[str],
              ranked: Mapping[str, float]) -> dict[str, Figure]:
+    from matplotlib.figure import Figure
+
     truth = test[config.label].to_numpy()
     figures = {"feature_importance": _importance_figure(ranked)}
     if config.task == "classification":
@@ -302,6 +320,9 @@ def _figures(config: ModelConfig, pipeline: Pipeline, test: pd.DataFrame, featur
 
 def _dataset(rows: pd.DataFrame, config: ModelConfig, features: Sequence[str], lineage: TrainingLineage,
              part: str) -> mlflow.data.dataset.Dataset:
+    import mlflow
+    from mlflow.data.delta_dataset_source import DeltaDatasetSource
+
     # A Unity Catalog table's location is its name; a local one's is its folder.
     where = {"delta_table_name": lineage.table} if lineage.path == lineage.table else {"path": lineage.path}
     source = DeltaDatasetSource(**where, delta_table_version=lineage.version)
@@ -315,6 +336,8 @@ def _dataset(rows: pd.DataFrame, config: ModelConfig, features: Sequence[str], l
 def pip_requirements() -> list[str]:
     # Declared instead of inferred: MLflow infers them by loading the model in a subprocess, which took 40 of the
     # 56 seconds of log_model on a loaded machine. The pipeline needs nothing beyond these (MLflow adds itself).
+    import mlflow
+
     return [*mlflow.sklearn.get_default_pip_requirements(include_skops=True),
             f"numpy=={np.__version__}", f"pandas=={pd.__version__}"]
 
@@ -331,6 +354,11 @@ class _Stopwatch:
         self._last = now
 
 
+def configured_tuner(config: ModelConfig) -> Tuner:
+    tuning = config.tuning
+    return OptunaTuner(parallel=tuning.parallel_trials) if tuning.library == "optuna" else HyperoptTuner()
+
+
 def train_model(
     config: ModelConfig,
     frame: pd.DataFrame,
@@ -345,23 +373,59 @@ def train_model(
 ) -> TrainingOutcome:
     """Tune, refit, evaluate and register ``config``'s model on ``frame`` (the output of ``model_frame``).
 
-    ``threads`` caps the booster's OpenMP threads. One is the default because OpenMP threads spin while they
-    wait: on a shared 4-core machine under load, a fit took 0.8 s on one thread and 6-9 s on two or four, and
-    Dagster runs the use case's models in parallel processes.
+    ``threads`` caps the booster's OpenMP threads per fit. One is the default because OpenMP threads spin while
+    they wait: on a shared 4-core machine under load, a fit took 0.8 s on one thread and 6-9 s on two or four. With
+    Optuna the cores are used by fitting ``tuning.parallel_trials`` trials at a time instead.
     """
     with threadpool_limits(limits=threads, user_api="openmp"):
         return _train(config, frame, list(features), experiment_id=experiment_id, lineage=lineage,
-                      tuner=tuner or HyperoptTuner(), run_name=run_name, model_logger=model_logger)
+                      tuner=tuner or configured_tuner(config), run_name=run_name,
+                      model_logger=model_logger, threads=threads)
+
+
+@dataclass(frozen=True)
+class _TrialFit:
+    metrics: dict[str, float]
+    trees: int | None
+
+
+def _log_trials(client: MlflowClient, experiment_id: str, parent_run_id: str, config: ModelConfig,
+                trials: Sequence[Trial], fits: Mapping[str, _TrialFit]) -> None:
+    """Each trial as a nested run of the training run, written once tuning is over: one batch per trial instead of
+    a run opened and logged call by call while the booster waits."""
+    from mlflow.entities import Metric, Param
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+    now = int(time.time() * 1000)
+    for trial in trials:
+        fit = fits[_trial_key(trial.params)]
+        run = client.create_run(experiment_id, start_time=now, run_name=f"trial-{trial.number:02d}", tags={
+            MLFLOW_PARENT_RUN_ID: parent_run_id, "model": config.registered_name,
+            "seconds.fit": f"{trial.seconds:.2f}"})
+        params = {**trial.params, **({"trees_kept": fit.trees} if fit.trees is not None else {})}
+        client.log_batch(run.info.run_id, params=[Param(name, str(value)) for name, value in params.items()],
+                         metrics=[Metric(f"validation_{name}", float(value), now, 0)
+                                  for name, value in fit.metrics.items()])
+        client.set_terminated(run.info.run_id, end_time=now)
+
+
+def _trial_key(params: Params) -> str:
+    return json.dumps(params, sort_keys=True)
 
 
 def _train(config: ModelConfig, frame: pd.DataFrame, features: list[str], *, experiment_id: str,
            lineage: TrainingLineage, tuner: Tuner, run_name: str | None,
-           model_logger: ModelLogger | None = None) -> TrainingOutcome:
+           model_logger: ModelLogger | None = None, threads: int = 1) -> TrainingOutcome:
+    import mlflow
+    from mlflow import MlflowClient
+
+
     tuning = config.tuning
     space = search_space(config)
     splits = split(frame, config)
     rows = {name: len(getattr(splits, name)) for name in SPLITS}
     objective_metric = OBJECTIVES[config.task]
+    stopping = tuning.early_stopping and stops_early(config)
     clock = _Stopwatch()
 
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name or f"train-{config.registered_name}",
@@ -370,20 +434,26 @@ def _train(config: ModelConfig, frame: pd.DataFrame, features: list[str], *, exp
             "task": config.task, "label": config.label, "features": len(features),
             "categorical": ",".join(c for c in features if c in config.categorical),
             "seed": tuning.seed, "max_trials": tuning.max_trials, "timeout_seconds": tuning.timeout_seconds,
+            "parallel_trials": tuning.parallel_trials, "early_stopping": stopping,
             "search_space": json.dumps(space), **{f"rows_{name}": count for name, count in rows.items()},
         })
-        trial_metrics: list[dict[str, float]] = []
+        fits: dict[str, _TrialFit] = {}
 
         def objective(params: Params) -> float:
-            with mlflow.start_run(experiment_id=experiment_id, nested=True,
-                                  run_name=f"trial-{len(trial_metrics):02d}", tags={"model": config.registered_name}):
-                mlflow.log_params(params)
-                pipeline = build_pipeline(config, features, params, tuning.seed).fit(
-                    splits.train[features], splits.train[config.label])
+            # Called from the tuner's threads: OpenMP limits are per thread, and nothing here touches MLflow's
+            # per-thread active run.
+            with threadpool_limits(limits=threads, user_api="openmp"):
+                pipeline = build_pipeline(config, features, params, tuning.seed)
+                train_x, train_y = splits.train[features], splits.train[config.label]
+                trees = None
+                if stopping:
+                    trees = fit_stopping_early(pipeline, train_x, train_y, splits.validation[features],
+                                               splits.validation[config.label])
+                else:
+                    pipeline.fit(train_x, train_y)
                 metrics = score(config, pipeline, splits.validation, features)
-                trial_metrics.append(metrics)
-                mlflow.log_metrics({f"validation_{name}": value for name, value in metrics.items()})
-                return objective_loss(config, metrics)
+            fits[_trial_key(params)] = _TrialFit(metrics, trees)
+            return objective_loss(config, metrics)
 
         if space:
             result = tuner.minimize(objective, space, tuning.max_trials, tuning.timeout_seconds, tuning.seed)
@@ -393,16 +463,21 @@ def _train(config: ModelConfig, frame: pd.DataFrame, features: list[str], *, exp
             loss = objective({})
             result = TuningResult({}, (Trial(0, {}, loss, time.perf_counter() - started),))
         best = min(range(len(result.trials)), key=lambda i: result.trials[i].loss)
+        best_fit = fits[_trial_key(result.trials[best].params)]
         clock.lap("tuning")
-
+        _log_trials(MlflowClient(), experiment_id, run.info.run_id, config, result.trials, fits)
+        clock.lap("log_trials")
+        # The refit on train + validation has no held-out rows to stop on: it grows the trees the best trial kept.
+        refit_params = {**result.best_params, **({"max_iter": best_fit.trees} if best_fit.trees is not None else {})}
         refit = pd.concat([splits.train, splits.validation], ignore_index=True)
-        pipeline = build_pipeline(config, features, result.best_params, tuning.seed).fit(
+        pipeline = build_pipeline(config, features, refit_params, tuning.seed).fit(
             refit[features], refit[config.label])
         test_metrics = score(config, pipeline, splits.test, features)
         clock.lap("refit_and_test")
         metrics = {**{f"test_{name}": value for name, value in test_metrics.items()},
-                   **{f"validation_{name}": value for name, value in trial_metrics[best].items()}}
-        mlflow.log_params({f"best_{name}": value for name, value in result.best_params.items()})
+                   **{f"validation_{name}": value for name, value in best_fit.metrics.items()}}
+        mlflow.log_params({**{f"best_{name}": value for name, value in result.best_params.items()},
+                           **({"refit_max_iter": best_fit.trees} if best_fit.trees is not None else {})})
         mlflow.log_metrics(metrics)
 
         mlflow.log_input(_dataset(refit, config, features, lineage, "train+validation"), context="training")
@@ -432,7 +507,7 @@ def _train(config: ModelConfig, frame: pd.DataFrame, features: list[str], *, exp
         mlflow.set_tags({f"seconds.{name}": f"{value:.2f}" for name, value in clock.seconds.items()})
 
     version = str(info.registered_model_version)
-    client = mlflow.MlflowClient()
+    client = MlflowClient()
     client.update_model_version(config.registered_name, version, description=config.description)
     version_tags = {**lineage.tags(), f"test_{objective_metric}": f"{test_metrics[objective_metric]:.6f}"}
     for key, value in version_tags.items():

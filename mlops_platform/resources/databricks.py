@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import dagster as dg
-from databricks.sdk import WorkspaceClient
 from pydantic import Field
 
 from mlops_platform.settings import DatabricksConfig
@@ -18,6 +17,7 @@ from mlops_platform.settings import DatabricksConfig
 if TYPE_CHECKING:
     from dagster_databricks import PipesDatabricksClient
     from dagster_databricks.pipes import PipesDatabricksServerlessClient
+    from databricks.sdk import WorkspaceClient
 
 
 class DatabricksWorkspace(dg.ConfigurableResource):
@@ -28,6 +28,9 @@ class DatabricksWorkspace(dg.ConfigurableResource):
     poll_interval_seconds: float = Field(default=10, description="how often the run's state is polled")
 
     def workspace_client(self) -> WorkspaceClient:
+        # Imported here: the SDK costs seconds at start-up and only a Databricks environment uses it.
+        from databricks.sdk import WorkspaceClient
+
         return WorkspaceClient(host=self.host, token=self.token)
 
     def pipes_client(self) -> PipesDatabricksClient:

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
-from databricks.sdk.errors import NotFound
 from pydantic import Field
 
 from mlops_platform.resources.databricks import DatabricksWorkspace
@@ -38,6 +37,8 @@ class LandingZone(dg.ConfigurableResource):
         """The files landed for one source, by name; none when its folder does not exist yet."""
         folder = f"{self.root.rstrip('/')}/{usecase}/{source}"
         if self.workspace is not None:
+            from databricks.sdk.errors import NotFound
+
             try:
                 entries = list(self.workspace.workspace_client().files.list_directory_contents(folder))
             except NotFound:

@@ -14,26 +14,25 @@ from __future__ import annotations
 import fcntl
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
-import mlflow
-from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import (
-    INVALID_PARAMETER_VALUE,
-    RESOURCE_ALREADY_EXISTS,
-    RESOURCE_DOES_NOT_EXIST,
-    ErrorCode,
-)
-from mlflow.utils.databricks_utils import get_workspace_url
 from pydantic import Field, PrivateAttr
 
 from mlops_platform.resources.databricks import DatabricksWorkspace
 from mlops_platform.settings import UNITY_CATALOG_REGISTRY
 
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+# MLflow is imported inside the methods: it costs seconds, and loading the definitions (the code location, `dagster
+# definitions validate`, every run's process) must not pay for it when no step talks to MLflow.
+
 SQLITE_PREFIX = "sqlite:///"
 DATABRICKS_TRACKING = "databricks"
 LOCAL_UI_URL = "http://127.0.0.1:5000"
+# SQLite stores whose schema this process has seen created.
+_SCHEMA_READY: set[Path] = set()
 
 
 class MlflowTracking(dg.ConfigurableResource):
@@ -59,6 +58,9 @@ class MlflowTracking(dg.ConfigurableResource):
 
     def configure(self) -> None:
         """Point the process's MLflow client at this store; the SQLite schema is created once, under a lock."""
+        import mlflow
+        from mlflow import MlflowClient
+
         if self.workspace is not None:
             # MLflow's Databricks client takes credentials from the environment (or a profile), not as arguments.
             os.environ["DATABRICKS_HOST"] = self.workspace.host
@@ -68,18 +70,23 @@ class MlflowTracking(dg.ConfigurableResource):
             database.parent.mkdir(parents=True, exist_ok=True)
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_registry_uri(self.registry)
-        if self.tracking_uri.startswith(SQLITE_PREFIX):
+        if self.tracking_uri.startswith(SQLITE_PREFIX) and not (database in _SCHEMA_READY and database.exists()):
             # Two steps of one run (two models) can open a new database at once, and concurrent first-time
             # schema migrations collide; the first to take the lock creates the tables, the other waits.
             with open(database.with_suffix(".lock"), "w") as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)
                 MlflowClient(self.tracking_uri, self.tracking_uri).search_experiments(max_results=1)
+            # Once per process and database: every client() call used to take the lock and query the store.
+            _SCHEMA_READY.add(database)
         self._configured = True
 
     def client(self) -> MlflowClient:
         """A client of this store. Outside a run (the CLI) the first call configures; so does a call after another
         store took over the process's MLflow (tests, a replay of several environments), which the fluent API
         (``mlflow.start_run``) would otherwise follow."""
+        import mlflow
+        from mlflow import MlflowClient
+
         if not self._configured or (mlflow.get_tracking_uri(), mlflow.get_registry_uri()) != (self.tracking_uri,
                                                                                              self.registry):
             self.configure()
@@ -90,6 +97,9 @@ class MlflowTracking(dg.ConfigurableResource):
 
         A missing SQLite file answers None without creating it: the daily job asks before any model was trained.
         """
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST, ErrorCode
+
         if self.tracking_uri.startswith(SQLITE_PREFIX) and not Path(self.tracking_uri.removeprefix(SQLITE_PREFIX)).exists():
             return None
         try:
@@ -110,6 +120,9 @@ class MlflowTracking(dg.ConfigurableResource):
     def experiment_id(self, name: str) -> str:
         """The id of experiment ``name`` (under ``experiment_root``), created with its artifacts under
         ``artifact_root`` if it is new."""
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
+
         name = f"{self.experiment_root.rstrip('/')}{name}" if self.experiment_root else name
         client = self.client()
         experiment = client.get_experiment_by_name(name)
@@ -133,6 +146,8 @@ class MlflowTracking(dg.ConfigurableResource):
         if self.ui_url:
             return self.ui_url.rstrip("/")
         if self.tracking_uri == DATABRICKS_TRACKING:
+            from mlflow.utils.databricks_utils import get_workspace_url
+
             host = self.workspace.host if self.workspace is not None else get_workspace_url()
             if host:
                 return host.rstrip("/")

@@ -20,18 +20,20 @@ import datetime as dt
 import json
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import dagster as dg
 import httpx
 import pyarrow as pa
 import pyarrow.compute as pc
-from databricks.sdk.service import sql as dbsql
 from pydantic import Field
 
 from mlops_platform.resources.databricks import DatabricksWorkspace
 from mlops_platform.resources.warehouse import Commit, DayRange, Filter, TableWrite, Warehouse
 from mlops_platform.storage.spark import arrow_to_spark
+
+if TYPE_CHECKING:
+    from databricks.sdk.service import sql as dbsql
 
 SOURCE_VIEW = "mlops_merge_source"
 # Statement results' types when a result has no rows, and so no Arrow batch to carry its schema.
@@ -80,6 +82,9 @@ class StatementConnection:
         self.timeout_seconds = timeout_seconds
 
     def sql(self, statement: str) -> pa.Table:
+        # Imported here: the SDK costs seconds at start-up and only a Databricks environment uses it.
+        from databricks.sdk.service import sql as dbsql
+
         api = self.client.statement_execution
         response = api.execute_statement(
             statement=statement, warehouse_id=self.warehouse_id, wait_timeout="30s",

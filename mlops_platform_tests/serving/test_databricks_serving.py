@@ -30,7 +30,8 @@ pytestmark = pytest.mark.timeout(120)
 
 TOKEN = "dapi-test-token"
 MODEL = "mlops_dev.models.flights_delay"
-CLIENT = "mlops_platform.resources.databricks.WorkspaceClient"
+# Imported by DatabricksWorkspace.workspace_client when called, so the SDK's own name is patched.
+CLIENT = "databricks.sdk.WorkspaceClient"
 
 
 def target(host: str, **options: object) -> DatabricksServing:

@@ -49,6 +49,38 @@ def test_tuning_runs_exactly_the_configured_trials_as_nested_runs(module_registr
         name: best.data.params[name] for name in classifier_config.tuning.space}
 
 
+@pytest.fixture(scope="module")
+def fast_trained(module_registry, classifier_config, classifier_frame, features):
+    tuning = {**classifier_config.tuning.model_dump(), "library": "optuna", "parallel_trials": 2,
+              "early_stopping": True}
+    config = classifier_config.model_validate({**classifier_config.model_dump(), "tuning": tuning})
+    experiment_id = module_registry.experiment_id("/flights/flights_delay_fast")
+    return train_model(config, classifier_frame, features, experiment_id=experiment_id, lineage=LINEAGE)
+
+
+def test_the_default_tuning_is_hyperopt_one_at_a_time_without_early_stopping(module_registry, trained):
+    parent = module_registry.client().get_run(trained.run_id).data.params
+    assert (parent["parallel_trials"], parent["early_stopping"]) == ("1", "False") and "refit_max_iter" not in parent
+
+
+def test_fast_trials_stop_early_on_the_validation_split_and_the_refit_grows_the_trees_the_best_kept(
+        module_registry, fast_trained):
+    client = module_registry.client()
+    trials = client.search_runs([fast_trained.experiment_id],
+                                filter_string=f"tags.mlflow.parentRunId = '{fast_trained.run_id}'")
+    assert len(trials) == fast_trained.trials == 3
+    best = max(trials, key=lambda run: run.data.metrics["validation_roc_auc"])
+    kept = {int(run.data.params["trees_kept"]) for run in trials}
+    # A trial stops before its max_iter once the validation loss stalls: at least one of them did.
+    assert any(int(run.data.params["trees_kept"]) < int(run.data.params["max_iter"]) for run in trials), kept
+    parent = client.get_run(fast_trained.run_id).data.params
+    assert (parent["early_stopping"], parent["parallel_trials"]) == ("True", "2")
+    assert parent["refit_max_iter"] == best.data.params["trees_kept"]
+    name, version = fast_trained.registered_name, fast_trained.registered_version
+    model = mlflow.sklearn.load_model(f"models:/{name}/{version}")[-1]
+    assert model.n_iter_ == int(best.data.params["trees_kept"]) and not model.early_stopping
+
+
 def test_the_registered_model_has_a_signature_an_input_example_and_predicts(
         module_registry, trained, classifier_config, classifier_frame, features):
     client = module_registry.client()

@@ -1,0 +1,41 @@
+"""What loading the definitions and starting the serving process import: none of the heavy libraries they do not use.
+
+MLflow, matplotlib and the Databricks SDK cost seconds each; the code location is loaded by `dagster definitions
+validate`, the webserver, the daemon and every run's process, and the serving process must be ready in seconds.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+HEAVY = ("mlflow", "matplotlib", "evidently", "optuna", "hyperopt")
+
+
+def _imported(module: str, watched: tuple[str, ...]) -> list[str]:
+    script = (f"import sys, {module}\n"
+              f"print(','.join(name for name in {watched!r} if name in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=600)
+    return [name for name in out.stdout.strip().split(",") if name]
+
+
+@pytest.mark.parametrize("module", ["mlops_platform.definitions", "mlops_platform.cli"])
+def test_loading_the_definitions_and_the_cli_imports_no_heavy_library(module):
+    assert _imported(module, HEAVY) == []
+
+
+@pytest.mark.xfail(strict=True, reason="resources/databricks_serving.py (and data_quality.py, online_feature_store.py) "
+                                       "still import the Databricks SDK at module level")
+def test_loading_the_definitions_imports_no_databricks_sdk():
+    assert _imported("mlops_platform.definitions", ("databricks.sdk",)) == []
+
+
+def test_the_serving_process_imports_neither_dagster_nor_mlflow():
+    assert _imported("mlops_platform.serving.server", ("dagster", *HEAVY)) == []
+
+
+def test_the_watch_list_would_see_an_import():
+    # The check can fail: a module that imports MLflow is reported.
+    assert _imported("mlflow", ("mlflow",)) == ["mlflow"]
