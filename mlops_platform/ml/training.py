@@ -419,7 +419,6 @@ def _train(config: ModelConfig, frame: pd.DataFrame, features: list[str], *, exp
     import mlflow
     from mlflow import MlflowClient
 
-
     tuning = config.tuning
     space = search_space(config)
     splits = split(frame, config)
