@@ -26,8 +26,6 @@ def test_loading_the_definitions_and_the_cli_imports_no_heavy_library(module):
     assert _imported(module, HEAVY) == []
 
 
-@pytest.mark.xfail(strict=True, reason="resources/databricks_serving.py (and data_quality.py, online_feature_store.py) "
-                                       "still import the Databricks SDK at module level")
 def test_loading_the_definitions_imports_no_databricks_sdk():
     assert _imported("mlops_platform.definitions", ("databricks.sdk",)) == []
 
