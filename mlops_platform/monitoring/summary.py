@@ -12,10 +12,26 @@ import html
 import io
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from mlops_platform.replay import DayOutcome
+
+class RunTimes(Protocol):
+    wall_seconds: float
+    compute_seconds: float
+
+
+class DayOutcome(Protocol):
+    """What the summary reads of a replayed day (the replay's ``DayOutcome`` has it; this layer may not import it)."""
+
+    day: dt.date
+    success: bool
+    failed_checks: list[str]
+    drift_share: float | None
+    quality: float | None
+    scored_by: str | None
+    champion: str | None
+    retraining: str
+    timing: RunTimes
 
 
 def _figure(outcomes: Sequence[DayOutcome], drift_threshold: float, quality_metric: str) -> bytes:
