@@ -250,7 +250,7 @@ def retraining(definitions, settings, instance, args: argparse.Namespace) -> dic
         models[name] = {"trials": metadata["trials"], "version": metadata["model_version"],
                         "seconds": {key.removeprefix("seconds."): float(value) for key, value in tags.items()
                                     if key.startswith("seconds.")},
-                        "one_fit_seconds": one_fit_seconds(definitions, usecase, name)}
+                        "one_fit_seconds": training_fit_seconds(definitions, usecase, name)}
     gate = {f"{e.asset_key.to_user_string()}:{e.check_name}": e.passed for e in result.get_asset_check_evaluations()}
     twin = noop_twin(definitions, job)
     floors = []
@@ -276,26 +276,17 @@ def retraining(definitions, settings, instance, args: argparse.Namespace) -> dic
     }
 
 
-def one_fit_seconds(definitions, usecase, model_name: str) -> float:
-    """One fit of the model's pipeline on the train split of the current training set, at the middle of its search
-    space, on one thread as training runs it: the unit every trial and the refit cost."""
-    from threadpoolctl import threadpool_limits
-
+def training_fit_seconds(definitions, usecase, model_name: str) -> float:
+    """One fit on the current training set (see ``harness.one_fit_seconds``)."""
+    from benchmarks.harness import one_fit_seconds
     from mlops_platform.defs.training.assets import read_training_set
     from mlops_platform.features import feature_columns, row_keys
-    from mlops_platform.ml.training import build_pipeline, model_frame, search_space, split
+    from mlops_platform.ml.training import model_frame
 
     config = usecase.models[model_name]
     features = feature_columns(usecase)
     table, _ = read_training_set(definitions.resources["warehouse"], usecase)
-    train = split(model_frame(table, config, features, row_keys(usecase)), config).train
-    middle = {name: (low + high) / 2 if isinstance(low, float) else (low + high) // 2
-              for name, (low, high) in search_space(config).items()}
-    pipeline = build_pipeline(config, features, middle, config.tuning.seed)
-    with threadpool_limits(limits=1, user_api="openmp"):
-        clock = time.perf_counter()
-        pipeline.fit(train[features], train[config.label])
-        return time.perf_counter() - clock
+    return one_fit_seconds(config, model_frame(table, config, features, row_keys(usecase)), features)
 
 
 # ------------------------------------------------------------------------------------------------------- reporting

@@ -86,6 +86,7 @@ def main(argv: list[str] | None = None) -> dict:
         execute,
         land,
         noop_twin,
+        one_fit_seconds,
         open_instance,
         train,
     )
@@ -195,23 +196,6 @@ def load_configured_usecase(settings):
 
     return load_settings("local").usecases[USECASE].model_copy(
         update={"training_set": settings.usecases[USECASE].training_set})
-
-
-def one_fit_seconds(config, frame, features) -> float:
-    """One fit of the model's pipeline on the train split at the middle of its space, on one thread: the unit every
-    trial and the refit cost."""
-    from threadpoolctl import threadpool_limits
-
-    from mlops_platform.ml.training import build_pipeline, search_space, split
-
-    train = split(frame, config).train
-    middle = {name: (low + high) / 2 if isinstance(low, float) else (low + high) // 2
-              for name, (low, high) in search_space(config).items()}
-    pipeline = build_pipeline(config, features, middle, config.tuning.seed)
-    with threadpool_limits(limits=1, user_api="openmp"):
-        clock = time.perf_counter()
-        pipeline.fit(train[features], train[config.label])
-        return time.perf_counter() - clock
 
 
 def report(figures: dict) -> list[str]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,3 +177,20 @@ def _noop_checks(name: str, checks: list[dg.AssetCheckSpec]) -> dg.AssetChecksDe
             yield dg.AssetCheckResult(asset_key=check.asset_key, check_name=check.name, passed=True)
 
     return noop
+
+
+def one_fit_seconds(config, frame, features) -> float:
+    """One fit of the model's pipeline on the train split at the middle of its space, on one thread: the unit every
+    trial and the refit cost."""
+    from threadpoolctl import threadpool_limits
+
+    from mlops_platform.ml.training import build_pipeline, search_space, split
+
+    train = split(frame, config).train
+    middle = {name: (low + high) / 2 if isinstance(low, float) else (low + high) // 2
+              for name, (low, high) in search_space(config).items()}
+    pipeline = build_pipeline(config, features, middle, config.tuning.seed)
+    with threadpool_limits(limits=1, user_api="openmp"):
+        clock = time.perf_counter()
+        pipeline.fit(train[features], train[config.label])
+        return time.perf_counter() - clock
