@@ -182,7 +182,7 @@ def test_a_gold_rule_judges_the_committed_values(processed_day):
 
 
 def test_a_feature_table_keys_check_reads_the_committed_merge(processed_day):
-    checks = _rerun(processed_day, dg.AssetKey(names.asset_path("flights", names.FEATURES, "carrier_delays")),
-                    _warehouse_like(processed_day, "carrier_delays", "repeat"))
+    checks = _rerun(processed_day, dg.AssetKey(names.asset_path("flights", names.FEATURES, "origin_weather")),
+                    _warehouse_like(processed_day, "origin_weather", "repeat"))
     assert not checks["keys_unique"].passed
 

@@ -66,8 +66,9 @@ def _feature_asset(usecase: UseCaseConfig, name: str, spec: FeatureTableConfig) 
         write = warehouse.merge(*table, rows, spec.keys)
         metadata = table_metadata(write, rows, engine=runner.name)
         metadata["dagster/column_schema"] = column_schema(write.schema, spec.columns)
-        # Judged on the version just committed (the merge could have matched keys the frame did not show).
-        committed = committed_rows(warehouse, table, days, version=write.version, columns=spec.keys)
+        # Judged on the whole table as just committed: the primary key must hold across every merge, not only in the
+        # frame handed to this one.
+        committed = committed_rows(warehouse, table, None, version=write.version, columns=spec.keys)
         return dg.MaterializeResult(metadata=metadata, check_results=[unique_keys_result(key, committed, spec.keys)])
 
     return feature_table
