@@ -67,11 +67,12 @@ class FaultyWarehouse(DeltaWarehouse):
 
 EXTRA = "KLGA,2,2013,3,10,2013-03-10T03:15:00Z,1.5,2013-03-01,false,"
 BAD_VALUE = "KEWR,1,2013,3,10,2013-03-10T04:15:00Z,999,2013-03-01,true,"
+FIRST_DELIVERY = csv_bytes(HEADER, R1, R2, R3, R1, EXTRA, BAD_VALUE)
 
 
 def _stations_run(tmp_path: Path, warehouse: DeltaWarehouse) -> dict[str, dg.AssetCheckEvaluation]:
     """Bronze and silver of the hand-written stations day: 5 rows, one duplicate, one quarantined."""
-    land(tmp_path, {day_file(): csv_bytes(HEADER, R1, R2, R3, R1, EXTRA, BAD_VALUE)})
+    land(tmp_path, {day_file(): FIRST_DELIVERY})
     usecase = _stations(CSV_SOURCE)
     result = dg.materialize(
         [*bronze_assets(usecase), *silver_assets(usecase)], partition_key=DAY.isoformat(),
