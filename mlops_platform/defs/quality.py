@@ -170,18 +170,38 @@ def guard_replacement(context: dg.AssetExecutionContext, limits: ReplaceGuard, w
 
 
 FRESHNESS = "freshness"
+# Every hour, whether or not the table changed: a table that stopped changing is exactly what the check is for.
+FRESHNESS_CRON = "0 * * * *"
+
+
+def freshness_policy(usecase: UseCaseConfig) -> dg.FreshnessPolicy:
+    """Dagster's own freshness for a daily table: stale once its last materialization is older than the use case's
+    ``freshness_hours``. The daemon evaluates it (the freshness daemon is on by default); nothing to switch on."""
+    return dg.FreshnessPolicy.time_window(fail_window=dt.timedelta(hours=usecase.freshness_hours))
+
+
+def freshness_sensor(usecase: UseCaseConfig, keys: Sequence[dg.AssetKey]) -> dg.AutomationConditionSensorDefinition:
+    """Runs the freshness checks on their automation condition (hourly) under the daemon; ships RUNNING."""
+    return dg.AutomationConditionSensorDefinition(
+        f"{usecase.name}_freshness_automation",
+        target=dg.AssetSelection.checks(*(dg.AssetCheckKey(key, FRESHNESS) for key in keys)),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"Evaluates the freshness checks of the {usecase.name} use case's daily tables every hour.",
+    )
 
 
 def freshness_checks(usecase: UseCaseConfig, keys: Sequence[dg.AssetKey]) -> list[dg.AssetChecksDefinition]:
     """A table is fresh while its last Delta commit is younger than the use case's ``freshness_hours``.
 
-    Wall-clock, on purpose: it answers "is the daily work still running?", whatever days the data holds.
+    Wall-clock, on purpose: it answers "is the daily work still running?", whatever days the data holds. Run every
+    hour by declarative automation (``freshness_sensor``), and with every daily run.
     """
     limit = dt.timedelta(hours=usecase.freshness_hours)
 
     def build(key: dg.AssetKey) -> dg.AssetChecksDefinition:
         @dg.asset_check(asset=key, name=FRESHNESS, description=f"last write less than {usecase.freshness_hours:g} "
-                                                                "hours ago")
+                                                                "hours ago",
+                        automation_condition=dg.AutomationCondition.cron_tick_passed(FRESHNESS_CRON))
         def freshness(warehouse: Warehouse) -> dg.AssetCheckResult:
             # A table asset's key path is (use case, layer, table), exactly its table's name parts.
             commit = warehouse.last_commit(*names.table(*key.path))

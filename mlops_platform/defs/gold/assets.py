@@ -15,6 +15,7 @@ from mlops_platform.defs.quality import (
     ROWS_RECONCILE,
     check_spec,
     committed_rows,
+    freshness_policy,
     guard_replacement,
     reconcile_result,
     rule_check_spec,
@@ -58,6 +59,7 @@ def _gold_asset(usecase: UseCaseConfig, table: str, spec: GoldConfig) -> dg.Asse
         kinds={"delta"},
         **stages.placement(usecase, names.GOLD),
         **partitioning(usecase, spec.is_daily),
+        freshness_policy=freshness_policy(usecase) if spec.is_daily else None,
         check_specs=checks,
     )
     def gold(context: dg.AssetExecutionContext, warehouse: Warehouse, engine: ComputeEngine

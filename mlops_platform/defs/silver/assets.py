@@ -23,6 +23,7 @@ from mlops_platform.defs.quality import (
     committed_rows,
     consistent_keys_result,
     days_label,
+    freshness_policy,
     guard_replacement,
     interrupted_batch,
     reconcile_result,
@@ -59,7 +60,8 @@ def _silver_asset(usecase: UseCaseConfig, name: str, spec: SourceConfig) -> dg.A
         name=f"{usecase.name}_silver_{name}",
         specs=[
             dg.AssetSpec(silver_key, description=f"{spec.description} Typed, validated and deduplicated "
-                         f"({grain}). Read by gold and the feature tables.", **common),
+                         f"({grain}). Read by gold and the feature tables.",
+                         freshness_policy=freshness_policy(usecase) if partitioned else None, **common),
             dg.AssetSpec(quarantine_key, description=f"{name} rows that broke a quality rule, with the rule, "
                          "the source file and row number, and the raw values. Read by people fixing the source.",
                          skippable=True, **common),
