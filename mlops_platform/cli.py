@@ -67,6 +67,11 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
     disable_logging()
     usecase = _usecase(settings, args.usecase)
+    if args.allow_shrink:
+        # The operator accepts, for this replay, days replaced by fewer or mostly quarantined rows (replace_guard).
+        usecase = usecase.model_copy(update={"replace_guard": usecase.replace_guard.model_copy(
+            update={"allow_shrink": True})})
+        settings = settings.model_copy(update={"usecases": {**settings.usecases, usecase.name: usecase}})
     instance = persistent_instance(durable=False)
     days = _days(args, usecase, replay=True)
     bootstrap_days = args.bootstrap_days or usecase.replay.bootstrap_days
@@ -367,6 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = with_days(commands.add_parser("run", help="replay days: tables, a first champion, scoring, monitoring and "
                                                     "drift-triggered retraining"))
     run.add_argument("--skip-training", action="store_true", help="only the daily job: no champion, no retraining")
+    run.add_argument("--allow-shrink", action="store_true",
+                     help="accept days replaced by far fewer rows or mostly quarantine (refused by default)")
     run.add_argument("--bootstrap-days", type=int,
                      help="days replayed before the first champion is trained (default: the use case's replay)")
     run.set_defaults(handler=cmd_run)

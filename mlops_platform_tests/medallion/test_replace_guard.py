@@ -48,8 +48,7 @@ def _failure(result: dg.ExecuteInProcessResult) -> str:
     return "\n".join(failure_messages(result))
 
 
-@pytest.mark.parametrize("content", [b"", b"year,month,day\n"], ids=["empty", "header_only_wrong"])
-def test_pure_guard_refuses_an_empty_day_that_had_rows_and_accepts_a_new_one(content):
+def test_pure_guard_refuses_an_empty_day_that_had_rows_and_accepts_a_new_one():
     limits = ReplaceGuard()
     refused = judge_replacement("t", "2013-01-01", old_rows=915, new_rows=0, limits=limits)
     assert refused.refused and "915" in refused.message and "100.0% drop" in refused.message
@@ -154,3 +153,23 @@ def test_a_bad_seattle_weather_file_cannot_replace_a_processed_day(settings, bad
 
     run(tags=ALLOW)
     assert warehouse.version(*tables[0]) == before[tables[0]][0] + 1
+
+
+@pytest.mark.parametrize("flag, allowed", [([], False), (["--allow-shrink"], True)])
+def test_mlops_run_allow_shrink_reaches_the_use_case_the_assets_are_built_from(settings, tmp_path, monkeypatch,
+                                                                                flag, allowed):
+    from mlops_platform import cli, replay
+
+    seen = {}
+
+    def fake_replay(settings_, usecase, definitions, *args, **kwargs):
+        seen["usecase"], seen["settings"] = usecase, settings_
+        return []
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    monkeypatch.setattr(replay, "replay", fake_replay)
+    monkeypatch.setattr(replay, "layer_counts", lambda *args: {})
+    monkeypatch.setattr(replay, "champions", lambda *args: [])
+    assert cli.main(["run", "--usecase", "seattle_weather", "--days", "1", "--skip-training", *flag]) == 0
+    assert seen["usecase"].replace_guard.allow_shrink is allowed
+    assert seen["settings"].usecases["seattle_weather"].replace_guard.allow_shrink is allowed
