@@ -101,13 +101,15 @@ def consistent_keys_result(asset: dg.AssetKey, conflicts: pa.Table, keys: Sequen
     )
 
 
-def reconcile_result(asset: dg.AssetKey, expected: int, actual: int, explanation: str) -> dg.AssetCheckResult:
+def reconcile_result(asset: dg.AssetKey, expected: int, actual: int, explanation: str,
+                     versions: dict[str, int | None] | None = None) -> dg.AssetCheckResult:
+    """``versions``: the Delta version each side was counted in."""
     return dg.AssetCheckResult(
         asset_key=asset,
         check_name=ROWS_RECONCILE,
         passed=expected == actual,
         metadata={"expected_rows": expected, "actual_rows": actual, "difference": actual - expected,
-                  "how": explanation},
+                  "how": explanation, **({"versions": dg.MetadataValue.json(versions)} if versions else {})},
     )
 
 

@@ -81,8 +81,8 @@ def _gold_asset(usecase: UseCaseConfig, table: str, spec: GoldConfig) -> dg.Asse
             expected = runner.to_arrow(inputs[spec.reconcile_with].select(nw.len())).column(0)[0].as_py()
             results.append(reconcile_result(key, expected=expected, actual=committed.num_rows,
                                             explanation=f"{expected} silver {spec.reconcile_with} rows of the run's "
-                                                        f"days = {committed.num_rows} rows committed in version "
-                                                        f"{write.version}"))
+                                                        f"days = {committed.num_rows} gold rows as committed",
+                                            versions={"gold": write.version}))
         return dg.MaterializeResult(metadata=table_metadata(write, rows, engine=runner.name), check_results=results)
 
     return gold

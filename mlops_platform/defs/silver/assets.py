@@ -127,10 +127,10 @@ def _silver_asset(usecase: UseCaseConfig, name: str, spec: SourceConfig) -> dg.A
         yield reconcile_result(
             silver_key, expected=bronze_rows,
             actual=in_silver.num_rows + in_quarantine + duplicates,
-            explanation=f"{bronze_rows} bronze rows read (version {bronze_version}) = {in_silver.num_rows} silver "
-                        f"(version {write.version}) + {in_quarantine} quarantined (version "
-                        f"{quarantine_write.version}) + {duplicates} duplicates ({conformed.clean_rows} clean rows, "
+            explanation=f"{bronze_rows} bronze rows read = {in_silver.num_rows} silver + {in_quarantine} quarantined "
+                        f"(both as committed) + {duplicates} duplicates ({conformed.clean_rows} clean rows, "
                         f"{conformed.clean_keys} distinct keys)",
+            versions={"bronze": bronze_version, "silver": write.version, "quarantine": quarantine_write.version},
         )
         by_rule = pl.from_arrow(quarantined).group_by(RULE_COLUMN).len().sort("len", descending=True)
         yield dg.AssetCheckResult(
