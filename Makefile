@@ -24,8 +24,10 @@ run: install
 home: install
 	$(BIN)/python -c "from mlops_platform.instance import ensure_home; ensure_home()"
 
-test: home
-	$(BIN)/python -m pytest -n 2 --dist loadgroup
+# Two workers; each xdist group runs on one worker, and the groups start in collection order (the conftest puts the
+# longest first), which xdist's default reordering by group size would undo.
+test: lint home
+	$(BIN)/python -m pytest -n 2 --dist loadgroup --no-loadscope-reorder
 	$(BIN)/dagster definitions validate -w workspace.yaml
 	cd $(CURDIR) && $(BIN)/dg check defs
 
@@ -38,5 +40,7 @@ mlflow-ui: install
 bench: install
 	for script in benchmarks/bench_*.py; do $(BIN)/python -m benchmarks.$$(basename $$script .py) || exit 1; done
 
+# The import contracts (layers, no Dagster in plain libraries, no cycles) live in pyproject.toml.
 lint: install
 	$(BIN)/ruff check mlops_platform mlops_platform_tests benchmarks
+	$(BIN)/lint-imports --no-logo

@@ -139,7 +139,8 @@ def serving_start(folder: Path, setup: dict, repeats: int) -> dict:
     import httpx
 
     from benchmarks.harness import benchmark_settings
-    from mlops_platform.resources.serving import _free_port, serving_target, stop_server
+    from mlops_platform.resources import serving_target
+    from mlops_platform.resources.serving import _free_port, stop_server
 
     settings = benchmark_settings(folder, USECASE)
     target = serving_target(settings)

@@ -1,18 +1,98 @@
-"""`mlops`: the command line a platform team uses, thin over the same code the assets run."""
+"""`mlops`: the command line a platform team uses, thin over the same code the assets run.
+
+Each command is declared on its handler with its options; `mlops COMMAND --help` describes it. Shell completion:
+eval "$(_MLOPS_COMPLETE=bash_source mlops)" (zsh_source, fish_source for those shells). Handlers import what they
+need when they run, so `mlops --help` stays fast.
+"""
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
+import functools
 import json
 import os
 import sys
 import warnings
+from types import SimpleNamespace
+
+import click
 
 from mlops_platform.settings import ConfigError, Settings, UseCaseConfig, load_settings
 
+# A command's options as its handler reads them (``args.usecase``, ``args.start``).
+Args = SimpleNamespace
+
 # A use case of snapshots only has no window of days: its replay lands this many daily snapshots by default.
 DEFAULT_SNAPSHOT_DAYS = 7
+
+
+class _Session:
+    """What the group passes its commands: the environment named by ``--env``, its settings loaded on first use."""
+
+    def __init__(self, env: str | None) -> None:
+        self.env = env
+        self._settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings(self.env)
+        return self._settings
+
+
+def _handler(function):
+    """A command's callback from a handler of ``(args, settings)`` returning the exit code."""
+
+    @click.pass_obj
+    @functools.wraps(function)
+    def callback(session: _Session, **options) -> int:
+        return function(Args(**options), session.settings)
+
+    return callback
+
+
+# Options several commands share, declared once.
+usecase_option = click.option("--usecase", help="use case name (default: the environment's first)")
+json_option = click.option("--json", "json", is_flag=True, help="machine-readable output")
+
+
+def days_options(command):
+    command = click.option("--days", type=int, help="number of days (default: the use case's replay window)")(command)
+    command = click.option("--start", help="first day, YYYY-MM-DD (default: the use case's replay start)")(command)
+    return usecase_option(command)
+
+
+def range_options(command):
+    command = click.option("--end", required=True, help="last day (inclusive), YYYY-MM-DD")(command)
+    command = click.option("--start", required=True, help="first day, YYYY-MM-DD")(command)
+    return usecase_option(command)
+
+
+def model_options(command):
+    command = usecase_option(command)
+    return click.option("--model", required=True, help="model name under the use case's 'models'")(command)
+
+
+@click.group(name="mlops", help=__doc__, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--env", help="environment name under config/environments (default: $MLOPS_ENV or local)")
+@click.pass_context
+def cli(context: click.Context, env: str | None) -> None:
+    context.obj = _Session(env)
+
+
+@cli.group(help="monitoring runs")
+def monitoring() -> None:
+    pass
+
+
+@cli.group(help="the inference table")
+def inference() -> None:
+    pass
+
+
+@cli.group(help="alert sinks")
+def alerts() -> None:
+    pass
 
 
 def _usecase(settings: Settings, name: str | None) -> UseCaseConfig:
@@ -24,7 +104,7 @@ def _usecase(settings: Settings, name: str | None) -> UseCaseConfig:
     return settings.usecases[name]
 
 
-def _days(args: argparse.Namespace, usecase: UseCaseConfig, *, replay: bool) -> list[dt.date]:
+def _days(args: Args, usecase: UseCaseConfig, *, replay: bool) -> list[dt.date]:
     """The days a command covers: ``--start`` / ``--days``, by default the use case's own replay window."""
     from mlops_platform.landing import day_range
 
@@ -42,7 +122,10 @@ def _days(args: argparse.Namespace, usecase: UseCaseConfig, *, replay: bool) -> 
     return day_range(start, days)
 
 
-def cmd_land(args: argparse.Namespace, settings: Settings) -> int:
+@cli.command("land", help="write days of source data into the landing zone")
+@days_options
+@_handler
+def cmd_land(args: Args, settings: Settings) -> int:
     from mlops_platform.landing import land_days
 
     usecase = _usecase(settings, args.usecase)
@@ -53,7 +136,16 @@ def cmd_land(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+@cli.command("run", help="replay days: tables, a first champion, scoring, monitoring and drift-triggered "
+                         "retraining")
+@days_options
+@click.option("--skip-training", is_flag=True, help="only the daily job: no champion, no retraining")
+@click.option("--allow-shrink", is_flag=True,
+              help="accept days replaced by far fewer rows or mostly quarantine (refused by default)")
+@click.option("--bootstrap-days", type=int,
+              help="days replayed before the first champion is trained (default: the use case's replay)")
+@_handler
+def cmd_run(args: Args, settings: Settings) -> int:
     # The terminal shows the timeline; MLflow's progress lines (registrations, evaluations, downloads) would bury
     # it, and what they say is in the MLflow UI. Set before MLflow is imported: it configures its loggers then.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
@@ -109,11 +201,13 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         metrics = ", ".join(f"{name} {value:.4f}" for name, value in champion.metrics.items())
         print(f"  {champion.model}: champion version {champion.version or '-'}  {metrics}")
     if usecase.monitoring and outcomes:
+        from mlops_platform.monitoring.report import compact_name
+
         reports = definitions.resources["reports"]
         model = usecase.monitoring.model
 
         def report_for_day(day: dt.date):
-            path = reports.path(usecase.name, model, f"drift_{day.isoformat()}.html")
+            path = reports.path(usecase.name, model, compact_name(day))
             return path if path.exists() else None
 
         summary = write_replay_summary(
@@ -125,7 +219,10 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if all(o.success for o in outcomes) else 1
 
 
-def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+@cli.command("status", help="tables and their Delta versions, champions, latest drift day")
+@usecase_option
+@_handler
+def cmd_status(args: Args, settings: Settings) -> int:
     from mlops_platform import names
     from mlops_platform.resources import build_resources
 
@@ -159,7 +256,11 @@ def _print_model_status(usecase: UseCaseConfig, resources: dict) -> None:
         print(f"{name:28} {champion or '-':>9} {challenger or '-':>11} {latest.isoformat() if latest else '-':>17}")
 
 
-def cmd_features(args: argparse.Namespace, settings: Settings) -> int:
+@cli.command("features", help="the feature registry: tables, keys, freshness, models")
+@usecase_option
+@json_option
+@_handler
+def cmd_features(args: Args, settings: Settings) -> int:
     from mlops_platform.features import feature_registry
     from mlops_platform.resources import build_resources
 
@@ -178,7 +279,7 @@ def cmd_features(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _move_champion(args: argparse.Namespace, settings: Settings, action: str) -> int:
+def _move_champion(args: Args, settings: Settings, action: str) -> int:
     from mlflow.exceptions import MlflowException
 
     from mlops_platform.ml.gate import RegistryError, promote, rollback
@@ -204,16 +305,25 @@ def _move_champion(args: argparse.Namespace, settings: Settings, action: str) ->
     return 0
 
 
-def cmd_promote(args: argparse.Namespace, settings: Settings) -> int:
+@cli.command("promote", help="move a model's champion alias to its challenger")
+@model_options
+@_handler
+def cmd_promote(args: Args, settings: Settings) -> int:
     return _move_champion(args, settings, "promote")
 
 
-def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
+@cli.command("rollback", help="move a model's champion alias back to the previous one")
+@model_options
+@_handler
+def cmd_rollback(args: Args, settings: Settings) -> int:
     return _move_champion(args, settings, "rollback")
 
 
-def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    from mlops_platform.resources.serving import LocalServing, serve_foreground, serving_target
+@cli.command("serve", help="run the local serving process in the foreground (every deployed endpoint)")
+@_handler
+def cmd_serve(args: Args, settings: Settings) -> int:
+    from mlops_platform.resources import serving_target
+    from mlops_platform.resources.serving import LocalServing, serve_foreground
 
     target = serving_target(settings)
     if not isinstance(target, LocalServing):
@@ -223,7 +333,12 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     return serve_foreground(target)
 
 
-def cmd_deploy(args: argparse.Namespace, settings: Settings) -> int:
+@cli.command("deploy", help="publish the online stores and deploy the endpoints up to a stage")
+@usecase_option
+@click.option("--stage", type=click.Choice(["staging", "production"]), default="production", show_default=True,
+              help="production deploys staging first and only after its smoke_test passed")
+@_handler
+def cmd_deploy(args: Args, settings: Settings) -> int:
     from mlops_platform.defs import build_definitions
     from mlops_platform.defs.serving.assets import SMOKE_TEST, deploy_endpoints
     from mlops_platform.instance import persistent_instance
@@ -259,14 +374,18 @@ def _monitored(settings: Settings, name: str | None) -> UseCaseConfig:
     return usecase
 
 
-def _date_range(args: argparse.Namespace) -> tuple[dt.date, dt.date]:
+def _date_range(args: Args) -> tuple[dt.date, dt.date]:
     first, last = dt.date.fromisoformat(args.start), dt.date.fromisoformat(args.end)
     if last < first:
         raise ConfigError(f"--end {last} is before --start {first}")
     return first, last
 
 
-def cmd_drift(args: argparse.Namespace, settings: Settings) -> int:
+@cli.command("drift", help="drift and quality per day from the monitoring tables")
+@range_options
+@json_option
+@_handler
+def cmd_drift(args: Args, settings: Settings) -> int:
     from mlops_platform.monitoring.analysis import drift_by_day
     from mlops_platform.resources import build_resources
 
@@ -296,7 +415,28 @@ def cmd_drift(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_monitoring_refresh(args: argparse.Namespace, settings: Settings) -> int:
+@cli.command("report", help="render Evidently's full drift page of a monitored day")
+@usecase_option
+@click.option("--day", required=True, help="the monitored day, YYYY-MM-DD")
+@_handler
+def cmd_report(args: Args, settings: Settings) -> int:
+    from mlops_platform.defs.monitoring.reports import render_day_report
+    from mlops_platform.resources import build_resources
+
+    try:
+        path = render_day_report(build_resources(settings), _monitored(settings, args.usecase),
+                                 dt.date.fromisoformat(args.day))
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"report: {exc}", file=sys.stderr)
+        return 1
+    print(path)
+    return 0
+
+
+@monitoring.command("refresh", help="score and monitor a range of days in one run")
+@range_options
+@_handler
+def cmd_monitoring_refresh(args: Args, settings: Settings) -> int:
     import dagster as dg
 
     from mlops_platform.defs import build_definitions
@@ -324,7 +464,10 @@ def cmd_monitoring_refresh(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if result.success else 1
 
 
-def cmd_inference_validate(args: argparse.Namespace, settings: Settings) -> int:
+@inference.command("validate", help="schema, rows per endpoint and version, request ids, latency")
+@json_option
+@_handler
+def cmd_inference_validate(args: Args, settings: Settings) -> int:
     from mlops_platform.monitoring.analysis import validate_inference_log
     from mlops_platform.resources import build_resources
 
@@ -346,7 +489,10 @@ def cmd_inference_validate(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if report.valid else 1
 
 
-def cmd_alerts_test(args: argparse.Namespace, settings: Settings) -> int:
+@alerts.command("test", help="send a test alert through every configured sink")
+@usecase_option
+@_handler
+def cmd_alerts_test(args: Args, settings: Settings) -> int:
     from mlops_platform.monitoring.alerts import probe_alert
     from mlops_platform.resources import build_resources
 
@@ -356,82 +502,22 @@ def cmd_alerts_test(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if delivery.sent and not delivery.failed else 1
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mlops", description=__doc__)
-    parser.add_argument("--env", help="environment name under config/environments (default: $MLOPS_ENV or local)")
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    def with_days(command: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        command.add_argument("--usecase", help="use case name (default: the environment's first)")
-        command.add_argument("--start", help="first day, YYYY-MM-DD (default: the use case's replay start)")
-        command.add_argument("--days", type=int, help="number of days (default: the use case's replay window)")
-        return command
-
-    with_days(commands.add_parser("land", help="write days of source data into the landing zone")).set_defaults(
-        handler=cmd_land)
-    run = with_days(commands.add_parser("run", help="replay days: tables, a first champion, scoring, monitoring and "
-                                                    "drift-triggered retraining"))
-    run.add_argument("--skip-training", action="store_true", help="only the daily job: no champion, no retraining")
-    run.add_argument("--allow-shrink", action="store_true",
-                     help="accept days replaced by far fewer rows or mostly quarantine (refused by default)")
-    run.add_argument("--bootstrap-days", type=int,
-                     help="days replayed before the first champion is trained (default: the use case's replay)")
-    run.set_defaults(handler=cmd_run)
-    status = commands.add_parser("status", help="tables and their Delta versions, champions, latest drift day")
-    status.add_argument("--usecase")
-    status.set_defaults(handler=cmd_status)
-    features = commands.add_parser("features", help="the feature registry: tables, keys, freshness, models")
-    features.add_argument("--usecase")
-    features.add_argument("--json", action="store_true", help="machine-readable output")
-    features.set_defaults(handler=cmd_features)
-    for name, handler, text in (("promote", cmd_promote, "move a model's champion alias to its challenger"),
-                                ("rollback", cmd_rollback, "move a model's champion alias back to the previous one")):
-        command = commands.add_parser(name, help=text)
-        command.add_argument("--model", required=True, help="model name under the use case's 'models'")
-        command.add_argument("--usecase")
-        command.set_defaults(handler=handler)
-    commands.add_parser("serve", help="run the local serving process in the foreground (every deployed endpoint)"
-                        ).set_defaults(handler=cmd_serve)
-    deploy = commands.add_parser("deploy", help="publish the online stores and deploy the endpoints up to a stage")
-    deploy.add_argument("--usecase")
-    deploy.add_argument("--stage", choices=["staging", "production"], default="production",
-                        help="production deploys staging first and only after its smoke_test passed (default)")
-    deploy.set_defaults(handler=cmd_deploy)
-
-    def with_range(command: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        command.add_argument("--usecase")
-        command.add_argument("--start", required=True, help="first day, YYYY-MM-DD")
-        command.add_argument("--end", required=True, help="last day (inclusive), YYYY-MM-DD")
-        return command
-
-    drift = with_range(commands.add_parser("drift", help="drift and quality per day from the monitoring tables"))
-    drift.add_argument("--json", action="store_true", help="machine-readable output")
-    drift.set_defaults(handler=cmd_drift)
-    monitoring = commands.add_parser("monitoring", help="monitoring runs").add_subparsers(dest="action",
-                                                                                           required=True)
-    with_range(monitoring.add_parser("refresh", help="score and monitor a range of days in one run")).set_defaults(
-        handler=cmd_monitoring_refresh)
-    inference = commands.add_parser("inference", help="the inference table").add_subparsers(dest="action",
-                                                                                              required=True)
-    validate = inference.add_parser("validate", help="schema, rows per endpoint and version, request ids, latency")
-    validate.add_argument("--json", action="store_true", help="machine-readable output")
-    validate.set_defaults(handler=cmd_inference_validate)
-    alerts = commands.add_parser("alerts", help="alert sinks").add_subparsers(dest="action", required=True)
-    alerts_test = alerts.add_parser("test", help="send a test alert through every configured sink")
-    alerts_test.add_argument("--usecase")
-    alerts_test.set_defaults(handler=cmd_alerts_test)
-    return parser
-
-
 def main(argv: list[str] | None = None) -> int:
+    """Run ``mlops`` on ``argv`` (default: the process's arguments) and return its exit code."""
     warnings.filterwarnings("ignore", category=Warning, module="dagster")
-    args = build_parser().parse_args(argv)
     try:
-        settings = load_settings(args.env)
-        return args.handler(args, settings)
+        code = cli.main(args=argv, prog_name="mlops", standalone_mode=False)
+    except click.exceptions.Abort:
+        print("aborted", file=sys.stderr)
+        return 1
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
+    # ``--help`` and click's own exits return their code; a command returns its handler's.
+    return code if isinstance(code, int) else 0
 
 
 def run() -> None:

@@ -41,6 +41,10 @@ STAGE_TAG = "mlops/stage"
 SNAPSHOT_DAY_TAG = "mlops/snapshot_day"
 # On any run: "true" lets it replace days with fewer or worse rows than they hold (``mlops run --allow-shrink``).
 ALLOW_SHRINK_TAG = "mlops/allow_shrink"
+# MLflow run tags of a trained model: the training-set table and Delta version it learnt from. Monitoring reads the
+# version back to rebuild the exact reference the model saw.
+TRAINING_SET_TABLE_TAG = "training_set.table"
+TRAINING_SET_VERSION_TAG = "training_set.version"
 
 
 class TableName(NamedTuple):
@@ -51,6 +55,11 @@ class TableName(NamedTuple):
 
     def qualified(self, catalog: str) -> str:
         return f"{catalog}.{self.schema}.{self.table}"
+
+
+# The one table shared by every use case: what the serving process records of each request it answers (AI Gateway
+# inference-table columns, ``mlops_platform.serving.inference_table``), read by monitoring.
+INFERENCE_LOG = TableName(MONITORING, "inference_log")
 
 
 def schema(usecase: str, layer: str) -> str:

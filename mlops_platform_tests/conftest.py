@@ -24,6 +24,16 @@ LANDED_DAYS = day_range(FIRST_DAY, 3)
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The longest tests first: the daemon end-to-end test (``slow``) and the Spark tests (``spark``, one xdist group
+    sharing one JVM) start at once on the two workers of ``make test``, and the short tests fill in around them, so
+    the suite's wall time is about the longest group's rather than their sum."""
+    def weight(item: pytest.Item) -> int:
+        return 0 if item.get_closest_marker("slow") else 1 if item.get_closest_marker("spark") else 2
+
+    items.sort(key=weight)  # stable: within a weight, files keep their order and fixtures their scope
+
+
 @pytest.fixture(scope="session")
 def landed_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A landing zone holding the first days of 2013, written once; tests copy it before touching it."""

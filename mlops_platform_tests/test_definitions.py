@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
+
 import dagster as dg
 
 from mlops_platform import names
 from mlops_platform.defs import build_definitions
-from mlops_platform.settings import load_settings
+from mlops_platform.settings import DATA_DIR_ENV, PROJECT_ROOT, load_settings
 from mlops_platform_tests.conftest import flights_key
 
 SOURCES = {"flights", "weather", "planes", "airlines", "airports"}
@@ -93,3 +98,42 @@ def test_the_daily_job_holds_daily_tables_and_the_snapshot_job_the_snapshots(def
     assert {"flights/bronze/planes", "flights/silver/airlines", "flights/features/plane_attributes"} <= reference
     assert not daily & reference
     assert all(graph.get(dg.AssetKey(key.split("/"))).partitions_def is not None for key in daily)
+
+
+def test_the_code_location_autoloads_the_defs_folder_and_finds_the_whole_graph(settings, definitions):
+    # What `dagster dev -w workspace.yaml`, `dg list defs` and `dg check defs` load (mlops_platform.definitions).
+    from mlops_platform.definitions import defs
+
+    loaded = defs()
+
+    def shape(found: dg.Definitions) -> dict[str, set[str]]:
+        graph = found.resolve_asset_graph()
+        return {
+            "assets": {key.to_user_string() for key in graph.get_all_asset_keys()},
+            "checks": {key.to_user_string() for key in graph.asset_check_keys},
+            "jobs": {job.name for job in found.resolve_all_job_defs()} - {"__ASSET_JOB"},
+            "schedules": {schedule.name for schedule in found.schedules or []},
+            "sensors": {sensor.name for sensor in found.sensors or []},
+            "resources": set(found.resources or {}),
+        }
+
+    assert shape(loaded) == shape(definitions)
+    assert len(shape(loaded)["assets"]) > 50
+
+
+def test_a_module_dropped_into_the_defs_folder_is_loaded_beside_the_use_cases(tmp_path):
+    # What `dg scaffold defs dagster.asset <file>` creates, in a copy of the project so the package stays untouched.
+    project = tmp_path / "project"
+    for part in ("mlops_platform", "config"):
+        shutil.copytree(PROJECT_ROOT / part, project / part, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(PROJECT_ROOT / "pyproject.toml", project / "pyproject.toml")
+    (project / "mlops_platform" / "defs" / "scaffolded.py").write_text(
+        "import dagster as dg\n\n\n@dg.asset\ndef scaffolded_asset() -> None:\n    pass\n")
+    script = ("from mlops_platform.definitions import defs\n"
+              "print(sorted(k.to_user_string() for k in defs().resolve_asset_graph().get_all_asset_keys()))")
+    done = subprocess.run([sys.executable, "-c", script], cwd=project, capture_output=True, text=True, check=True,
+                          timeout=300, env={**os.environ, "PYTHONPATH": str(project),
+                                            DATA_DIR_ENV: str(tmp_path / "data")})
+
+    keys = done.stdout.splitlines()[-1]
+    assert "'scaffolded_asset'" in keys and "'flights/gold/flights'" in keys

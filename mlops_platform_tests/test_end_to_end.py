@@ -39,7 +39,7 @@ from mlops_platform.settings import (
 )
 from mlops_platform_tests.conftest import QUIET
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("daemon")]
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("daemon"), pytest.mark.timeout(1500)]
 
 JANUARY = day_range(dt.date(2013, 1, 1), 24)
 SPRING = day_range(JANUARY[-1] + dt.timedelta(days=1), (dt.date(2013, 6, 28) - JANUARY[-1]).days)

@@ -13,9 +13,9 @@ import narwhals as nw
 import pyarrow as pa
 
 from mlops_platform import names
-from mlops_platform.resources.engine import Engine
-from mlops_platform.resources.warehouse import DayRange, Warehouse
 from mlops_platform.settings import UseCaseConfig
+from mlops_platform.storage.tables import DayRange, TableReader
+from mlops_platform.transforms.engine import Engine
 from mlops_platform.transforms.features import (
     SPLIT,
     assign_split,
@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 
-def build_feature_rows(usecase: UseCaseConfig, name: str, runner: Engine, warehouse: Warehouse,
+def build_feature_rows(usecase: UseCaseConfig, name: str, runner: Engine, warehouse: TableReader,
                        days: DayRange | None) -> pa.Table:
     """A feature table's rows for ``days`` (rolling and daily lookups) or all of it (snapshot lookups)."""
     spec = usecase.features[name]
@@ -82,7 +82,7 @@ class TrainingSetBuild:
         return window + ", ".join(f"{name} {value}" for name, value in self.split.items())
 
 
-def build_training_set(usecase: UseCaseConfig, runner: Engine, warehouse: Warehouse,
+def build_training_set(usecase: UseCaseConfig, runner: Engine, warehouse: TableReader,
                        input_versions: dict[str, int] | None = None) -> TrainingSetBuild:
     """The training set from the given input versions (default: current), split as configured.
 
@@ -131,7 +131,7 @@ def build_training_set(usecase: UseCaseConfig, runner: Engine, warehouse: Wareho
     return TrainingSetBuild(rows, dict(versions), described, first_day, last_day)
 
 
-def build_scoring_rows(usecase: UseCaseConfig, runner: Engine, warehouse: Warehouse, days: DayRange | None
+def build_scoring_rows(usecase: UseCaseConfig, runner: Engine, warehouse: TableReader, days: DayRange | None
                        ) -> pa.Table:
     """The gold rows of ``days`` (all of a snapshot table) with their features, joined as the training set joins
     them."""
@@ -144,7 +144,7 @@ def build_scoring_rows(usecase: UseCaseConfig, runner: Engine, warehouse: Wareho
     return runner.to_arrow(with_features(rows, features, usecase, keys).sort(*keys))
 
 
-def feature_registry(usecase: UseCaseConfig, warehouse: Warehouse) -> list[dict[str, object]]:
+def feature_registry(usecase: UseCaseConfig, warehouse: TableReader) -> list[dict[str, object]]:
     """Every feature table: keys, freshness (last commit) and which models use it (feature -> model lineage)."""
     registered = sorted(model.registered_name for model in usecase.models.values())
     used_by = {lookup.table: registered for lookup in (usecase.training_set.lookups if usecase.training_set else [])}

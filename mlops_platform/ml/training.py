@@ -46,6 +46,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils._param_validation import Interval
 from threadpoolctl import threadpool_limits
 
+from mlops_platform import names
 from mlops_platform.ml import packaging
 from mlops_platform.ml.estimators import build_pipeline, configured_space, estimator_class, estimator_of
 from mlops_platform.ml.scoring import feature_frame
@@ -84,7 +85,7 @@ class TrainingLineage:
                 "input_versions": dict(self.input_versions), "dagster_run_id": self.dagster_run_id}
 
     def tags(self) -> dict[str, str]:
-        tags = {"training_set.table": self.table, "training_set.version": str(self.version)}
+        tags = {names.TRAINING_SET_TABLE_TAG: self.table, names.TRAINING_SET_VERSION_TAG: str(self.version)}
         tags |= {f"input_version.{name}": str(version) for name, version in self.input_versions.items()}
         if self.dagster_run_id:
             tags["dagster_run_id"] = self.dagster_run_id

@@ -10,14 +10,16 @@ from __future__ import annotations
 import datetime as dt
 import json
 import smtplib
-import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Any
 
-DRIFT = "feature_drift"
-QUALITY = "quality_drop"
+import httpx
+
+from mlops_platform.monitoring.decisions import FEATURE_DRIFT as DRIFT
+from mlops_platform.monitoring.decisions import QUALITY_DROP as QUALITY
+
 GATE_LOST = "gate_lost"
 PROMOTION = "promotion"
 ROLLBACK = "rollback"
@@ -52,10 +54,9 @@ class Alert:
 
 def post_json(url: str, body: Mapping[str, Any], timeout: float) -> None:
     """POST ``body`` as JSON; an HTTP error status or an unreachable host raises."""
-    request = urllib.request.Request(url, data=json.dumps(body, default=str).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        response.read()
+    response = httpx.post(url, content=json.dumps(body, default=str).encode(), timeout=timeout,
+                          headers={"Content-Type": "application/json"})
+    response.raise_for_status()
 
 
 def send_email(message: EmailMessage, *, host: str, port: int, timeout: float, password: str | None) -> None:

@@ -1,6 +1,7 @@
 """Reading the monitoring tables back: drift per day over a range, and the health of the inference table.
 
-What the ``mlops drift`` and ``mlops inference validate`` commands print; pure functions of the warehouse.
+What the ``mlops drift`` and ``mlops inference validate`` commands print; functions of any reader of the tables
+(``tables.TableReader``: the warehouse resource is one), so this module imports nothing of Dagster.
 """
 
 from __future__ import annotations
@@ -12,8 +13,13 @@ from dataclasses import asdict, dataclass, field
 import polars as pl
 
 from mlops_platform.monitoring import tables
-from mlops_platform.monitoring.tables import DATASET_ROW, FEATURES_SCOPE, PREDICTION_SCOPE, SERVING_SCOPE
-from mlops_platform.resources.warehouse import Warehouse, schema_difference
+from mlops_platform.monitoring.tables import (
+    DATASET_ROW,
+    FEATURES_SCOPE,
+    PREDICTION_SCOPE,
+    SERVING_SCOPE,
+    TableReader,
+)
 from mlops_platform.serving.inference_table import (
     INFERENCE_SCHEMA,
     INFERENCE_TABLE,
@@ -21,11 +27,12 @@ from mlops_platform.serving.inference_table import (
     OK_STATUS,
     normalize,
 )
+from mlops_platform.storage.tables import schema_difference
 
 LATENCY_PERCENTILES = (50, 95, 99)
 
 
-def drift_by_day(warehouse: Warehouse, usecase: str, model: str, first: dt.date, last: dt.date) -> list[dict]:
+def drift_by_day(warehouse: TableReader, usecase: str, model: str, first: dt.date, last: dt.date) -> list[dict]:
     """One entry per monitored day of a use case's ``model``: drift share and drifted columns of the batch
     features, prediction drift, drift share of the served traffic (None without requests) and quality."""
     drift_table = tables.table(usecase, model, tables.DRIFT_METRICS)
@@ -37,7 +44,8 @@ def drift_by_day(warehouse: Warehouse, usecase: str, model: str, first: dt.date,
     def rows(table: tuple[str, str]) -> pl.DataFrame:
         # Read whole and filtered here: the tables are small (a row per day and column), and a filtered delta-rs
         # scan can abort the interpreter at exit (delta-io/delta-rs#2184), which a CLI reports as a crash.
-        return pl.from_arrow(warehouse.read(*table)).filter(pl.col(tables.DAY).is_between(first, last))
+        return pl.from_arrow(warehouse.read(*table)).with_columns(tables.monitored_day()).filter(
+            pl.col("day").is_between(first, last))
 
     drift = rows(drift_table)
     quality = rows(quality_table) if warehouse.exists(*quality_table) else None
@@ -46,11 +54,11 @@ def drift_by_day(warehouse: Warehouse, usecase: str, model: str, first: dt.date,
         today = drift.filter(pl.col("day") == day)
 
         def dataset(scope: str, rows: pl.DataFrame = today) -> dict | None:
-            found = rows.filter((pl.col("scope") == scope) & (pl.col("column") == DATASET_ROW))
+            found = rows.filter((pl.col("scope") == scope) & (pl.col("column_name") == DATASET_ROW))
             return found.row(0, named=True) if found.height else None
 
         features, prediction, serving = dataset(FEATURES_SCOPE), dataset(PREDICTION_SCOPE), dataset(SERVING_SCOPE)
-        drifted = today.filter((pl.col("scope") == FEATURES_SCOPE) & (pl.col("column") != DATASET_ROW)
+        drifted = today.filter((pl.col("scope") == FEATURES_SCOPE) & (pl.col("column_name") != DATASET_ROW)
                                & pl.col("drifted"))
         measured = quality.filter(pl.col("day") == day) if quality is not None else None
         entry = {
@@ -58,7 +66,7 @@ def drift_by_day(warehouse: Warehouse, usecase: str, model: str, first: dt.date,
             "model_version": today["model_version"][0],
             "drift_share": features["score"] if features else None,
             "dataset_drifted": features["drifted"] if features else None,
-            "drifted_columns": sorted(drifted["column"].to_list()),
+            "drifted_columns": sorted(drifted["column_name"].to_list()),
             "prediction_drift_score": prediction["score"] if prediction else None,
             "prediction_drifted": prediction["drifted"] if prediction else None,
             "serving_drift_share": serving["score"] if serving else None,
@@ -72,12 +80,12 @@ def drift_by_day(warehouse: Warehouse, usecase: str, model: str, first: dt.date,
     return summary
 
 
-def latest_drift_day(warehouse: Warehouse, usecase: str, model: str) -> dt.date | None:
+def latest_drift_day(warehouse: TableReader, usecase: str, model: str) -> dt.date | None:
     table = tables.table(usecase, model, tables.DRIFT_METRICS)
     if not warehouse.exists(*table):
         return None
-    days = pl.from_arrow(warehouse.read(*table, columns=[tables.DAY]))[tables.DAY]
-    return days.max() if days.len() else None
+    ends = pl.from_arrow(warehouse.read(*table, columns=[tables.WINDOW_END]))[tables.WINDOW_END]
+    return ends.max() - dt.timedelta(days=1) if ends.len() else None
 
 
 @dataclass
@@ -108,7 +116,7 @@ class InferenceValidation:
         return {**asdict(self), "valid": self.valid}
 
 
-def validate_inference_log(warehouse: Warehouse, *, schema: str = INFERENCE_SCHEMA, table: str = INFERENCE_TABLE,
+def validate_inference_log(warehouse: TableReader, *, schema: str = INFERENCE_SCHEMA, table: str = INFERENCE_TABLE,
                            endpoint: str | None = None,
                            served_entities: Mapping[str, tuple[str, str]] | None = None) -> InferenceValidation:
     """Schema, rows per endpoint and served version, request ids, latency percentiles of the local inference log

@@ -6,10 +6,17 @@ Counted in data days (partitions), not wall-clock time, so a replay of a year be
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
-from mlops_platform.settings import Debounce, MonitoringWindow, RetrainingConfig
+from mlops_platform.settings import Debounce, MonitoringConfig, MonitoringWindow, RetrainingConfig
+
+# The monitoring asset's check names; an alert raised by a failed check carries the check's name as its kind.
+FEATURE_DRIFT = "feature_drift"
+PREDICTION_DRIFT = "prediction_drift"
+QUALITY_DROP = "quality_drop"
+LOWER_IS_BETTER = frozenset({"root_mean_squared_error", "mean_absolute_error"})
 
 
 def debounced(drifted_by_day: Mapping[dt.date, bool], latest: dt.date, rule: Debounce) -> bool:
@@ -59,3 +66,12 @@ def window_start(rows_per_day: Mapping[dt.date, int], day: dt.date, window: Moni
         first -= dt.timedelta(days=1)
         held += rows_per_day.get(first, 0)
     return first
+
+
+def quality_dropped_below(value: float | None, champion: float | None, spec: MonitoringConfig) -> bool:
+    """Whether a day's quality is worse than the champion's test score by more than ``max_quality_drop``."""
+    if value is None or champion is None or math.isnan(value) or math.isnan(champion):
+        return False
+    if spec.quality_metric in LOWER_IS_BETTER:
+        return value > champion + spec.max_quality_drop
+    return value < champion - spec.max_quality_drop

@@ -3,45 +3,26 @@
 A request's day is the UTC date it was answered, which is when the model's inputs were what they were. Only answered
 requests (status 200) of the monitored registered model count; each of their records contributes the features the
 model scored. The table is read through ``serving/inference_table.py``, the one reader of the local log and of a
-Databricks AI Gateway inference table.
+Databricks AI Gateway inference table; ``defs/monitoring/inputs.py`` reads it and hands the records in.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import pandas as pd
 
 from mlops_platform.ml.scoring import feature_frame
 from mlops_platform.monitoring.drift import DriftResult, detect_drift
-from mlops_platform.resources.warehouse import Warehouse
-from mlops_platform.serving import inference_table
-from mlops_platform.serving.inference_table import DAY, INFERENCE_SCHEMA, INFERENCE_TABLE, normalize
+from mlops_platform.serving.inference_table import DAY, INFERENCE_SCHEMA, INFERENCE_TABLE
 from mlops_platform.settings import ModelConfig
-
-
-def served_records(warehouse: Warehouse, registered_name: str, first: dt.date, last: dt.date,
-                   features: Sequence[str], *, schema: str = INFERENCE_SCHEMA, table: str = INFERENCE_TABLE,
-                   endpoint: str | None = None, served_entities: Mapping[str, tuple[str, str]] | None = None,
-                   ) -> pd.DataFrame | None:
-    """Records scored for ``registered_name`` from ``first`` to ``last`` with their day, served version and the
-    logged ``features`` (columns the table does not hold are left out); None when the table does not exist.
-
-    ``schema.table`` may be a Databricks inference table; then ``endpoint`` and ``served_entities`` say what its
-    served entities are (see :func:`mlops_platform.serving.inference_table.normalize`).
-    """
-    if not warehouse.exists(schema, table):
-        return None
-    rows = warehouse.read(schema, table, filters=[("request_date", ">=", first), ("request_date", "<=", last)])
-    return inference_table.served_records(normalize(rows, endpoint=endpoint, served_entities=served_entities),
-                                          registered_name, first, last, features)
 
 
 def serving_drift(served: pd.DataFrame | None, day: dt.date, reference: pd.DataFrame, config: ModelConfig,
                   numerical: Sequence[str], categorical: Sequence[str], *, threshold: float | None,
                   drift_share: float) -> DriftResult | str:
-    """The day's served records (from :func:`served_records`) against ``reference``, the same typed training
+    """The day's served records (``serving.inference_table.served_records``) against ``reference``, the same typed training
     reference the batch scope uses, on the features the endpoint logs; or why there is nothing to compare."""
     if served is None:
         return f"skipped: no {INFERENCE_SCHEMA}.{INFERENCE_TABLE} table"

@@ -10,7 +10,7 @@ from mlops_platform.resources.engine import ComputeEngine
 from mlops_platform.resources.landing_zone import LandingZone
 from mlops_platform.resources.mlflow import MlflowTracking
 from mlops_platform.resources.reports import ReportStore
-from mlops_platform.resources.serving import serving_target
+from mlops_platform.resources.serving import LocalServing, ServingTarget
 from mlops_platform.resources.spark import spark_sessions
 from mlops_platform.resources.unity_catalog import UnityCatalogWarehouse
 from mlops_platform.resources.warehouse import DeltaWarehouse, Warehouse
@@ -41,6 +41,17 @@ def build_mlflow(settings: Settings) -> MlflowTracking:
     return MlflowTracking(tracking_uri=config.tracking_uri, registry_uri=config.registry_uri,
                           experiment_root=config.experiment_root,
                           workspace=databricks_workspace(env.databricks) if env.databricks else None)
+
+
+def serving_target(settings: Settings) -> ServingTarget:
+    """The serving target of an environment: Databricks when it has a ``databricks`` section, else local."""
+    env = settings.environment
+    if env.databricks is not None:
+        from mlops_platform.resources.databricks_serving import databricks_serving
+
+        return databricks_serving(settings)
+    return LocalServing(serving_dir=str(settings.serving_dir), host=env.serving.host, port=env.serving.port,
+                        warehouse_root=str(settings.warehouse_dir), catalog=env.catalog)
 
 
 def build_resources(settings: Settings) -> dict[str, object]:

@@ -26,7 +26,7 @@ from mlflow.protos.databricks_pb2 import (
     ErrorCode,
 )
 from mlflow.utils.databricks_utils import get_workspace_url
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from mlops_platform.resources.databricks import DatabricksWorkspace
 from mlops_platform.settings import UNITY_CATALOG_REGISTRY
@@ -46,10 +46,16 @@ class MlflowTracking(dg.ConfigurableResource):
     ui_url: str | None = Field(default=None, description="the MLflow UI; None: the Databricks workspace's")
     workspace: DatabricksWorkspace | None = Field(
         default=None, description="credentials for a Databricks tracking server outside a Databricks job")
+    # Whether this instance pointed the process's MLflow at its store (Dagster's documented PrivateAttr pattern).
+    _configured: bool = PrivateAttr(default=False)
 
     @property
     def registry(self) -> str:
         return self.registry_uri or self.tracking_uri
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        # Once per run (per step process): the environment, the URIs and the SQLite schema check under a file lock.
+        self.configure()
 
     def configure(self) -> None:
         """Point the process's MLflow client at this store; the SQLite schema is created once, under a lock."""
@@ -68,9 +74,15 @@ class MlflowTracking(dg.ConfigurableResource):
             with open(database.with_suffix(".lock"), "w") as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)
                 MlflowClient(self.tracking_uri, self.tracking_uri).search_experiments(max_results=1)
+        self._configured = True
 
     def client(self) -> MlflowClient:
-        self.configure()
+        """A client of this store. Outside a run (the CLI) the first call configures; so does a call after another
+        store took over the process's MLflow (tests, a replay of several environments), which the fluent API
+        (``mlflow.start_run``) would otherwise follow."""
+        if not self._configured or (mlflow.get_tracking_uri(), mlflow.get_registry_uri()) != (self.tracking_uri,
+                                                                                             self.registry):
+            self.configure()
         return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry)
 
     def alias_version(self, registered_name: str, alias: str) -> str | None:

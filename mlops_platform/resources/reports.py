@@ -6,6 +6,9 @@ from pathlib import Path
 
 import dagster as dg
 
+# Beside the reports, not among them: the cached reference baselines are data for monitoring, not pages to read.
+REFERENCE_CACHE = "monitoring_reference_cache"
+
 
 class ReportStore(dg.ConfigurableResource):
     root: str
@@ -14,3 +17,7 @@ class ReportStore(dg.ConfigurableResource):
         path = Path(self.root).joinpath(*parts)
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
+
+    def reference_cache(self, *parts: str) -> Path:
+        """The folder of a model's cached reference baselines (``monitoring.reference.ReferenceCache``)."""
+        return Path(self.root).resolve().parent.joinpath(REFERENCE_CACHE, *parts)

@@ -307,20 +307,6 @@ def _same_deployment(path: Path, config: EndpointConfig) -> bool:
             and current.model_dump(exclude=ignored) == config.model_dump(exclude=ignored))
 
 
-def serving_target(settings: Any) -> ServingTarget:
-    """The serving target of an environment: Databricks when it has a ``databricks`` section, else local."""
-    env = settings.environment
-    serving_dir = str(settings.serving_dir)
-    if env.databricks is not None:
-        from mlops_platform.resources.databricks_serving import databricks_serving
-
-        return databricks_serving(settings)
-    return LocalServing(serving_dir=serving_dir, host=env.serving.host, port=env.serving.port,
-                        warehouse_root=str(settings.warehouse_dir), catalog=env.catalog)
-
-
-
-
 def serve_foreground(target: LocalServing) -> int:
     """Run the serving process of ``target`` in this process until SIGTERM/SIGINT; deploys reuse it meanwhile."""
     with serving_lock(target.serving_dir):

@@ -1,13 +1,11 @@
-"""The in-process Spark session, and Arrow in and out of it on every Spark the platform runs on.
+"""The in-process Spark session as a resource, on a laptop, in the orchestrator and inside a Databricks job.
 
 On a laptop and in the orchestrator the session comes from dagster-pyspark's ``LazyPySparkResource`` (``local[2]``,
 started on first use, so a run that never touches Spark never starts a JVM). Inside a Databricks job it is the
 runtime's own session: the wheel installed there does not depend on dagster-pyspark, whose PyPI dependency on
 ``pyspark`` would install a second Spark over the runtime's (see the ``orchestrator`` extra in pyproject.toml).
 
-Databricks runtimes 15.4 LTS and 16.4 LTS run Spark 3.5, whose ``createDataFrame`` does not take an Arrow table;
-``arrow_to_spark`` goes through pandas there, with the Arrow schema stated so no type is guessed. Their
-``DataFrame.toArrow`` is backported (from runtime 15.3 on), so results come back as Arrow everywhere.
+Arrow in and out of Spark is plain code in ``mlops_platform.storage.spark``.
 """
 
 from __future__ import annotations
@@ -15,7 +13,6 @@ from __future__ import annotations
 import os
 
 import dagster as dg
-import pyarrow as pa
 
 LOCAL_SPARK_CONFIG = {
     "spark.master": "local[2]",
@@ -51,41 +48,3 @@ def spark_sessions() -> dg.ConfigurableResource:
     from dagster_pyspark import LazyPySparkResource
 
     return LazyPySparkResource(spark_config=LOCAL_SPARK_CONFIG)
-
-
-def is_spark_connect(frame) -> bool:
-    """Whether ``frame`` (a pyspark DataFrame) belongs to a Spark Connect session, as on serverless compute."""
-    return type(frame).__module__.startswith("pyspark.sql.connect")
-
-
-def _spark_major(session) -> int:
-    return int(session.version.split(".")[0])
-
-
-def _without_large_types(kind: pa.DataType) -> pa.DataType:
-    """``kind`` with 32-bit offsets, the only ones Spark 3.5's Arrow schema conversion knows."""
-    types = pa.types
-    if types.is_large_string(kind):
-        return pa.string()
-    if types.is_large_binary(kind):
-        return pa.binary()
-    if types.is_large_list(kind) or types.is_list(kind):
-        return pa.list_(_without_large_types(kind.value_type))
-    if types.is_struct(kind):
-        return pa.struct([pa.field(field.name, _without_large_types(field.type))
-                          for field in (kind.field(i) for i in range(kind.num_fields))])
-    return kind
-
-
-def arrow_to_spark_via_pandas(session, table: pa.Table):
-    """``table`` as a Spark DataFrame through pandas with its schema stated: the route on Spark 3.5."""
-    from pyspark.sql.pandas.types import from_arrow_schema
-
-    schema = pa.schema([pa.field(field.name, _without_large_types(field.type)) for field in table.schema])
-    return session.createDataFrame(table.to_pandas(), schema=from_arrow_schema(schema))
-
-
-def arrow_to_spark(session, table: pa.Table):
-    if _spark_major(session) >= 4:
-        return session.createDataFrame(table)
-    return arrow_to_spark_via_pandas(session, table)

@@ -30,8 +30,8 @@ from databricks.sdk.service import sql as dbsql
 from pydantic import Field
 
 from mlops_platform.resources.databricks import DatabricksWorkspace
-from mlops_platform.resources.spark import arrow_to_spark
 from mlops_platform.resources.warehouse import Commit, DayRange, Filter, TableWrite, Warehouse
+from mlops_platform.storage.spark import arrow_to_spark
 
 SOURCE_VIEW = "mlops_merge_source"
 # Statement results' types when a result has no rows, and so no Arrow batch to carry its schema.

@@ -24,13 +24,13 @@ import orjson
 import pandas as pd
 import pyarrow as pa
 
+from mlops_platform import names
 from mlops_platform.serving.payload import RequestError, parse_records
 
 if TYPE_CHECKING:
     import polars as pl
 
-INFERENCE_SCHEMA = "monitoring"
-INFERENCE_TABLE = "inference_log"
+INFERENCE_SCHEMA, INFERENCE_TABLE = names.INFERENCE_LOG
 OK_STATUS = 200
 
 # The AI Gateway inference table's columns, in its order.

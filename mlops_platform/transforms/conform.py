@@ -24,7 +24,7 @@ import pyarrow as pa
 from mlops_platform.settings import ColumnType, Rule, SourceConfig
 
 if TYPE_CHECKING:
-    from mlops_platform.resources.engine import Engine
+    from mlops_platform.transforms.engine import Engine
 
 LANDING_DATE = "_landing_date"
 SOURCE_FILE = "_source_file"

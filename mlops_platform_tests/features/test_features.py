@@ -42,24 +42,6 @@ def features(warehouse, table: str) -> pl.DataFrame:
     return pl.from_arrow(warehouse.read(*flights_table("features", table)))
 
 
-def test_rolling_features_equal_a_plain_computation_over_the_days_before(ten_days):
-    gold = pl.from_arrow(ten_days.read(*flights_table("gold", "flights")))
-    day = DAYS[8]
-    before = gold.filter((pl.col("flight_date") < day) & (pl.col("flight_date") >= day - dt.timedelta(days=7)))
-    expected = before.group_by("carrier").agg(
-        pl.col("dep_delay").mean().alias("carrier_dep_delay_mean_7d"),
-        pl.len().alias("carrier_rows_7d"),
-        pl.col("is_cancelled").cast(pl.Float64).mean().alias("carrier_is_cancelled_mean_7d"),
-    )
-
-    actual = features(ten_days, "carrier_delays").filter(pl.col("feature_date") == day)
-    joined = expected.join(actual, on="carrier", suffix="_actual")
-    assert joined.height == expected.height > 10
-    for column in ("carrier_dep_delay_mean_7d", "carrier_is_cancelled_mean_7d"):
-        assert (joined[column] - joined[f"{column}_actual"]).abs().max() < 1e-9
-    assert (joined["carrier_rows_7d"] == joined["carrier_rows_7d_actual"]).all()
-
-
 def test_changing_later_days_never_changes_an_earlier_flights_features(settings, flights, definitions, ten_days):
     """The leakage test: delays of the cutoff day and later are rewritten; features up to the cutoff must not move."""
     tables = ("carrier_delays", "route_delays")

@@ -29,9 +29,15 @@ DAY1, DAY2 = dt.date(2013, 3, 1), dt.date(2013, 3, 2)
 MODEL = "flights_delay"
 
 
+def window(day):
+    return {"window_start": day, "window_end": day + dt.timedelta(days=1), "granularity": "1 day",
+            "usecase": "flights", "model": MODEL}
+
+
 def drift_row(day, scope, column, score, drifted, version="3"):
-    return {"day": day, "usecase": "flights", "model": MODEL, "model_version": version, "scope": scope, "column": column,
-            "method": "wasserstein", "score": score, "threshold": 0.1, "drifted": drifted}
+    return {**window(day), "model_version": version, "drift_type": "BASELINE", "scope": scope, "column_name": column,
+            "data_type": "numerical", "method": "Wasserstein distance (normed)", "wasserstein_distance": score,
+            "score": score, "threshold": 0.1, "drifted": drifted}
 
 
 @pytest.fixture
@@ -43,8 +49,8 @@ def monitored(settings):
             drift_row(DAY2, "features", DATASET_ROW, 1.0, True), drift_row(DAY2, "prediction", DATASET_ROW, 0.2, True),
             drift_row(DAY2, "serving", DATASET_ROW, 0.5, True)]
     warehouse.append(*flights_table("monitoring", "delay_drift_metrics"), pa.Table.from_pylist(rows, DRIFT_SCHEMA))
-    quality = [{"day": day, "usecase": "flights", "model": MODEL, "model_version": "3", "metric": "roc_auc", "value": value,
-                "champion_value": 0.7, "rows": 800} for day, value in ((DAY1, 0.69), (DAY2, 0.6))]
+    quality = [{**window(day), "model_version": "3", "metric": "roc_auc", "value": value, "champion_value": 0.7,
+                "rows": 800} for day, value in ((DAY1, 0.69), (DAY2, 0.6))]
     warehouse.append(*flights_table("monitoring", "delay_quality_metrics"), pa.Table.from_pylist(quality, QUALITY_SCHEMA))
     return warehouse
 
@@ -174,7 +180,7 @@ def test_alerts_test_fails_naming_the_sink_that_failed(settings, monkeypatch, ca
     assert main(["alerts", "test"]) == 1
 
     err = capsys.readouterr().err
-    assert "webhook FAILED (URLError" in err
+    assert "webhook FAILED (ConnectError" in err
 
 
 def test_promote_and_rollback_send_alerts_once(receivers, settings, capsys):

@@ -9,14 +9,15 @@ from unittest.mock import patch
 import dagster as dg
 
 from mlops_platform.defs.monitoring import sensors
-from mlops_platform.defs.monitoring.assets import (
-    FEATURE_DRIFT,
-    QUALITY_DROP,
-    quality_dropped_below,
-)
 from mlops_platform.defs.monitoring.sensors import TRIGGER_TAG
 from mlops_platform.defs.stages import monitoring_key
-from mlops_platform.monitoring.decisions import debounced, retraining_decision
+from mlops_platform.monitoring.decisions import (
+    FEATURE_DRIFT,
+    QUALITY_DROP,
+    debounced,
+    quality_dropped_below,
+    retraining_decision,
+)
 from mlops_platform.settings import Debounce, RetrainingConfig
 
 DAY = dt.date(2013, 3, 10)

@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mlops_platform.defs.monitoring.inputs import served_records
 from mlops_platform.monitoring.drift import DriftResult
-from mlops_platform.monitoring.serving_drift import served_records, serving_drift
+from mlops_platform.monitoring.serving_drift import serving_drift
 from mlops_platform.resources.warehouse import DeltaWarehouse
 from mlops_platform.serving.inference_table import (
     DAY,

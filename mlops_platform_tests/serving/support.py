@@ -155,3 +155,20 @@ def wait_ready(server: Server, endpoint: str, version: str | None = None, timeou
             return last
         time.sleep(0.1)
     raise TimeoutError(f"{endpoint} not ready: {last}")
+
+
+def assert_same_answers(actual: list[Any], expected: list[Any], kind: str) -> None:
+    """Equal answers; for the linear kind, labels equal and values equal to 1e-9 relative.
+
+    A linear model's dot product runs in BLAS, whose summation order depends on memory alignment, thread count and
+    batch shape: the same rows scored by the pyfunc and by the endpoint have been seen up to 1e-13 apart (relative).
+    The compiled trees add in a fixed order and must agree exactly.
+    """
+    if kind != "linear":
+        assert actual == expected
+        return
+    assert len(actual) == len(expected)
+    if expected and isinstance(expected[0], dict):
+        assert [a["label"] for a in actual] == [e["label"] for e in expected]
+        actual, expected = [a["probability"] for a in actual], [e["probability"] for e in expected]
+    np.testing.assert_allclose(actual, expected, rtol=1e-9, atol=1e-12)

@@ -11,8 +11,9 @@ import dagster as dg
 import httpx
 import pytest
 
+from mlops_platform import names
 from mlops_platform.defs import build_definitions
-from mlops_platform.defs.inference.assets import predictions_key
+from mlops_platform.defs.stages import predictions_key
 from mlops_platform.ml.gate import CHAMPION
 from mlops_platform.ml.scoring import PREDICTED_LABEL, PREDICTION
 from mlops_platform.resources.serving import EndpointDeployment, ResolvedModel
@@ -30,7 +31,7 @@ from mlops_platform_tests.serving.support import (
 
 pytestmark = [pytest.mark.timeout(900), pytest.mark.xdist_group("serving-batch")]
 
-MODEL = "flights_delay"
+MODEL = "delay"
 
 
 def test_the_endpoint_answers_the_numbers_of_the_days_batch_predictions(landed_settings: Settings, frames,
@@ -48,12 +49,12 @@ def test_the_endpoint_answers_the_numbers_of_the_days_batch_predictions(landed_s
     for day in LANDED_DAYS[:2]:
         # Monitoring needs a champion with training lineage, which this one lacks; the predictions are what counts.
         result = run_day(definitions, day, instance)
-        assert predictions_key(MODEL) in {e.asset_key for e in result.get_asset_materialization_events()}
+        assert predictions_key(usecase, MODEL) in {e.asset_key for e in result.get_asset_materialization_events()}
 
     warehouse = definitions.resources["warehouse"]
     gold = usecase.gold[usecase.training_set.source]
     day = LANDED_DAYS[1]
-    batch = warehouse.read(*predictions_key(MODEL).path, days=DayRange(gold.partition_column, day, day)).to_pandas()
+    batch = warehouse.read(*names.predictions_table(usecase.name, MODEL), days=DayRange(gold.partition_column, day, day)).to_pandas()
     assert len(batch) > 500 and set(batch["model_version"]) == {version}
     assert batch[features].isna().any(axis=None), "the day's rows hold missing values"
 

@@ -13,8 +13,8 @@ import json
 import pyarrow as pa
 import pytest
 
+from mlops_platform.defs.monitoring.inputs import served_records
 from mlops_platform.monitoring.analysis import validate_inference_log
-from mlops_platform.monitoring.serving_drift import served_records
 from mlops_platform.resources.warehouse import DeltaWarehouse
 from mlops_platform.serving.inference_log import DeltaSink, InferenceLogger, Spool
 from mlops_platform.serving.inference_table import (

@@ -38,14 +38,16 @@ from mlops_platform.resources.engine import (
     canonical_arrow,
     canonical_schema,
 )
-from mlops_platform.resources.spark import LOCAL_SPARK_CONFIG, arrow_to_spark_via_pandas
+from mlops_platform.resources.spark import LOCAL_SPARK_CONFIG
 from mlops_platform.resources.warehouse import DayRange, DeltaWarehouse
 from mlops_platform.settings import UseCaseConfig, load_settings
+from mlops_platform.storage.spark import arrow_to_spark_via_pandas
 from mlops_platform.transforms.conform import LANDING_DATE, RULE_COLUMN, conformed_tables
 from mlops_platform.usecases.flights import build_gold_flights
 from mlops_platform_tests.conftest import LANDED_DAYS
 
-pytestmark = pytest.mark.spark
+# One worker runs every Spark test (remote/test_remote_spark.py too), so one JVM starts.
+pytestmark = [pytest.mark.spark, pytest.mark.xdist_group("spark"), pytest.mark.timeout(900)]
 
 if shutil.which("java") is None:
     pytest.skip("Java 17 is needed for the Spark parity test (no `java` on PATH)", allow_module_level=True)

@@ -115,7 +115,7 @@ def test_penguins_goes_from_snapshots_to_a_served_champion_and_monitored_snapsho
     metadata = flow.metadata(monitored, names.MONITORING, names.monitoring_asset("sex"))
     assert metadata["day"] == SNAPSHOT_DAYS[1].isoformat()
     assert metadata["roc_auc"] > 0.9
-    quality = pl.from_arrow(flow.warehouse.read(*tables.table("penguins", "sex", tables.QUALITY_METRICS)))
+    quality = pl.from_arrow(flow.warehouse.read(*tables.table("penguins", "sex", tables.QUALITY_METRICS))).with_columns(tables.monitored_day())
     # The whole snapshot is judged: every labelled penguin.
     assert quality.select("day", "usecase", "model", "rows").rows() == [
         (SNAPSHOT_DAYS[1], "penguins", "penguins_sex", 344)]
@@ -152,7 +152,7 @@ def test_seattle_weather_goes_from_daily_rows_to_a_served_champion_monitored_ove
                                "dagster/asset_partition_range_end": scored[-1].isoformat()})
 
     quality = pl.from_arrow(flow.warehouse.read(*tables.table("seattle_weather", "temp_max",
-                                                               tables.QUALITY_METRICS))).sort("day")
+                                                               tables.QUALITY_METRICS))).with_columns(tables.monitored_day()).sort("day")
     # One row a day, each day judged on the scored days of the four weeks ending with it.
     assert quality.select("day", "rows").rows() == [(day, i + 1) for i, day in enumerate(scored)]
     metadata = flow.metadata(monitored, names.MONITORING, names.monitoring_asset("temp_max"))
@@ -200,7 +200,7 @@ def test_two_use_cases_with_the_same_source_table_and_model_names_never_touch_ea
 
         assert {table: twin.warehouse.version(*table) for table in owned} == before
         for usecase in ("penguins", "penguins_twin"):
-            quality = pl.from_arrow(first.warehouse.read(*tables.table(usecase, "sex", tables.QUALITY_METRICS)))
+            quality = pl.from_arrow(first.warehouse.read(*tables.table(usecase, "sex", tables.QUALITY_METRICS))).with_columns(tables.monitored_day())
             assert quality.select("day", "usecase", "model").rows() == [(SNAPSHOT_DAYS[1], usecase, f"{usecase}_sex")]
         registry = first.definitions.resources["mlflow"]
         assert registry.alias_version("penguins_sex", CHAMPION) == registry.alias_version("penguins_twin_sex",

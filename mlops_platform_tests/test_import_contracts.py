@@ -1,0 +1,77 @@
+"""The import contracts in pyproject.toml (run by ``make lint``) hold on the package and fail on a wrong-way import.
+
+Each failing case copies the package, adds one import a newcomer might write, and runs ``lint-imports`` on the copy.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import mlops_platform
+
+PACKAGE = Path(mlops_platform.__file__).parent
+PYPROJECT = PACKAGE.parent / "pyproject.toml"
+LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
+
+
+def lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    return subprocess.run([str(LINT_IMPORTS), "--no-cache", "--no-logo", str(root / "pyproject.toml")],
+                          check=False, cwd=root,
+                          env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def copy(tmp_path: Path) -> Path:
+    shutil.copytree(PACKAGE, tmp_path / "mlops_platform", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(PYPROJECT, tmp_path / "pyproject.toml")
+    return tmp_path
+
+
+def broken(result: subprocess.CompletedProcess[str], contract: str) -> bool:
+    """Whether the contract whose name starts with ``contract`` is reported BROKEN (names wrap across lines)."""
+    text = " ".join(result.stdout.split())
+    return re.search(re.escape(contract) + r"(?:(?! KEPT).)*? BROKEN", text) is not None
+
+
+def add_import(root: Path, module: str, statement: str) -> None:
+    path = root / Path(*module.split(".")).with_suffix(".py")
+    path.write_text(path.read_text() + f"\n{statement}\n")
+
+
+def test_the_package_keeps_every_contract():
+    result = lint_imports(PACKAGE.parent)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "3 kept, 0 broken" in result.stdout
+
+
+def test_a_plain_library_importing_a_resource_breaks_the_layers(copy: Path):
+    add_import(copy, "mlops_platform.transforms.features", "import mlops_platform.resources.warehouse  # noqa")
+    result = lint_imports(copy)
+    assert result.returncode == 1
+    assert broken(result, "Imports go down")
+    assert "mlops_platform.transforms.features -> mlops_platform.resources.warehouse" in result.stdout
+
+
+def test_the_serving_process_importing_dagster_breaks_a_contract(copy: Path):
+    add_import(copy, "mlops_platform.serving.payload", "import dagster  # noqa")
+    result = lint_imports(copy)
+    assert result.returncode == 1
+    assert broken(result, "Plain libraries know nothing of Dagster")
+    assert "mlops_platform.serving.payload -> dagster" in result.stdout
+
+
+def test_two_modules_importing_each_other_break_the_acyclic_contract(copy: Path):
+    # storage.tables is imported by storage.delta; the reverse import closes a cycle inside one layer.
+    add_import(copy, "mlops_platform.storage.tables", "import mlops_platform.storage.delta  # noqa")
+    result = lint_imports(copy)
+    assert result.returncode == 1
+    assert broken(result, "No import cycles")
+    assert not broken(result, "Imports go down")
