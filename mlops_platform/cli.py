@@ -140,6 +140,8 @@ def cmd_land(args: Args, settings: Settings) -> int:
                          "retraining")
 @days_options
 @click.option("--skip-training", is_flag=True, help="only the daily job: no champion, no retraining")
+@click.option("--allow-shrink", is_flag=True,
+              help="accept days replaced by far fewer rows or mostly quarantine (refused by default)")
 @click.option("--bootstrap-days", type=int,
               help="days replayed before the first champion is trained (default: the use case's replay)")
 @_handler
@@ -157,6 +159,11 @@ def cmd_run(args: Args, settings: Settings) -> int:
 
     disable_logging()
     usecase = _usecase(settings, args.usecase)
+    if args.allow_shrink:
+        # The operator accepts, for this replay, days replaced by fewer or mostly quarantined rows (replace_guard).
+        usecase = usecase.model_copy(update={"replace_guard": usecase.replace_guard.model_copy(
+            update={"allow_shrink": True})})
+        settings = settings.model_copy(update={"usecases": {**settings.usecases, usecase.name: usecase}})
     instance = persistent_instance(durable=False)
     days = _days(args, usecase, replay=True)
     bootstrap_days = args.bootstrap_days or usecase.replay.bootstrap_days

@@ -39,6 +39,8 @@ USECASE_TAG = "mlops/usecase"
 STAGE_TAG = "mlops/stage"
 # On a snapshot run: the day of the snapshot it processes (the landing sensor and the replay set it).
 SNAPSHOT_DAY_TAG = "mlops/snapshot_day"
+# On any run: "true" lets it replace days with fewer or worse rows than they hold (``mlops run --allow-shrink``).
+ALLOW_SHRINK_TAG = "mlops/allow_shrink"
 # MLflow run tags of a trained model: the training-set table and Delta version it learnt from. Monitoring reads the
 # version back to rebuild the exact reference the model saw.
 TRAINING_SET_TABLE_TAG = "training_set.table"

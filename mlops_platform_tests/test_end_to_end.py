@@ -26,7 +26,7 @@ from mlops_platform.defs import build_definitions
 from mlops_platform.defs.monitoring.assets import FEATURE_DRIFT, QUALITY_DROP
 from mlops_platform.defs.monitoring.sensors import TRIGGER_TAG
 from mlops_platform.defs.registry.assets import BEATS_CHAMPION
-from mlops_platform.defs.stages import model_key, monitoring_key
+from mlops_platform.defs.stages import champion_key, model_key, monitoring_key
 from mlops_platform.landing import day_range, land_days
 from mlops_platform.ml.gate import CHAMPION
 from mlops_platform.resources.serving import stop_server
@@ -154,11 +154,11 @@ def test_drift_under_the_daemon_retrains_and_the_gate_decides_the_champion(tmp_p
                for name in (FEATURE_DRIFT, QUALITY_DROP)}
     assert retraining.tags[TRIGGER_TAG] in watched
 
-    # A model whose blocking gate says no fails its step, and so the run; nothing else may have failed.
+    # Whatever the gate decides, the retraining run succeeds: losing to the champion is an outcome, not a failure.
     failed_steps = {event.step_key for event in instance.all_logs(retraining.run_id)
                     if event.dagster_event and event.dagster_event.event_type_value == "STEP_FAILURE"}
-    assert all(step.endswith(f"_{BEATS_CHAMPION}") for step in failed_steps), failed_steps
-    assert (retraining.status == dg.DagsterRunStatus.SUCCESS) == (not failed_steps)
+    assert not failed_steps
+    assert retraining.status == dg.DagsterRunStatus.SUCCESS
 
     gate = instance.get_latest_asset_check_evaluation_record(
         dg.AssetCheckKey(model_key(usecase, "delay"), BEATS_CHAMPION))
@@ -166,4 +166,10 @@ def test_drift_under_the_daemon_retrains_and_the_gate_decides_the_champion(tmp_p
     candidate = str(gate.evaluation.metadata["candidate_version"].value)
     champion = client.alias_version(registered, CHAMPION)
     assert candidate != first_champion
+    # The promotion asset reads the verdict right: it moved the alias, or it recorded that the champion stays.
+    promotion = instance.get_latest_materialization_event(champion_key(usecase, "delay"))
+    assert promotion is not None and promotion.run_id == retraining.run_id
+    outcome = promotion.asset_materialization.metadata["outcome"].value
+    assert outcome == ("promoted" if gate.evaluation.passed else "champion stays")
+    assert str(promotion.asset_materialization.metadata["champion_version"].value) == champion
     assert champion == (candidate if gate.evaluation.passed else first_champion)

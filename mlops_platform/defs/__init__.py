@@ -18,7 +18,7 @@ from mlops_platform.defs.landing.assets import landing_specs
 from mlops_platform.defs.landing.sensors import landing_sensor
 from mlops_platform.defs.monitoring.assets import monitoring_assets
 from mlops_platform.defs.monitoring.sensors import retraining_sensor
-from mlops_platform.defs.quality import freshness_checks
+from mlops_platform.defs.quality import freshness_checks, freshness_sensor
 from mlops_platform.defs.registry.assets import registry_assets
 from mlops_platform.defs.remote import databricks_definitions
 from mlops_platform.defs.serving.assets import serving_assets
@@ -41,6 +41,7 @@ def usecase_definitions(usecase: UseCaseConfig) -> dg.Definitions:
         asset_checks=freshness_checks(usecase, freshness_keys(usecase)),
         schedules=schedules(usecase, jobs),
         sensors=[landing_sensor(usecase, jobs),
+                 *([freshness_sensor(usecase, freshness_keys(usecase))] if freshness_keys(usecase) else []),
                  *([retraining_sensor(usecase, training)] if training and usecase.monitoring else [])],
     )
 

@@ -60,6 +60,12 @@ def usecase_jobs(usecase: UseCaseConfig, assets: Sequence[dg.AssetsDefinition]
             description=f"Rebuild the {usecase.name} training set, train and register every model, gate each "
                         "against its champion (beats_champion) and promote the ones that pass, then redeploy the "
                         "serving endpoints: staging, its smoke_test, production.")
+    if freshness := freshness_keys(usecase):
+        # On demand; the daemon runs the same checks hourly through their automation condition.
+        jobs[f"{usecase.name}_freshness"] = dg.define_asset_job(
+            f"{usecase.name}_freshness",
+            selection=dg.AssetSelection.checks(*(dg.AssetCheckKey(key, "freshness") for key in freshness)),
+            description=f"Evaluate the freshness checks of the {usecase.name} use case's daily tables now.")
     return jobs
 
 
@@ -71,19 +77,13 @@ def freshness_keys(usecase: UseCaseConfig) -> list[dg.AssetKey]:
 
 def schedules(usecase: UseCaseConfig, jobs: dict[str, dg.UnresolvedAssetJobDefinition]
               ) -> list[dg.ScheduleDefinition]:
-    """Wall-clock cadence for live data: yesterday's partition every morning, snapshots every Monday, the
-    freshness checks every hour.
+    """Wall-clock cadence for live data: yesterday's partition every morning, snapshots every Monday.
 
-    Stopped by default: replayed history arrives through the landing sensor, not the calendar.
+    Stopped by default: replayed history arrives through the landing sensor, not the calendar. Freshness needs no
+    schedule: the daemon evaluates the tables' freshness policies and runs the freshness checks by automation.
     """
     stopped = dg.DefaultScheduleStatus.STOPPED
     built = []
-    if freshness := freshness_keys(usecase):
-        job = dg.define_asset_job(
-            f"{usecase.name}_freshness",
-            selection=dg.AssetSelection.checks(*(dg.AssetCheckKey(key, "freshness") for key in freshness)),
-            description=f"Evaluate the freshness checks of the {usecase.name} use case's daily tables.")
-        built.append(dg.ScheduleDefinition(job=job, cron_schedule="0 * * * *", default_status=stopped))
     if daily := jobs.get(names.daily_job(usecase.name)):
         built.append(dg.build_schedule_from_partitioned_job(daily, hour_of_day=2, default_status=stopped))
     if snapshot := jobs.get(names.snapshot_job(usecase.name)):

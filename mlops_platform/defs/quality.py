@@ -16,8 +16,9 @@ import polars as pl
 import pyarrow as pa
 
 from mlops_platform import names
-from mlops_platform.resources.warehouse import Warehouse
-from mlops_platform.settings import Rule, UseCaseConfig
+from mlops_platform.guard import Replacement, judge_replacement
+from mlops_platform.resources.warehouse import DayRange, Warehouse
+from mlops_platform.settings import ReplaceGuard, Rule, UseCaseConfig
 
 SAMPLE_ROWS = 5
 
@@ -100,29 +101,111 @@ def consistent_keys_result(asset: dg.AssetKey, conflicts: pa.Table, keys: Sequen
     )
 
 
-def reconcile_result(asset: dg.AssetKey, expected: int, actual: int, explanation: str) -> dg.AssetCheckResult:
+def reconcile_result(asset: dg.AssetKey, expected: int, actual: int, explanation: str,
+                     versions: dict[str, int | None] | None = None) -> dg.AssetCheckResult:
+    """``versions``: the Delta version each side was counted in."""
     return dg.AssetCheckResult(
         asset_key=asset,
         check_name=ROWS_RECONCILE,
         passed=expected == actual,
         metadata={"expected_rows": expected, "actual_rows": actual, "difference": actual - expected,
-                  "how": explanation},
+                  "how": explanation, **({"versions": dg.MetadataValue.json(versions)} if versions else {})},
     )
 
 
+def committed_rows(warehouse: Warehouse, table: names.TableName, days: DayRange | None, version: int | None = None,
+                   columns: Sequence[str] | None = None) -> pa.Table:
+    """The rows a table holds for ``days`` (all of it without), as of ``version`` or now; empty when it does not
+    exist. Checks count what was committed, read back, never the frame that was handed to the writer."""
+    if not warehouse.exists(*table):
+        return pa.table({name: pa.array([], pa.null()) for name in columns or []})
+    return warehouse.read(*table, days=days, version=version, columns=columns)
+
+
+# Commit metadata stamping the writes of one batch (a run over some days) into several tables.
+BATCH_STAMP = "mlops_batch"
+DAYS_STAMP = "mlops_days"
+
+
+def _last_batch(warehouse: Warehouse, table: names.TableName, days: str) -> str | None:
+    for commit in warehouse.history(*table, limit=100):
+        if commit.metadata.get(DAYS_STAMP) == days:
+            return commit.metadata.get(BATCH_STAMP)
+    return None
+
+
+def interrupted_batch(warehouse: Warehouse, complete: names.TableName, first: names.TableName, days: str
+                      ) -> str | None:
+    """The batch that committed ``first`` for ``days`` but not ``complete`` (written after it), or None.
+
+    A run that dies between its two commits leaves exactly this: the newest stamp for those days differs.
+    """
+    started, finished = _last_batch(warehouse, first, days), _last_batch(warehouse, complete, days)
+    return started if started is not None and started != finished else None
+
+
+def days_label(days: DayRange | None) -> str:
+    """The days a write replaces, as people read them and as batch stamps record them."""
+    if days is None:
+        return "snapshot"
+    return str(days.first) if days.first == days.last else f"{days.first}..{days.last}"
+
+
+def guard_replacement(context: dg.AssetExecutionContext, limits: ReplaceGuard, warehouse: Warehouse,
+                      table: names.TableName, days: DayRange | None, *, new_rows: int, quarantined: int = 0,
+                      source_rows: int | None = None, count_column: str | None = None) -> Replacement:
+    """Refuse (fail the run, before anything is written) to replace days holding rows with a much worse version.
+
+    The run tag ``mlops/allow_shrink=true`` or the use case's ``replace_guard.allow_shrink`` accepts it: the
+    replacement then proceeds with a warning naming the numbers.
+    """
+    column = count_column or (days.column if days else None)
+    old_rows = committed_rows(warehouse, table, days, columns=[column] if column else None).num_rows
+    verdict = judge_replacement(warehouse.full_name(*table), days_label(days), old_rows=old_rows, new_rows=new_rows,
+                                limits=limits, quarantined=quarantined, source_rows=source_rows)
+    if not verdict.refused:
+        return verdict
+    if limits.allow_shrink or context.run.tags.get(names.ALLOW_SHRINK_TAG, "").lower() == "true":
+        context.log.warning(f"accepted by the operator ({names.ALLOW_SHRINK_TAG}): {'; '.join(verdict.problems)}")
+        return verdict
+    raise dg.Failure(description=verdict.message, metadata=verdict.metadata())
+
+
 FRESHNESS = "freshness"
+# Every hour, whether or not the table changed: a table that stopped changing is exactly what the check is for.
+FRESHNESS_CRON = "0 * * * *"
+
+
+def freshness_policy(usecase: UseCaseConfig) -> dg.FreshnessPolicy:
+    """Dagster's own freshness for a daily table: stale once its last materialization is older than the use case's
+    ``freshness_hours``. The daemon evaluates it (the freshness daemon is on by default); nothing to switch on."""
+    # Dagster refuses windows under a minute; a shorter configured limit (tests use one) still holds for the checks.
+    window = max(dt.timedelta(hours=usecase.freshness_hours), dt.timedelta(minutes=1))
+    return dg.FreshnessPolicy.time_window(fail_window=window)
+
+
+def freshness_sensor(usecase: UseCaseConfig, keys: Sequence[dg.AssetKey]) -> dg.AutomationConditionSensorDefinition:
+    """Runs the freshness checks on their automation condition (hourly) under the daemon; ships RUNNING."""
+    return dg.AutomationConditionSensorDefinition(
+        f"{usecase.name}_freshness_automation",
+        target=dg.AssetSelection.checks(*(dg.AssetCheckKey(key, FRESHNESS) for key in keys)),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"Evaluates the freshness checks of the {usecase.name} use case's daily tables every hour.",
+    )
 
 
 def freshness_checks(usecase: UseCaseConfig, keys: Sequence[dg.AssetKey]) -> list[dg.AssetChecksDefinition]:
     """A table is fresh while its last Delta commit is younger than the use case's ``freshness_hours``.
 
-    Wall-clock, on purpose: it answers "is the daily work still running?", whatever days the data holds.
+    Wall-clock, on purpose: it answers "is the daily work still running?", whatever days the data holds. Run every
+    hour by declarative automation (``freshness_sensor``), and with every daily run.
     """
     limit = dt.timedelta(hours=usecase.freshness_hours)
 
     def build(key: dg.AssetKey) -> dg.AssetChecksDefinition:
         @dg.asset_check(asset=key, name=FRESHNESS, description=f"last write less than {usecase.freshness_hours:g} "
-                                                                "hours ago")
+                                                                "hours ago",
+                        automation_condition=dg.AutomationCondition.cron_tick_passed(FRESHNESS_CRON))
         def freshness(warehouse: Warehouse) -> dg.AssetCheckResult:
             # A table asset's key path is (use case, layer, table), exactly its table's name parts.
             commit = warehouse.last_commit(*names.table(*key.path))

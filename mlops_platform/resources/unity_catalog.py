@@ -248,7 +248,7 @@ class UnityCatalogWarehouse(Warehouse):
         return session.sql(self.select_statement(schema, table, days=days))
 
     def replace_days(self, schema: str, table: str, data: pa.Table, days: DayRange, *,
-                     allow_evolution: bool = False) -> TableWrite:
+                     allow_evolution: bool = False, commit_metadata: dict[str, str] | None = None) -> TableWrite:
         # Checked here rather than left to Delta's replaceWhere constraint check, for the local warehouse's message.
         if data.num_rows:
             column = data.column(days.column)
@@ -257,8 +257,9 @@ class UnityCatalogWarehouse(Warehouse):
             if outside:
                 raise ValueError(f"refusing to write {self.full_name(schema, table)}: {outside} rows are outside the "
                                  f"days being replaced ({days.sql}); nothing was written")
+        metadata = {"userMetadata": json.dumps(commit_metadata, sort_keys=True)} if commit_metadata else {}
         return self._write(schema, table, data, mode="overwrite", allow_evolution=allow_evolution,
-                           options={"replaceWhere": days.sql})
+                           options={"replaceWhere": days.sql, **metadata})
 
     def overwrite(self, schema: str, table: str, data: pa.Table, *, allow_evolution: bool = False,
                   commit_metadata: dict[str, str] | None = None) -> TableWrite:

@@ -73,8 +73,9 @@ class Warehouse(dg.ConfigurableResource):
         raise NotImplementedError
 
     def replace_days(self, schema: str, table: str, data: pa.Table, days: DayRange, *,
-                     allow_evolution: bool = False) -> TableWrite:
-        """Replace the rows of ``days`` with ``data`` in one commit; other days are untouched."""
+                     allow_evolution: bool = False, commit_metadata: dict[str, str] | None = None) -> TableWrite:
+        """Replace the rows of ``days`` with ``data`` in one commit; other days are untouched. ``commit_metadata``
+        lands in the table's log, beside the commit it describes."""
         raise NotImplementedError
 
     def overwrite(self, schema: str, table: str, data: pa.Table, *, allow_evolution: bool = False,
@@ -138,9 +139,11 @@ class DeltaWarehouse(Warehouse):
         return frame
 
     def replace_days(
-        self, schema: str, table: str, data: pa.Table, days: DayRange, *, allow_evolution: bool = False
+        self, schema: str, table: str, data: pa.Table, days: DayRange, *, allow_evolution: bool = False,
+        commit_metadata: dict[str, str] | None = None,
     ) -> TableWrite:
-        version = self.tables.replace_days(schema, table, data, days, allow_evolution=allow_evolution)
+        version = self.tables.replace_days(schema, table, data, days, allow_evolution=allow_evolution,
+                                           commit_metadata=commit_metadata)
         return self._written(schema, table, data, version)
 
     def overwrite(self, schema: str, table: str, data: pa.Table, *, allow_evolution: bool = False,

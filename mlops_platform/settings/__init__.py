@@ -58,7 +58,7 @@ from mlops_platform.settings.serving import (
     SmokeConfig,
     StageEndpoint,
 )
-from mlops_platform.settings.sources import GoldConfig, Partition, Rule, SourceConfig
+from mlops_platform.settings.sources import GoldConfig, Partition, ReplaceGuard, Rule, SourceConfig
 from mlops_platform.settings.usecase import PartitionWindow, ReplayConfig, UseCaseConfig
 
 __all__ = [
@@ -68,7 +68,7 @@ __all__ = [
     "EmailSink", "EndpointStages", "EnvironmentConfig", "FeatureLookup", "FeatureTableConfig", "FieldError",
     "GoldConfig", "KeySource", "LocalServingConfig", "MetricGate", "MlflowConfig", "ModelConfig",
     "MonitoringConfig", "MonitoringWindow", "OnlineStoreConfig", "Partition", "PartitionWindow", "RateLimit",
-    "ReplayConfig", "RetrainingConfig", "Rule", "ServedAlias", "ServerlessSpec", "ServingEndpointConfig",
+    "ReplaceGuard", "ReplayConfig", "RetrainingConfig", "Rule", "ServedAlias", "ServerlessSpec", "ServingEndpointConfig",
     "Settings", "Severity", "SmokeConfig", "SourceConfig", "SplitConfig", "StageEndpoint", "StepKind",
     "TrainingSetConfig", "TuningConfig", "UseCaseConfig", "WebhookSink", "load_settings", "load_usecase",
     "load_yaml_model", "usecase_file", "usecase_function",

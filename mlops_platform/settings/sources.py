@@ -57,6 +57,20 @@ class Partition(_Strict):
         return None if self.from_parts else (self.from_column or self.column)
 
 
+class ReplaceGuard(_Strict):
+    """How much worse a new version of a day may be than the one it replaces before the run refuses it.
+
+    Applies when the day already holds rows: a drop beyond ``max_row_drop`` (share of the old rows) or a new
+    version with more than ``max_quarantine_share`` of its rows quarantined fails the run, and every table keeps
+    its previous version. ``allow_shrink`` (or the run tag ``mlops/allow_shrink``, or ``mlops run --allow-shrink``)
+    accepts it once an operator has looked.
+    """
+
+    max_row_drop: float = Field(default=0.5, ge=0.0, le=1.0)
+    max_quarantine_share: float = Field(default=0.2, ge=0.0, le=1.0)
+    allow_shrink: bool = False
+
+
 class SourceConfig(_Strict):
     """A source the landing zone receives: its file format, typed columns, natural keys and quality rules.
 

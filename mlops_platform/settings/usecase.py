@@ -12,7 +12,7 @@ from mlops_platform.settings.features import FeatureTableConfig, TrainingSetConf
 from mlops_platform.settings.ml import ModelConfig
 from mlops_platform.settings.monitoring import MonitoringConfig
 from mlops_platform.settings.serving import ServingEndpointConfig
-from mlops_platform.settings.sources import GoldConfig, SourceConfig
+from mlops_platform.settings.sources import GoldConfig, ReplaceGuard, SourceConfig
 
 
 class PartitionWindow(_Strict):
@@ -54,6 +54,7 @@ class UseCaseConfig(_Strict):
     monitoring: MonitoringConfig | None = None
     serving: dict[str, ServingEndpointConfig] = {}
     replay: ReplayConfig = ReplayConfig()
+    replace_guard: ReplaceGuard = ReplaceGuard()
 
     @model_validator(mode="before")
     @classmethod

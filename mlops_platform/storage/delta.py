@@ -117,11 +117,12 @@ class DeltaTables:
             refuse_schema_change(self.full_name(schema, table), self.schema_of(schema, table), incoming)
 
     def replace_days(self, schema: str, table: str, data: pa.Table, days: DayRange, *,
-                     allow_evolution: bool = False) -> int:
-        """Replace the rows of ``days`` with ``data`` in one commit; other days are untouched. Returns the version."""
+                     allow_evolution: bool = False, commit_metadata: dict[str, str] | None = None) -> int:
+        """Replace the rows of ``days`` with ``data`` in one commit; other days are untouched. Returns the version.
+        ``commit_metadata`` lands in the log beside the commit."""
         try:
             return self.write(schema, table, data, mode="overwrite", predicate=days.predicate,
-                              allow_evolution=allow_evolution)
+                              allow_evolution=allow_evolution, commit_metadata=commit_metadata)
         except DeltaError as exc:
             if "failed validation check" not in str(exc):
                 raise

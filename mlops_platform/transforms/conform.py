@@ -248,6 +248,8 @@ class ConformedSource:
     silver: nw.LazyFrame
     quarantine: nw.LazyFrame
     conflicts: nw.LazyFrame
+    # Every row that passed all checks, before deduplication: what reconciliation counts duplicates from.
+    clean: nw.LazyFrame
 
 
 def _added_day_column(source: SourceConfig) -> str | None:
@@ -272,10 +274,11 @@ def conform(tagged: nw.LazyFrame, source: SourceConfig) -> ConformedSource:
     if added := _added_day_column(source):
         # The row belongs to its file's day (a check made sure), so the landing day is the row's day.
         clean = clean.with_columns(nw.col(LANDING_DATE).alias(added))
-    clean = clean.select(silver_columns(source)).with_columns(nw.len().over(*source.keys).alias(_COPIES))
+    clean = clean.select(silver_columns(source))
+    counted = clean.with_columns(nw.len().over(*source.keys).alias(_COPIES))
     # Most keys have one copy: only the others pay for the precedence windows and the conflict search.
-    copies = clean.filter(nw.col(_COPIES) > 1).drop(_COPIES)
-    silver = nw.concat([clean.filter(nw.col(_COPIES) == 1).drop(_COPIES), deduplicate(copies, source.keys)])
+    copies = counted.filter(nw.col(_COPIES) > 1).drop(_COPIES)
+    silver = nw.concat([counted.filter(nw.col(_COPIES) == 1).drop(_COPIES), deduplicate(copies, source.keys)])
     checks = _checks(source)
     quarantine = tagged.filter(~failed.is_null()).select(
         *([LANDING_DATE] if source.partition else []),
@@ -286,7 +289,7 @@ def conform(tagged: nw.LazyFrame, source: SourceConfig) -> ConformedSource:
         .alias(RULE_DETAIL_COLUMN),
         RAW_LINE,
     )
-    return ConformedSource(silver=silver, quarantine=quarantine, conflicts=conflicts(copies, source))
+    return ConformedSource(silver=silver, quarantine=quarantine, conflicts=conflicts(copies, source), clean=clean)
 
 
 @dataclass(frozen=True)
@@ -296,14 +299,21 @@ class ConformedTables:
     silver: pa.Table
     quarantine: pa.Table
     conflicts: pa.Table
+    # Counted on the clean rows themselves, not derived from silver: rows that passed every check, and how many
+    # distinct natural keys they hold (clean_rows - clean_keys copies are superseded duplicates).
+    clean_rows: int
+    clean_keys: int
 
 
 def conformed_tables(engine: Engine, bronze: nw.LazyFrame, source: SourceConfig) -> ConformedTables:
     """Silver, quarantine and conflicting rows of ``bronze`` as Arrow tables, with the rows tagged once for all."""
     with engine.reused(tag_rows(bronze, source)) as tagged:
         conformed = conform(tagged, source)
+        clean_rows = engine.to_arrow(conformed.clean.select(nw.len())).column(0)[0].as_py()
+        clean_keys = engine.to_arrow(conformed.clean.select(*source.keys).unique().select(nw.len())
+                                     ).column(0)[0].as_py()
         return ConformedTables(engine.to_arrow(conformed.silver), engine.to_arrow(conformed.quarantine),
-                               engine.to_arrow(conformed.conflicts))
+                               engine.to_arrow(conformed.conflicts), clean_rows, clean_keys)
 
 
 # Which copy of a natural key silver keeps: the latest ingested, then the one whose file landed last. The file name

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
+from unittest.mock import patch
 
 import dagster as dg
 
+from mlops_platform.defs.monitoring import sensors
 from mlops_platform.defs.monitoring.sensors import TRIGGER_TAG
 from mlops_platform.defs.stages import monitoring_key
 from mlops_platform.monitoring.decisions import (
@@ -103,3 +106,20 @@ def test_quality_drops_by_the_metric_direction_and_beyond_the_tolerance(flights)
     assert not quality_dropped_below(None, 0.65, spec) and not quality_dropped_below(float("nan"), 0.65, spec)
     assert quality_dropped_below(40.1, 40.0 - 0.06, lower_is_better)
     assert not quality_dropped_below(30.0, 40.0, lower_is_better)
+
+
+def test_the_sensor_reads_every_evaluation_since_its_cursor_not_only_the_latest_fifty(definitions, flights):
+    """A failure followed by many passes between two ticks still retrains: nothing hides beyond a page."""
+    instance = dg.DagsterInstance.ephemeral()
+    requests, cursor = evaluate(definitions, instance, None)
+    report(instance, FEATURE_DRIFT, passed=False, day=DAY)
+    for offset in range(1, 121):
+        report(instance, FEATURE_DRIFT, passed=True, day=DAY + dt.timedelta(days=offset))
+    with patch.object(sensors, "PAGE_SIZE", 7):
+        requests, cursor = evaluate(definitions, instance, cursor)
+    assert [request.tags["mlops/trigger_day"] for request in requests] == [DAY.isoformat()]
+    assert evaluate(definitions, instance, cursor)[0] == []
+
+
+def test_the_sensor_uses_public_dagster_apis_only():
+    assert "dagster._core" not in Path(sensors.__file__).read_text()

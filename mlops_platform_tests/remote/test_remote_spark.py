@@ -46,7 +46,8 @@ if shutil.which("java") is None:
 SILVER = flights_key("silver", "flights")
 QUARANTINE = flights_key("silver", "flights_quarantine")
 DAY = FIRST_DAY.isoformat()
-DIFFERS_LEGITIMATELY = {"engine", "delta_version", "preview"}
+# batch_id is the run's id; versions are the tables' own in each warehouse.
+DIFFERS_LEGITIMATELY = {"engine", "delta_version", "preview", "batch_id", "bronze_version", "versions"}
 ENTRY_POINT = [sys.executable, "-m", "mlops_platform.remote"]
 
 

@@ -9,17 +9,19 @@ import datetime as dt
 from pathlib import Path
 
 import dagster as dg
+import pyarrow as pa
 
 from mlops_platform import names
 from mlops_platform.defs import stages
-from mlops_platform.defs.quality import HAS_ROWS, check_spec
+from mlops_platform.defs.quality import HAS_ROWS, check_spec, committed_rows, guard_replacement
 from mlops_platform.defs.tables import days_of_run, partitioning, table_metadata
 from mlops_platform.ingest import read_bronze_batch
 from mlops_platform.landing import NAMING_CONVENTION, files_for_day, latest_snapshot, source_dir, unread_files
+from mlops_platform.resources.engine import PolarsEngine
 from mlops_platform.resources.landing_zone import LandingZone
-from mlops_platform.resources.warehouse import Warehouse
+from mlops_platform.resources.warehouse import DayRange, Warehouse
 from mlops_platform.settings import SourceConfig, UseCaseConfig
-from mlops_platform.transforms.conform import LANDING_DATE
+from mlops_platform.transforms.conform import LANDING_DATE, conformed_tables
 
 
 def _landing_files(landing: LandingZone, usecase: UseCaseConfig, name: str, spec: SourceConfig,
@@ -51,6 +53,21 @@ def _landing_files(landing: LandingZone, usecase: UseCaseConfig, name: str, spec
     return files
 
 
+def _guard(context: dg.AssetExecutionContext, usecase: UseCaseConfig, spec: SourceConfig, warehouse: Warehouse,
+           table: names.TableName, days: DayRange | None, rows: pa.Table) -> None:
+    """Refuse a batch that would replace days holding rows with far fewer rows or mostly quarantine.
+
+    Decided here, before bronze moves, so a refused day leaves bronze, silver and gold as they were: the batch is
+    conformed in memory as silver will conform it, to know its quarantine share.
+    """
+    quarantined, column = 0, LANDING_DATE if days else next(iter(spec.columns))
+    if rows.num_rows and committed_rows(warehouse, table, days, columns=[column]).num_rows:
+        engine = PolarsEngine()
+        quarantined = conformed_tables(engine, engine.from_arrow(rows), spec).quarantine.num_rows
+    guard_replacement(context, usecase.replace_guard, warehouse, table, days, new_rows=rows.num_rows,
+                      quarantined=quarantined, count_column=column)
+
+
 def _bronze_asset(usecase: UseCaseConfig, name: str, spec: SourceConfig) -> dg.AssetsDefinition:
     key = stages.source_key(usecase, names.BRONZE, name)
     table = names.table(usecase.name, names.BRONZE, name)
@@ -79,12 +96,16 @@ def _bronze_asset(usecase: UseCaseConfig, name: str, spec: SourceConfig) -> dg.A
             context.log.warning(f"{path}: {count} record(s) could not be parsed; silver quarantines them")
         for path, columns in batch.unexpected_columns.items():
             context.log.warning(f"{path}: columns {columns} are not in the configuration and were not ingested")
+        days = days_of_run(context, LANDING_DATE) if spec.is_daily else None
+        _guard(context, usecase, spec, warehouse, table, days, batch.table)
         allow = spec.allow_schema_evolution
-        if spec.is_daily:
-            write = warehouse.replace_days(*table, batch.table, days_of_run(context, LANDING_DATE),
-                                           allow_evolution=allow)
+        if days is not None:
+            write = warehouse.replace_days(*table, batch.table, days, allow_evolution=allow)
         else:
             write = warehouse.overwrite(*table, batch.table, allow_evolution=allow)
+        # Counted in the version just committed, not in the frame handed to the writer.
+        committed = committed_rows(warehouse, table, days, version=write.version,
+                                   columns=[LANDING_DATE if days else next(iter(spec.columns))]).num_rows
         return dg.MaterializeResult(
             metadata=table_metadata(
                 write, batch.table,
@@ -95,8 +116,9 @@ def _bronze_asset(usecase: UseCaseConfig, name: str, spec: SourceConfig) -> dg.A
                 unread_files=dg.MetadataValue.json(unread),
             ),
             check_results=[dg.AssetCheckResult(
-                check_name=HAS_ROWS, passed=write.rows_written > 0, severity=dg.AssetCheckSeverity.WARN,
-                metadata={"rows": write.rows_written, "empty_files": len(batch.empty_files)},
+                check_name=HAS_ROWS, passed=committed > 0, severity=dg.AssetCheckSeverity.WARN,
+                metadata={"rows": committed, "rows_read": batch.table.num_rows,
+                          "empty_files": len(batch.empty_files)},
             )],
         )
 

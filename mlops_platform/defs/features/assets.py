@@ -7,7 +7,7 @@ import polars as pl
 
 from mlops_platform import names
 from mlops_platform.defs import stages
-from mlops_platform.defs.quality import KEYS_UNIQUE, check_spec, unique_keys_result
+from mlops_platform.defs.quality import KEYS_UNIQUE, check_spec, committed_rows, unique_keys_result
 from mlops_platform.defs.tables import column_schema, days_of_run, partitioning, table_metadata
 from mlops_platform.features import (
     build_feature_rows,
@@ -66,7 +66,10 @@ def _feature_asset(usecase: UseCaseConfig, name: str, spec: FeatureTableConfig) 
         write = warehouse.merge(*table, rows, spec.keys)
         metadata = table_metadata(write, rows, engine=runner.name)
         metadata["dagster/column_schema"] = column_schema(write.schema, spec.columns)
-        return dg.MaterializeResult(metadata=metadata, check_results=[unique_keys_result(key, rows, spec.keys)])
+        # Judged on the whole table as just committed: the primary key must hold across every merge, not only in the
+        # frame handed to this one.
+        committed = committed_rows(warehouse, table, None, version=write.version, columns=spec.keys)
+        return dg.MaterializeResult(metadata=metadata, check_results=[unique_keys_result(key, committed, spec.keys)])
 
     return feature_table
 
@@ -106,7 +109,10 @@ def _training_set_asset(usecase: UseCaseConfig) -> dg.AssetsDefinition:
         write = warehouse.overwrite(
             *table, build.rows, allow_evolution=spec.allow_schema_evolution,
             commit_metadata={"input_versions": json.dumps(build.input_versions), "split": json.dumps(build.split)})
-        labelled = pl.from_arrow(build.rows.select([SPLIT, *spec.labels])).filter(
+        # The checks read back the version just committed, not the frame handed to the writer.
+        committed = committed_rows(warehouse, table, None, version=write.version,
+                                   columns=list(dict.fromkeys([*row_keys(usecase), SPLIT, *spec.labels])))
+        labelled = pl.from_arrow(committed.select([SPLIT, *spec.labels])).filter(
             pl.any_horizontal(pl.col(label).is_not_null() for label in spec.labels))
         counted = dict(labelled.group_by(SPLIT).len().iter_rows())
         per_split = {name: counted.get(name, 0) for name in SPLITS}
@@ -121,7 +127,7 @@ def _training_set_asset(usecase: UseCaseConfig) -> dg.AssetsDefinition:
                 features=dg.MetadataValue.json(feature_columns(usecase)),
             ),
             check_results=[
-                unique_keys_result(key, build.rows, row_keys(usecase)),
+                unique_keys_result(key, committed, row_keys(usecase)),
                 dg.AssetCheckResult(check_name=SPLITS_LABELLED, passed=all(per_split.values()),
                                     metadata={"labelled_rows_per_split": dg.MetadataValue.json(per_split)}),
             ],

@@ -14,6 +14,9 @@ from mlops_platform.defs.quality import (
     KEYS_UNIQUE,
     ROWS_RECONCILE,
     check_spec,
+    committed_rows,
+    freshness_policy,
+    guard_replacement,
     reconcile_result,
     rule_check_spec,
     rule_result,
@@ -56,6 +59,7 @@ def _gold_asset(usecase: UseCaseConfig, table: str, spec: GoldConfig) -> dg.Asse
         kinds={"delta"},
         **stages.placement(usecase, names.GOLD),
         **partitioning(usecase, spec.is_daily),
+        freshness_policy=freshness_policy(usecase) if spec.is_daily else None,
         check_specs=checks,
     )
     def gold(context: dg.AssetExecutionContext, warehouse: Warehouse, engine: ComputeEngine
@@ -64,15 +68,21 @@ def _gold_asset(usecase: UseCaseConfig, table: str, spec: GoldConfig) -> dg.Asse
         days = days_of_run(context, spec.partition_column) if spec.is_daily else None
         inputs = read_inputs(usecase, spec, runner, warehouse, days)
         rows = runner.to_arrow(build(inputs))
+        guard_replacement(context, usecase.replace_guard, warehouse, location, days, new_rows=rows.num_rows,
+                          count_column=None if days else spec.keys[0])
         evolve = spec.allow_schema_evolution
         write = (warehouse.replace_days(*location, rows, days, allow_evolution=evolve) if days
                  else warehouse.overwrite(*location, rows, allow_evolution=evolve))
-        results = [unique_keys_result(key, rows, spec.keys),
-                   *(rule_result(rule, key, rows, spec.keys) for rule in spec.checks)]
+        # The checks judge the version just committed, read back, not the frame handed to the writer.
+        committed = committed_rows(warehouse, location, days, version=write.version)
+        results = [unique_keys_result(key, committed, spec.keys),
+                   *(rule_result(rule, key, committed, spec.keys) for rule in spec.checks)]
         if spec.reconcile_with:
             expected = runner.to_arrow(inputs[spec.reconcile_with].select(nw.len())).column(0)[0].as_py()
-            results.append(reconcile_result(key, expected=expected, actual=write.rows_written,
-                                            explanation=f"silver {spec.reconcile_with} rows of the run's days"))
+            results.append(reconcile_result(key, expected=expected, actual=committed.num_rows,
+                                            explanation=f"{expected} silver {spec.reconcile_with} rows of the run's "
+                                                        f"days = {committed.num_rows} gold rows as committed",
+                                            versions={"gold": write.version}))
         return dg.MaterializeResult(metadata=table_metadata(write, rows, engine=runner.name), check_results=results)
 
     return gold

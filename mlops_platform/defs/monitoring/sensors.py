@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from dataclasses import dataclass
 
 import dagster as dg
-
-# Not exported at the top level; the event log's check history is the one API that pages through evaluations.
-from dagster._core.storage.asset_check_execution_record import COMPLETED_ASSET_CHECK_EXECUTION_RECORD_STATUSES
 
 from mlops_platform import names
 from mlops_platform.defs import stages
@@ -26,25 +24,45 @@ WATCHED_CHECKS = (FEATURE_DRIFT, QUALITY_DROP)
 ACTIVE_STATUSES = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
                    dg.DagsterRunStatus.STARTED]
 TRIGGER_TAG = "mlops/retraining_trigger"
-HISTORY_LIMIT = 50
+# Evaluations read per query; the sensor pages on until it has read every one since its cursor.
+PAGE_SIZE = 500
 
 
-def _new_failures(instance: dg.DagsterInstance, watched: list[dg.AssetCheckKey], seen: dict[str, int]):
-    """Failed evaluations of the watched checks newer than the ones already seen, oldest first.
+@dataclass(frozen=True)
+class Failure:
+    """One failed evaluation of a watched check, from the event log."""
 
-    Every evaluation since the last tick, not only the latest: two days can be monitored between ticks, and the
-    failure of the first must not hide behind a pass of the second. ``seen`` moves past each record read.
+    id: int
+    key: dg.AssetCheckKey
+    run_id: str
+    evaluation: dg.AssetCheckEvaluation
+
+
+def _new_failures(instance: dg.DagsterInstance, watched: list[dg.AssetCheckKey], state: dict) -> list[Failure]:
+    """Failed evaluations of the watched checks since the cursor, oldest first; the cursor moves past all read.
+
+    Every evaluation since the last tick, however many: two days can be monitored between ticks, and the failure
+    of the first must not hide behind a pass of the second. Paged through the public event-record query, by
+    storage id, so nothing is skipped and nothing is read twice.
     """
-    records = []
-    for key in watched:
-        name = key.to_user_string()
-        history = instance.event_log_storage.get_asset_check_execution_history(
-            key, limit=HISTORY_LIMIT, status=COMPLETED_ASSET_CHECK_EXECUTION_RECORD_STATUSES)
-        fresh = [record for record in history if record.id > seen.get(name, 0)]
-        if fresh:
-            seen[name] = max(record.id for record in fresh)
-        records += [record for record in fresh if not record.evaluation.passed]
-    return sorted(records, key=lambda record: record.id)
+    after = int(state.get("after") or max(state.get("seen", {}).values(), default=0))
+    wanted = set(watched)
+    failures = []
+    while True:
+        page = instance.get_event_records(
+            dg.EventRecordsFilter(event_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION, after_cursor=after),
+            limit=PAGE_SIZE, ascending=True)
+        for record in page:
+            after = max(after, record.storage_id)
+            evaluation = record.event_log_entry.dagster_event.event_specific_data
+            key = dg.AssetCheckKey(evaluation.asset_key, evaluation.check_name)
+            if key in wanted and not evaluation.passed:
+                failures.append(Failure(record.storage_id, key, record.run_id, evaluation))
+        if len(page) < PAGE_SIZE:
+            break
+    state["after"] = after
+    state.pop("seen", None)
+    return failures
 
 
 def retraining_sensor(usecase: UseCaseConfig, training_job: dg.UnresolvedAssetJobDefinition
@@ -64,8 +82,8 @@ def retraining_sensor(usecase: UseCaseConfig, training_job: dg.UnresolvedAssetJo
                     f"(cooldown {spec.retraining.cooldown_days} days, at most {spec.retraining.max_per_day} a day).",
     )
     def sensor(context: dg.SensorEvaluationContext):
-        state = json.loads(context.cursor) if context.cursor else {"seen": {}, "last_day": None, "per_day": {}}
-        for record in _new_failures(context.instance, watched, state["seen"]):
+        state = json.loads(context.cursor) if context.cursor else {"after": 0, "last_day": None, "per_day": {}}
+        for record in _new_failures(context.instance, watched, state):
             name = record.key.to_user_string()
             day = dt.date.fromisoformat(str(record.evaluation.metadata["day"].value))
             active = context.instance.get_run_ids(dg.RunsFilter(job_name=training_job.name,

@@ -1,8 +1,11 @@
-"""The model registry: a blocking gate on every new model version, and the promotion of those that pass.
+"""The model registry: a gate on every new model version, and the promotion of those that pass.
 
 ``beats_champion`` evaluates the version a model asset just registered against the current ``champion`` on the
-held-out test days of the same training-set version. It is blocking, so when it fails the promotion asset of
-that model is skipped in the same run and ``champion`` stays where it is.
+held-out test days of the same training-set version. A candidate that loses to a champion is a designed outcome,
+not an error: the check records the verdict and both metrics with WARN severity, the gate-lost alert goes out, and
+the promotion asset materializes "champion stays" without moving an alias, so the retraining run ends SUCCESSFUL
+and reads right in the UI. A candidate that fails the floors with no champion to keep fails with ERROR: there is
+nothing to serve. A gate that cannot evaluate raises, and the run fails.
 """
 
 import dagster as dg
@@ -20,6 +23,8 @@ from mlops_platform.resources.warehouse import Warehouse
 from mlops_platform.settings import ModelConfig, UseCaseConfig
 
 BEATS_CHAMPION = "beats_champion"
+CHAMPION_STAYS = "champion stays"
+PROMOTED = "promoted"
 
 
 def _latest_candidate(context: dg.AssetCheckExecutionContext, key: dg.AssetKey) -> tuple[str, int]:
@@ -61,11 +66,17 @@ def _gate_check(usecase: UseCaseConfig, model_name: str, config: ModelConfig) ->
                 {m: decision.candidate_metrics[m] for m in gate_metrics if m in decision.candidate_metrics},
                 {m: decision.champion_metrics[m] for m in gate_metrics if m in decision.champion_metrics},
                 decision.failures), context.log)
+        stays = not decision.passed and decision.champion_version is not None
+        verdict = ("passed: now 'challenger'" if decision.passed else
+                   f"{CHAMPION_STAYS} (v{decision.champion_version}): " if stays else "no champion: ")
         return dg.AssetCheckResult(
             passed=decision.passed,
-            severity=dg.AssetCheckSeverity.ERROR,
-            description=("passed: now 'challenger'" if decision.passed else " ".join(decision.failures)),
+            # Losing to a serving champion is an outcome, recorded as a warning; failing the floors with nothing
+            # serving is an error that blocks the promotion and fails the run.
+            severity=dg.AssetCheckSeverity.WARN if stays else dg.AssetCheckSeverity.ERROR,
+            description=verdict if decision.passed else verdict + " ".join(decision.failures),
             metadata={
+                "verdict": PROMOTED if decision.passed else CHAMPION_STAYS if stays else "no champion",
                 "candidate_version": int(decision.candidate_version),
                 "champion_version": int(decision.champion_version) if decision.champion_version else "none",
                 **_describe(decision.candidate_metrics, gate_metrics, "candidate"),
@@ -83,6 +94,16 @@ def _gate_check(usecase: UseCaseConfig, model_name: str, config: ModelConfig) ->
     return beats_champion
 
 
+def _lost_gate(context: dg.AssetExecutionContext, model: dg.AssetKey) -> dg.AssetCheckEvaluation | None:
+    """This run's ``beats_champion`` evaluation when its candidate lost to a serving champion, else None."""
+    record = context.instance.get_latest_asset_check_evaluation_record(dg.AssetCheckKey(model, BEATS_CHAMPION))
+    if record is None or record.run_id != context.run_id or record.evaluation is None:
+        return None
+    evaluation = record.evaluation
+    verdict = evaluation.metadata.get("verdict")
+    return evaluation if verdict is not None and verdict.value == CHAMPION_STAYS else None
+
+
 def _champion_asset(usecase: UseCaseConfig, model_name: str, config: ModelConfig) -> dg.AssetsDefinition:
     @dg.asset(
         key=stages.champion_key(usecase, model_name),
@@ -98,11 +119,27 @@ def _champion_asset(usecase: UseCaseConfig, model_name: str, config: ModelConfig
     )
     def champion(context: dg.AssetExecutionContext, mlflow: MlflowTracking,
                  alerts: AlertSinks) -> dg.MaterializeResult:
+        lost = _lost_gate(context, stages.model_key(usecase, model_name))
+        if lost is not None:
+            champion_version = lost.metadata["champion_version"].value
+            context.log.info(f"{config.registered_name}: {CHAMPION_STAYS} at v{champion_version} "
+                             f"({lost.description})")
+            return dg.MaterializeResult(metadata={
+                "outcome": CHAMPION_STAYS,
+                "champion_version": champion_version,
+                "candidate_version": lost.metadata["candidate_version"].value,
+                "verdict": lost.description or CHAMPION_STAYS,
+                **{name: value for name, value in lost.metadata.items()
+                   if name.startswith(("candidate_", "champion_")) and name not in ("champion_version",
+                                                                                    "candidate_version")},
+                "model_uri": f"models:/{config.registered_name}@{CHAMPION}",
+            })
         move = promote(mlflow.client(), config.registered_name)
         context.log.info(f"{config.registered_name}: champion {move.previous or 'none'} -> {move.current}")
         alerts.send(champion_moved_alert(usecase.name, config.registered_name, PROMOTION, move.previous,
                                          move.current), context.log)
         return dg.MaterializeResult(metadata={
+            "outcome": PROMOTED,
             "champion_version": int(move.current),
             "previous_champion": int(move.previous) if move.previous else "none",
             "champion_history": dg.MetadataValue.json([int(v) for v in move.history]),
