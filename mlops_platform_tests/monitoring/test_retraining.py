@@ -7,6 +7,7 @@ from pathlib import Path
 from unittest.mock import patch
 
 import dagster as dg
+import pytest
 
 from mlops_platform.defs.monitoring import sensors
 from mlops_platform.defs.monitoring.sensors import TRIGGER_TAG
@@ -61,6 +62,17 @@ def report(instance: dg.DagsterInstance, check: str, passed: bool, day: dt.date)
     ))
 
 
+@pytest.fixture(params=["in-memory", "sqlite"])
+def instance(request, tmp_path: Path):
+    """Both storages the sensor meets: the in-memory one and the SQLite instance of `make run` and the daemon, whose
+    event log is sharded per run (a cross-run event query with a cursor fails there)."""
+    if request.param == "in-memory":
+        yield dg.DagsterInstance.ephemeral()
+        return
+    with dg.DagsterInstance.local_temp(str(tmp_path)) as sqlite:
+        yield sqlite
+
+
 def evaluate(definitions, instance, cursor):
     sensor = definitions.resolve_sensor_def("flights_retraining_sensor")
     context = dg.build_sensor_context(instance=instance, cursor=cursor)
@@ -68,8 +80,7 @@ def evaluate(definitions, instance, cursor):
     return requests, context.cursor
 
 
-def test_the_sensor_requests_retraining_once_per_failed_evaluation_within_guardrails(definitions, flights):
-    instance = dg.DagsterInstance.ephemeral()
+def test_the_sensor_requests_retraining_once_per_failed_evaluation_within_guardrails(definitions, flights, instance):
     report(instance, FEATURE_DRIFT, passed=True, day=DAY)
     requests, cursor = evaluate(definitions, instance, None)
     assert requests == []
@@ -108,9 +119,9 @@ def test_quality_drops_by_the_metric_direction_and_beyond_the_tolerance(flights)
     assert not quality_dropped_below(30.0, 40.0, lower_is_better)
 
 
-def test_the_sensor_reads_every_evaluation_since_its_cursor_not_only_the_latest_fifty(definitions, flights):
+def test_the_sensor_reads_every_evaluation_since_its_cursor_not_only_the_latest_fifty(definitions, flights,
+                                                                                      instance):
     """A failure followed by many passes between two ticks still retrains: nothing hides beyond a page."""
-    instance = dg.DagsterInstance.ephemeral()
     requests, cursor = evaluate(definitions, instance, None)
     report(instance, FEATURE_DRIFT, passed=False, day=DAY)
     for offset in range(1, 121):

@@ -24,13 +24,13 @@ WATCHED_CHECKS = (FEATURE_DRIFT, QUALITY_DROP)
 ACTIVE_STATUSES = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
                    dg.DagsterRunStatus.STARTED]
 TRIGGER_TAG = "mlops/retraining_trigger"
-# Evaluations read per query; the sensor pages on until it has read every one since its cursor.
+# Executions read per query; the sensor pages on until it has read every one since its cursor.
 PAGE_SIZE = 500
 
 
 @dataclass(frozen=True)
 class Failure:
-    """One failed evaluation of a watched check, from the event log."""
+    """One failed evaluation of a watched check, from the check's execution history."""
 
     id: int
     key: dg.AssetCheckKey
@@ -38,31 +38,42 @@ class Failure:
     evaluation: dg.AssetCheckEvaluation
 
 
-def _new_failures(instance: dg.DagsterInstance, watched: list[dg.AssetCheckKey], state: dict) -> list[Failure]:
-    """Failed evaluations of the watched checks since the cursor, oldest first; the cursor moves past all read.
+def _executions_since(instance: dg.DagsterInstance, key: dg.AssetCheckKey, seen: int) -> list:
+    """Every execution of ``key`` newer than ``seen``, oldest first, paged back from the newest.
+
+    The check's execution history lives in the instance's index, so this works on every event log storage; a
+    cross-run event query with a cursor does not (SQLite shards the event log per run).
+    """
+    executions, before = [], None
+    while True:
+        page = instance.event_log_storage.get_asset_check_execution_history(key, limit=PAGE_SIZE, cursor=before)
+        fresh = [execution for execution in page if execution.id > seen]
+        executions += fresh
+        if len(page) < PAGE_SIZE or len(fresh) < len(page):
+            return sorted(executions, key=lambda execution: execution.id)
+        before = page[-1].id
+
+
+def _new_failures(instance: dg.DagsterInstance, watched: list[dg.AssetCheckKey], seen: dict[str, int]
+                  ) -> list[Failure]:
+    """Failed evaluations of the watched checks since the cursor, oldest first; ``seen`` moves past all read.
 
     Every evaluation since the last tick, however many: two days can be monitored between ticks, and the failure
-    of the first must not hide behind a pass of the second. Paged through the public event-record query, by
-    storage id, so nothing is skipped and nothing is read twice.
+    of the first must not hide behind a pass of the second. An execution still running holds the cursor before
+    it, so its verdict is read when it comes.
     """
-    after = int(state.get("after") or max(state.get("seen", {}).values(), default=0))
-    wanted = set(watched)
     failures = []
-    while True:
-        page = instance.get_event_records(
-            dg.EventRecordsFilter(event_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION, after_cursor=after),
-            limit=PAGE_SIZE, ascending=True)
-        for record in page:
-            after = max(after, record.storage_id)
-            evaluation = record.event_log_entry.dagster_event.event_specific_data
-            key = dg.AssetCheckKey(evaluation.asset_key, evaluation.check_name)
-            if key in wanted and not evaluation.passed:
-                failures.append(Failure(record.storage_id, key, record.run_id, evaluation))
-        if len(page) < PAGE_SIZE:
-            break
-    state["after"] = after
-    state.pop("seen", None)
-    return failures
+    for key in watched:
+        name = key.to_user_string()
+        for execution in _executions_since(instance, key, seen.get(name, 0)):
+            event = execution.event.dagster_event if execution.event else None
+            if event is None or event.event_type != dg.DagsterEventType.ASSET_CHECK_EVALUATION:
+                break
+            seen[name] = execution.id
+            evaluation = event.event_specific_data
+            if not evaluation.passed:
+                failures.append(Failure(execution.id, key, execution.run_id, evaluation))
+    return sorted(failures, key=lambda failure: failure.id)
 
 
 def retraining_sensor(usecase: UseCaseConfig, training_job: dg.UnresolvedAssetJobDefinition
@@ -82,8 +93,8 @@ def retraining_sensor(usecase: UseCaseConfig, training_job: dg.UnresolvedAssetJo
                     f"(cooldown {spec.retraining.cooldown_days} days, at most {spec.retraining.max_per_day} a day).",
     )
     def sensor(context: dg.SensorEvaluationContext):
-        state = json.loads(context.cursor) if context.cursor else {"after": 0, "last_day": None, "per_day": {}}
-        for record in _new_failures(context.instance, watched, state):
+        state = json.loads(context.cursor) if context.cursor else {"seen": {}, "last_day": None, "per_day": {}}
+        for record in _new_failures(context.instance, watched, state["seen"]):
             name = record.key.to_user_string()
             day = dt.date.fromisoformat(str(record.evaluation.metadata["day"].value))
             active = context.instance.get_run_ids(dg.RunsFilter(job_name=training_job.name,
