@@ -59,20 +59,29 @@ def _new_failures(instance: dg.DagsterInstance, watched: list[dg.AssetCheckKey],
     """Failed evaluations of the watched checks since the cursor, oldest first; ``seen`` moves past all read.
 
     Every evaluation since the last tick, however many: two days can be monitored between ticks, and the failure
-    of the first must not hide behind a pass of the second. An execution still running holds the cursor before
-    it, so its verdict is read when it comes.
+    of the first must not hide behind a pass of the second. A check planned by a run still going holds the cursor
+    before it, so its verdict is read when it comes; one planned by a finished run was skipped (no champion yet, a
+    tables-only backfill) and is passed over.
     """
+    finished: dict[str, bool] = {}
+
+    def run_finished(run_id: str) -> bool:
+        if run_id not in finished:
+            run = instance.get_run_by_id(run_id)
+            finished[run_id] = run is None or run.is_finished
+        return finished[run_id]
+
     failures = []
     for key in watched:
         name = key.to_user_string()
         for execution in _executions_since(instance, key, seen.get(name, 0)):
             event = execution.event.dagster_event if execution.event else None
-            if event is None or event.event_type != dg.DagsterEventType.ASSET_CHECK_EVALUATION:
+            evaluated = event is not None and event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION
+            if not evaluated and not run_finished(execution.run_id):
                 break
             seen[name] = execution.id
-            evaluation = event.event_specific_data
-            if not evaluation.passed:
-                failures.append(Failure(execution.id, key, execution.run_id, evaluation))
+            if evaluated and not event.event_specific_data.passed:
+                failures.append(Failure(execution.id, key, execution.run_id, event.event_specific_data))
     return sorted(failures, key=lambda failure: failure.id)
 
 
