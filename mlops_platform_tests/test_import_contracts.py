@@ -75,3 +75,22 @@ def test_two_modules_importing_each_other_break_the_acyclic_contract(copy: Path)
     assert result.returncode == 1
     assert broken(result, "No import cycles")
     assert not broken(result, "Imports go down")
+
+
+def layered_modules(pyproject: str) -> set[str]:
+    import tomllib
+
+    contracts = tomllib.loads(pyproject)["tool"]["importlinter"]["contracts"]
+    (layers,) = [contract["layers"] for contract in contracts if contract["type"] == "layers"]
+    return {module.strip().removeprefix("mlops_platform.") for layer in layers for module in layer.split(":")}
+
+
+def test_every_module_of_the_package_has_a_layer():
+    """A new top-level module outside the layers would escape the layering contract without a word."""
+    import pkgutil
+
+    modules = {module.name for module in pkgutil.iter_modules([str(PACKAGE)]) if module.name != "__main__"}
+    assert modules - layered_modules(PYPROJECT.read_text()) == set()
+    # The check can fail: without its line, the guard is unlayered.
+    without_guard = PYPROJECT.read_text().replace(" : mlops_platform.guard", "")
+    assert "guard" in modules - layered_modules(without_guard)
