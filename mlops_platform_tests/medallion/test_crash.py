@@ -1,4 +1,5 @@
-"""Crash hygiene: a run killed (``kill -9``) between the quarantine and silver commits is detected and healed.
+"""Crash hygiene: a run killed (``kill -9``) after any commit of a day (bronze, quarantine or silver) loses no good
+row, and one killed between the quarantine and silver commits is detected and healed.
 
 Silver's asset writes quarantine first and silver last, both commits stamped with the run's batch id and days. A
 real subprocess runs the bronze and silver assets and kills itself with SIGKILL right after the quarantine commit,
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import dagster as dg
 import polars as pl
+import pytest
 from deltalake import DeltaTable
 
 from mlops_platform import names
@@ -54,7 +56,7 @@ KILLED_RUN = textwrap.dedent("""
     class DiesAfterQuarantine(DeltaWarehouse):
         def replace_days(self, schema, table, data, days, **kwargs):
             write = super().replace_days(schema, table, data, days, **kwargs)
-            if table.endswith("_quarantine"):
+            if f"{schema}.{table}".endswith(sys.argv[3]):
                 os.kill(os.getpid(), signal.SIGKILL)
             return write
 
@@ -91,7 +93,7 @@ def test_a_run_killed_between_the_quarantine_and_silver_commits_is_healed_by_the
     land(tmp_path, {day_file(): FIRST_DELIVERY,
                     day_file(part=2): csv_bytes(HEADER, "KLGA,3,2013,3,10,2013-03-10T05:15:00Z,2.5,2013-03-01,true,",
                                                 "KEWR,9,2013,3,10,2013-03-10T06:15:00Z,abc,2013-03-01,true,")})
-    killed = subprocess.run([sys.executable, "-c", KILLED_RUN, str(tmp_path), DAY.isoformat()],
+    killed = subprocess.run([sys.executable, "-c", KILLED_RUN, str(tmp_path), DAY.isoformat(), "_quarantine"],
                             cwd=PROJECT_ROOT, check=False, capture_output=True, text=True, timeout=300)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
 
@@ -120,3 +122,33 @@ def test_a_run_killed_between_the_quarantine_and_silver_commits_is_healed_by_the
     silver = _table(tmp_path, SOURCE)
     assert silver.height == 5 and ("KLGA", 3) in set(silver.select("station", "reading_id").rows())
     assert _table(tmp_path, f"{SOURCE}_quarantine").height == 2
+
+
+@pytest.mark.parametrize("commit", [f"stations_bronze.{SOURCE}", f"stations_silver.{names.quarantine(SOURCE)}",
+                                    f"stations_silver.{SOURCE}"])
+def test_a_run_killed_after_any_commit_loses_no_good_row_and_the_next_run_completes_the_day(tmp_path, commit):
+    warehouse = DeltaWarehouse(root=str(tmp_path / "warehouse"), catalog="faults")
+    _stations_run(tmp_path, warehouse)
+    good = set(_table(tmp_path, SOURCE).select("station", "reading_id").rows())
+    land(tmp_path, {day_file(): FIRST_DELIVERY,
+                    day_file(part=2): csv_bytes(HEADER, "KLGA,3,2013,3,10,2013-03-10T05:15:00Z,2.5,2013-03-01,true,",
+                                                "KEWR,9,2013,3,10,2013-03-10T06:15:00Z,abc,2013-03-01,true,")})
+
+    killed = subprocess.run([sys.executable, "-c", KILLED_RUN, str(tmp_path), DAY.isoformat(), commit],
+                            cwd=PROJECT_ROOT, check=False, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert good <= set(_table(tmp_path, SOURCE).select("station", "reading_id").rows())
+
+    usecase_ = usecase()
+    rerun = dg.materialize(
+        [*bronze_assets(usecase_), *silver_assets(usecase_)], partition_key=DAY.isoformat(),
+        resources={"warehouse": warehouse, "landing": LandingZone(root=str(tmp_path / "landing")),
+                   "engine": ComputeEngine(kind="polars", pyspark=spark_sessions())},
+        instance=dg.DagsterInstance.ephemeral(), raise_on_error=False, run_config=QUIET,
+    )
+    assert rerun.success
+    assert all(evaluation.passed for evaluation in rerun.get_asset_check_evaluations()
+               if evaluation.check_name == "rows_reconcile")
+    assert set(_table(tmp_path, SOURCE).select("station", "reading_id").rows()) == good | {("KLGA", 3)}
+    assert _table(tmp_path, f"{SOURCE}_quarantine").height == 2
+
