@@ -82,6 +82,17 @@ def _stamp(tmp_path: Path, name: str) -> dict:
     return DeltaTable(str(tmp_path / "warehouse" / "stations_silver" / name)).history(limit=1)[0]
 
 
+def _next_run(tmp_path: Path, warehouse: DeltaWarehouse) -> dg.ExecuteInProcessResult:
+    """The ordinary run of the day after the crash: bronze and silver, as the daily job runs them."""
+    stations = usecase()
+    return dg.materialize(
+        [*bronze_assets(stations), *silver_assets(stations)], partition_key=DAY.isoformat(),
+        resources={"warehouse": warehouse, "landing": LandingZone(root=str(tmp_path / "landing")),
+                   "engine": ComputeEngine(kind="polars", pyspark=spark_sessions())},
+        instance=dg.DagsterInstance.ephemeral(), raise_on_error=False, run_config=QUIET,
+    )
+
+
 def test_a_run_killed_between_the_quarantine_and_silver_commits_is_healed_by_the_next_run(tmp_path):
     warehouse = DeltaWarehouse(root=str(tmp_path / "warehouse"), catalog="faults")
     first = _stations_run(tmp_path, warehouse)
@@ -104,13 +115,7 @@ def test_a_run_killed_between_the_quarantine_and_silver_commits_is_healed_by_the
     assert _table(tmp_path, SOURCE).select("station", "reading_id", "value").sort("station", "reading_id"
                                                                                   ).equals(good)
 
-    usecase_ = usecase()
-    healed = dg.materialize(
-        [*bronze_assets(usecase_), *silver_assets(usecase_)], partition_key=DAY.isoformat(),
-        resources={"warehouse": warehouse, "landing": LandingZone(root=str(tmp_path / "landing")),
-                   "engine": ComputeEngine(kind="polars", pyspark=spark_sessions())},
-        instance=dg.DagsterInstance.ephemeral(), raise_on_error=False, run_config=QUIET,
-    )
+    healed = _next_run(tmp_path, warehouse)
     assert healed.success
     silver_meta = next(event.materialization.metadata for event in healed.get_asset_materialization_events()
                        if event.asset_key.path[-2:] == [names.SILVER, SOURCE])
@@ -139,13 +144,7 @@ def test_a_run_killed_after_any_commit_loses_no_good_row_and_the_next_run_comple
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert good <= set(_table(tmp_path, SOURCE).select("station", "reading_id").rows())
 
-    usecase_ = usecase()
-    rerun = dg.materialize(
-        [*bronze_assets(usecase_), *silver_assets(usecase_)], partition_key=DAY.isoformat(),
-        resources={"warehouse": warehouse, "landing": LandingZone(root=str(tmp_path / "landing")),
-                   "engine": ComputeEngine(kind="polars", pyspark=spark_sessions())},
-        instance=dg.DagsterInstance.ephemeral(), raise_on_error=False, run_config=QUIET,
-    )
+    rerun = _next_run(tmp_path, warehouse)
     assert rerun.success
     assert all(evaluation.passed for evaluation in rerun.get_asset_check_evaluations()
                if evaluation.check_name == "rows_reconcile")
