@@ -223,7 +223,7 @@ def floor(daily, definitions, instance, days: list[dt.date], args: argparse.Name
 def retraining(definitions, settings, instance, args: argparse.Namespace) -> dict:
     """The training job with the configured budget while a champion exists, as the sensor would request it."""
 
-    from benchmarks.harness import execute, noop_twin, step_stages, step_windows, train
+    from benchmarks.harness import noop_twin, run_seconds, step_stages, step_windows, train
     from benchmarks.profiling import Split, StackSampler, hotspots
     from mlops_platform import names
     from mlops_platform.defs.stages import model_key
@@ -253,11 +253,7 @@ def retraining(definitions, settings, instance, args: argparse.Namespace) -> dic
                         "one_fit_seconds": training_fit_seconds(definitions, usecase, name)}
     gate = {f"{e.asset_key.to_user_string()}:{e.check_name}": e.passed for e in result.get_asset_check_evaluations()}
     twin = noop_twin(definitions, job)
-    floors = []
-    for _ in range(args.floor_repeats):
-        clock = time.perf_counter()
-        execute(twin, instance)
-        floors.append(time.perf_counter() - clock)
+    floors = run_seconds(twin, instance, args.floor_repeats)
     return {
         "wall_seconds": wall,
         "step_seconds": {event.step_key: event.event_specific_data.duration_ms / 1000

@@ -83,11 +83,11 @@ def main(argv: list[str] | None = None) -> dict:
     from benchmarks.harness import (
         backfill,
         benchmark_settings,
-        execute,
         land,
         noop_twin,
         one_fit_seconds,
         open_instance,
+        run_seconds,
         train,
     )
     from mlops_platform import names
@@ -154,11 +154,7 @@ def main(argv: list[str] | None = None) -> dict:
         figures["job_champions"] = {"before": champions_before, "after": {
             n: mlflow.alias_version(c.registered_name, CHAMPION) for n, c in configured.models.items()}}
         twin = noop_twin(definitions, job)
-        floors = []
-        for _ in range(args.floor_repeats):
-            clock = time.perf_counter()
-            execute(twin, instance)
-            floors.append(time.perf_counter() - clock)
+        floors = run_seconds(twin, instance, args.floor_repeats)
         figures["job_floor_seconds"] = statistics.median(floors)
     finally:
         from mlops_platform.resources.serving import stop_server

@@ -73,10 +73,10 @@ def phase_setup(folder: Path, args: argparse.Namespace) -> dict:
     from benchmarks.harness import (
         backfill,
         benchmark_settings,
-        execute,
         land,
         noop_twin,
         open_instance,
+        run_seconds,
         train,
     )
     from mlops_platform.defs import build_definitions
@@ -104,11 +104,7 @@ def phase_setup(folder: Path, args: argparse.Namespace) -> dict:
     with_job = dg.Definitions.merge(definitions, dg.Definitions(jobs=[dg.define_asset_job(
         job_name, selection=dg.AssetSelection.assets(*serving_keys(usecase)))]))
     twin = noop_twin(with_job, with_job.resolve_job_def(job_name))
-    floors = []
-    for _ in range(args.repeats):
-        clock = time.perf_counter()
-        execute(twin, instance)
-        floors.append(time.perf_counter() - clock)
+    floors = run_seconds(twin, instance, args.repeats)
     mlflow = definitions.resources["mlflow"]
     endpoint, spec = next(iter(usecase.serving.items()))
     model = usecase.models[spec.model]

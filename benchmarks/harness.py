@@ -62,6 +62,16 @@ def open_instance() -> dg.DagsterInstance:
     return persistent_instance(durable=False)
 
 
+def run_seconds(job: dg.JobDefinition, instance: dg.DagsterInstance, repeats: int) -> list[float]:
+    """Wall seconds of ``repeats`` runs of ``job`` (a no-op twin, as a rule: the orchestrator's floor)."""
+    seconds = []
+    for _ in range(repeats):
+        clock = time.perf_counter()
+        execute(job, instance)
+        seconds.append(time.perf_counter() - clock)
+    return seconds
+
+
 def execute(job: dg.JobDefinition, instance: dg.DagsterInstance, **kwargs) -> dg.ExecuteInProcessResult:
     result = job.execute_in_process(instance=instance, raise_on_error=False, run_config=QUIET, **kwargs)
     if not result.success:
