@@ -6,6 +6,10 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 export PYTHONWARNINGS := ignore
+# Some images set PYTHONDONTWRITEBYTECODE=1: then every process (each test's daemon, serving process, code server)
+# compiles every module it imports from source, seconds per process. Installing compiles the venv once; this lets the
+# project's own modules be cached as well.
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: install home run test ui mlflow-ui bench lint
 
@@ -14,7 +18,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade uv
-	$(BIN)/uv pip install --python $(BIN)/python --quiet -e ".[orchestrator,dev]"
+	$(BIN)/uv pip install --python $(BIN)/python --quiet --compile-bytecode -e ".[orchestrator,dev]"
 	touch $@
 
 run: install
