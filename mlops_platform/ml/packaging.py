@@ -268,8 +268,11 @@ def evaluation_model(model_uri: str) -> Any:
         estimator = FixedThresholdClassifier(estimator, threshold=packaging.decision_threshold,
                                              pos_label=packaging.positive_class, response_method="predict_proba")
     with tempfile.TemporaryDirectory(prefix="evaluation-") as folder:
-        # Read back at once by this process only, so the pickle never travels.
+        # Read back at once by this process only, so the pickle never travels and no environment is ever built
+        # from it: requirements given (none) spare MLflow inferring them by loading the model in a subprocess,
+        # 43 of the 83 s the two gates of a retraining took (benchmarks/results/RETRAINING.md).
         copy = Path(folder) / "model"
         mlflow.sklearn.save_model(estimator, str(copy), signature=ModelSignature(inputs=meta.signature.inputs),
-                                  serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE)
+                                  serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
+                                  pip_requirements=[])
         return mlflow.pyfunc.load_model(str(copy))

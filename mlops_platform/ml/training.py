@@ -356,7 +356,8 @@ class _Stopwatch:
 
 def configured_tuner(config: ModelConfig) -> Tuner:
     tuning = config.tuning
-    return OptunaTuner(parallel=tuning.parallel_trials) if tuning.library == "optuna" else HyperoptTuner()
+    tuner = OptunaTuner if tuning.library == "optuna" else HyperoptTuner
+    return tuner(parallel=tuning.parallel_trials)
 
 
 def train_model(
@@ -374,8 +375,9 @@ def train_model(
     """Tune, refit, evaluate and register ``config``'s model on ``frame`` (the output of ``model_frame``).
 
     ``threads`` caps the booster's OpenMP threads per fit. One is the default because OpenMP threads spin while
-    they wait: on a shared 4-core machine under load, a fit took 0.8 s on one thread and 6-9 s on two or four. With
-    Optuna the cores are used by fitting ``tuning.parallel_trials`` trials at a time instead.
+    they wait: on a shared 4-core machine under load, a fit took 0.8 s on one thread and 6-9 s on two or four (on
+    the 2-core one at load 12-17, 8-13 s on one, 135 s on two). The cores are used by fitting
+    ``tuning.parallel_trials`` trials at a time instead.
     """
     with threadpool_limits(limits=threads, user_api="openmp"):
         return _train(config, frame, list(features), experiment_id=experiment_id, lineage=lineage,

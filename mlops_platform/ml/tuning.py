@@ -66,7 +66,20 @@ def _check_space(space: Space) -> None:
 
 
 class HyperoptTuner:
-    """Tree-structured Parzen estimator (Hyperopt's TPE), seeded, one trial at a time."""
+    """Tree-structured Parzen estimator (Hyperopt's TPE), seeded; its random start-up trials ``parallel`` at a time.
+
+    TPE draws its first ``max_trials // 2`` points at random, each from the next seed of the search's generator, and
+    models the losses only after them: those points depend on the seed alone. They are drawn up front by a search on
+    a stand-in objective with the same seed, fitted ``parallel`` at a time on threads, and handed to the real search,
+    which draws the same points again and finds their losses ready; the modelled half runs one trial at a time. The
+    trials, losses and best point are those of a search run one trial at a time. The objective must be safe to call
+    from several threads at once.
+    """
+
+    def __init__(self, parallel: int = 1) -> None:
+        if parallel < 1:
+            raise ValueError(f"parallel must be at least 1, not {parallel}")
+        self.parallel = parallel
 
     def minimize(
         self, objective: Objective, space: Space, max_trials: int, timeout_seconds: float, seed: int
@@ -78,31 +91,72 @@ class HyperoptTuner:
             name: hp.quniform(name, low, high, 1) if is_integer_range((low, high)) else hp.uniform(name, low, high)
             for name, (low, high) in space.items()
         }
-        trials: list[Trial] = []
+        # TPE only models the space after its random start-up trials (20 by default); with the small budgets
+        # we run, that default would make every trial random. Half the budget explores, half exploits.
+        startup = max(1, max_trials // 2)
+        algorithm = partial(tpe.suggest, n_startup_jobs=startup)
 
         def typed(raw: Mapping[str, float]) -> Params:
             # quniform yields floats such as 137.0; estimators want ints for counts.
             return {name: round(float(raw[name])) if is_integer_range(space[name]) else float(raw[name])
                     for name in space}
 
-        def evaluate(raw: Mapping[str, float]) -> dict[str, object]:
-            params = typed(raw)
-            started = time.perf_counter()
-            loss = float(objective(params))
-            if not np.isfinite(loss):
-                raise ValueError(f"the objective returned {loss} for {params}: a loss must be a finite number")
-            trials.append(Trial(len(trials), params, loss, time.perf_counter() - started))
-            return {"loss": loss, "status": STATUS_OK}
+        def search(evaluate: Callable[[Mapping[str, float]], float], evaluations: int, timeout: float) -> None:
+            fmin(lambda raw: {"loss": evaluate(raw), "status": STATUS_OK}, search_space, algo=algorithm,
+                 max_evals=evaluations, timeout=timeout, trials=Trials(), rstate=np.random.default_rng(seed),
+                 show_progressbar=False)
 
-        # TPE only models the space after its random start-up trials (20 by default); with the small budgets
-        # we run, that default would make every trial random. Half the budget explores, half exploits.
-        algorithm = partial(tpe.suggest, n_startup_jobs=max(1, max_trials // 2))
-        fmin(
-            evaluate, search_space, algo=algorithm, max_evals=max_trials, timeout=timeout_seconds,
-            trials=Trials(), rstate=np.random.default_rng(seed), show_progressbar=False,
-        )
+        started = time.perf_counter()
+        drawn: list[Params] = []
+        ready: dict[str, tuple[float, float]] = {}
+        if self.parallel > 1:
+
+            def draw(raw: Mapping[str, float]) -> float:
+                # No start-up draw reads a loss, so any constant stands in for them.
+                drawn.append(typed(raw))
+                return 0.0
+
+            search(draw, min(startup, max_trials), timeout_seconds)
+            ready = self._fit_together(objective, drawn, started + timeout_seconds)
+
+        trials: list[Trial] = []
+
+        def evaluate(raw: Mapping[str, float]) -> float:
+            params = typed(raw)
+            loss, seconds = ready.get(_key(params)) or _timed(objective, params)
+            trials.append(Trial(len(trials), params, loss, seconds))
+            return loss
+
+        remaining = timeout_seconds - (time.perf_counter() - started)
+        if remaining > 0:
+            search(evaluate, max_trials, remaining)
+        if not trials:
+            # Every start-up trial ran together and the budget was spent before the search could collect them.
+            trials = [Trial(number, params, *ready[_key(params)]) for number, params in enumerate(drawn)
+                      if _key(params) in ready]
         best = min(trials, key=lambda trial: trial.loss)
         return TuningResult(best_params=dict(best.params), trials=tuple(trials))
+
+    def _fit_together(self, objective: Objective, points: list[Params], deadline: float
+                      ) -> dict[str, tuple[float, float]]:
+        """The loss and seconds of each point that started before ``deadline``, ``parallel`` at a time."""
+
+        def fit(params: Params) -> tuple[float, float] | None:
+            return _timed(objective, params) if time.perf_counter() < deadline else None
+
+        with ThreadPoolExecutor(max_workers=self.parallel, thread_name_prefix="trial") as pool:
+            return {_key(params): result for params, result in zip(points, pool.map(fit, points), strict=True)
+                    if result is not None}
+
+
+def _key(params: Params) -> str:
+    return repr(sorted(params.items()))
+
+
+def _timed(objective: Objective, params: Params) -> tuple[float, float]:
+    started = time.perf_counter()
+    loss = _finite(float(objective(params)), params)
+    return loss, time.perf_counter() - started
 
 
 def _finite(loss: float, params: Params) -> float:
@@ -142,12 +196,8 @@ class OptunaTuner:
         study = optuna.create_study(direction="minimize", sampler=sampler)
         trials: list[Trial] = []
 
-        def evaluate(params: Params) -> tuple[float, float]:
-            started = time.perf_counter()
-            loss = _finite(float(objective(params)), params)
-            return loss, time.perf_counter() - started
-
         started = time.perf_counter()
+        evaluate = partial(_timed, objective)
         with ThreadPoolExecutor(max_workers=self.parallel, thread_name_prefix="trial") as pool:
             while len(trials) < max_trials and time.perf_counter() - started < timeout_seconds:
                 batch = [study.ask(distributions) for _ in range(min(self.parallel, max_trials - len(trials)))]

@@ -58,9 +58,9 @@ def fast_trained(module_registry, classifier_config, classifier_frame, features)
     return train_model(config, classifier_frame, features, experiment_id=experiment_id, lineage=LINEAGE)
 
 
-def test_the_default_tuning_is_hyperopt_one_at_a_time_without_early_stopping(module_registry, trained):
+def test_the_default_tuning_is_hyperopt_two_at_a_time_without_early_stopping(module_registry, trained):
     parent = module_registry.client().get_run(trained.run_id).data.params
-    assert (parent["parallel_trials"], parent["early_stopping"]) == ("1", "False") and "refit_max_iter" not in parent
+    assert (parent["parallel_trials"], parent["early_stopping"]) == ("2", "False") and "refit_max_iter" not in parent
 
 
 def test_fast_trials_stop_early_on_the_validation_split_and_the_refit_grows_the_trees_the_best_kept(
@@ -130,11 +130,14 @@ def test_plots_lineage_and_datasets_are_logged_under_the_artifact_root(module_re
     assert run.info.artifact_uri.startswith(Path(module_registry.artifact_root).resolve().as_uri())
 
 
-def test_retraining_from_the_same_table_version_reproduces_the_logged_metrics(
+def test_retraining_from_the_same_table_version_one_trial_at_a_time_reproduces_the_logged_metrics(
         module_registry, trained, classifier_config, training_table, features):
-    # Rows shuffled on the way in, as another Delta file order would return them: model_frame re-sorts them.
+    # Rows shuffled on the way in, as another Delta file order would return them: model_frame re-sorts them. And
+    # tuned one trial at a time, as before the default fitted Hyperopt's start-up trials together.
     shuffled = training_table.take(np.random.default_rng(0).permutation(training_table.num_rows))
-    again = train_model(classifier_config, model_frame(shuffled, classifier_config, features, ORDER_BY), features,
+    tuning = {**classifier_config.tuning.model_dump(), "parallel_trials": 1}
+    sequential = classifier_config.model_validate({**classifier_config.model_dump(), "tuning": tuning})
+    again = train_model(sequential, model_frame(shuffled, sequential, features, ORDER_BY), features,
                         experiment_id=trained.experiment_id, lineage=LINEAGE)
 
     client = module_registry.client()
