@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import statistics
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -204,3 +206,36 @@ def one_fit_seconds(config, frame, features) -> float:
         clock = time.perf_counter()
         pipeline.fit(train[features], train[config.label])
         return time.perf_counter() - clock
+
+
+class LoadSampler:
+    """The 1-minute load average every ``every`` seconds on a thread: over the whole run and since a mark."""
+
+    def __init__(self, every: float = 5.0) -> None:
+        self.every = every
+        self.samples: list[float] = []
+        self._mark = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="load-sampler", daemon=True)
+
+    def _sample(self) -> None:
+        while True:
+            self.samples.append(os.getloadavg()[0])
+            if self._stop.wait(self.every):
+                return
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def mark(self) -> None:
+        self._mark = len(self.samples)
+
+    def since_mark(self) -> dict[str, float]:
+        return self.summary(self.samples[self._mark:] or self.samples[-1:] or [os.getloadavg()[0]])
+
+    def summary(self, samples: list[float] | None = None) -> dict[str, float]:
+        chosen = (self.samples if samples is None else samples) or [os.getloadavg()[0]]
+        return {"mean": statistics.fmean(chosen), "min": min(chosen), "max": max(chosen), "samples": len(chosen)}
