@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 
 import mlflow
@@ -178,3 +180,34 @@ def test_integer_hyperparameters_stay_integers_although_the_config_parses_bounds
     typo = small_budget(usecase.models["delay"], space={"max_leafs": (15, 63)})
     with pytest.raises(ValueError, match="not a hyperparameter"):
         search_space(typo)
+
+
+def test_the_best_trial_so_far_is_refit_once_and_that_refit_is_the_one_used():
+    from mlops_platform.ml.training import _SpeculativeRefits
+
+    started = threading.Event()
+    release = threading.Event()
+    refitted: list[dict] = []
+
+    def refit(params: dict) -> dict:
+        refitted.append(params)
+        started.set()
+        release.wait(10)
+        return {"fitted": params}
+
+    refits = _SpeculativeRefits(refit)
+    refits.offer({"a": 1}, 0.5)
+    assert started.wait(10)
+    refits.offer({"a": 2}, 0.7)  # worse: not refit
+    refits.offer({"a": 3}, 0.4)  # better, queued behind the running refit of {"a": 1}
+    refits.offer({"a": 4}, 0.3)  # better still: the queued refit of {"a": 3} is dropped before it starts
+    release.set()
+    deadline = time.monotonic() + 10
+    while len(refitted) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+    assert refitted == [{"a": 1}, {"a": 4}]
+    assert refits.result({"a": 4}) == {"fitted": {"a": 4}}
+    assert len(refitted) == 2
+    # A best that was never offered (the tuner's choice among equal losses) is refit on the spot.
+    assert refits.result({"a": 2}) == {"fitted": {"a": 2}}
