@@ -1,8 +1,9 @@
 """Hyperparameter search behind one small interface, so the search library can change without touching training.
 
 Hyperopt is unmaintained and Databricks recommends Optuna after ML runtime 16.4; a replacement only has to
-implement ``Tuner.minimize``. ``OptunaTuner`` is the default: it evaluates a few trials at a time on threads (the
-booster's fit releases the GIL), in batches asked and told in a fixed order, so a seed still gives the same trials.
+implement ``Tuner.minimize``. Both fit trials on threads (the booster's fit releases the GIL) and give the same trials
+for the same seed: ``HyperoptTuner`` (the default) fits ahead the points its search will draw, ``OptunaTuner`` asks
+and tells batches in a fixed order.
 """
 
 from __future__ import annotations
