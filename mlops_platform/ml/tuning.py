@@ -2,15 +2,15 @@
 
 Hyperopt is unmaintained and Databricks recommends Optuna after ML runtime 16.4; a replacement only has to
 implement ``Tuner.minimize``. Both fit trials on threads (the booster's fit releases the GIL) and give the same trials
-for the same seed: ``HyperoptTuner`` (the default) fits ahead the points its search will draw, ``OptunaTuner`` asks
-and tells batches in a fixed order.
+for the same seed: ``HyperoptTuner`` (the default) fits its random start-up trials together, ``OptunaTuner`` asks and
+tells batches in a fixed order.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from typing import Protocol
@@ -67,22 +67,14 @@ def _check_space(space: Space) -> None:
 
 
 class HyperoptTuner:
-    """Tree-structured Parzen estimator (Hyperopt's TPE), seeded; with ``parallel`` > 1, trials fitted ahead of the
-    search on threads, so that it finds their losses ready, and the same trials as one at a time.
+    """Tree-structured Parzen estimator (Hyperopt's TPE), seeded; its random start-up trials ``parallel`` at a time.
 
-    Which point the search draws next depends on the seed and on the losses so far, and on nothing else, so a search
-    replayed on a stand-in objective returning those losses draws it ahead of time:
-
-    - TPE's random start-up trials (the first ``max_trials // 2``) depend on the seed alone: all are drawn up front
-      and fitted ``parallel`` at a time;
-    - after them, while a trial fits, the point the search will draw if that trial does not beat the best so far is
-      fitted beside it. Below 17 trials TPE reads the losses only through which trial is the best (its "good" group
-      is the single best trial), so that guess is right whenever the trial does not beat the best; a wrong guess costs
-      a fit nobody uses, never a different trial.
-
-    The search itself (``fmin``, the same seed) still draws every point and takes each loss from the fit of that
-    very point: the trials, losses and best point are those of a search run one trial at a time. The objective must
-    be safe to call from several threads at once.
+    TPE draws its first ``max_trials // 2`` points at random, each from the next seed of the search's generator, and
+    models the losses only after them: those points depend on the seed alone. They are drawn up front by a search on
+    a stand-in objective with the same seed, fitted ``parallel`` at a time on threads, and handed to the real search,
+    which draws the same points again and finds their losses ready; the modelled half runs one trial at a time. The
+    trials, losses and best point are those of a search run one trial at a time. The objective must be safe to call
+    from several threads at once.
     """
 
     def __init__(self, parallel: int = 1) -> None:
@@ -110,70 +102,52 @@ class HyperoptTuner:
             return {name: round(float(raw[name])) if is_integer_range(space[name]) else float(raw[name])
                     for name in space}
 
-        def search(evaluate: Callable[[Params], float], evaluations: int, timeout: float | None) -> None:
-            fmin(lambda raw: {"loss": evaluate(typed(raw)), "status": STATUS_OK}, search_space, algo=algorithm,
+        def search(evaluate: Callable[[Mapping[str, float]], float], evaluations: int, timeout: float) -> None:
+            fmin(lambda raw: {"loss": evaluate(raw), "status": STATUS_OK}, search_space, algo=algorithm,
                  max_evals=evaluations, timeout=timeout, trials=Trials(), rstate=np.random.default_rng(seed),
                  show_progressbar=False)
 
-        def draws(losses: Sequence[float], count: int) -> list[Params]:
-            """The first ``count`` points the search draws when its first trials score ``losses``."""
-            drawn: list[Params] = []
+        started = time.perf_counter()
+        drawn: list[Params] = []
+        ready: dict[str, tuple[float, float]] = {}
+        if self.parallel > 1:
 
-            def replay(params: Params) -> float:
-                drawn.append(params)
-                # Start-up draws read no loss, so any constant stands in for the ones not known yet.
-                return losses[len(drawn) - 1] if len(drawn) <= len(losses) else 0.0
+            def draw(raw: Mapping[str, float]) -> float:
+                # No start-up draw reads a loss, so any constant stands in for them.
+                drawn.append(typed(raw))
+                return 0.0
 
-            search(replay, count, None)
-            return drawn
+            search(draw, min(startup, max_trials), timeout_seconds)
+            ready = self._fit_together(objective, drawn, started + timeout_seconds)
 
         trials: list[Trial] = []
-        started = time.perf_counter()
-        if self.parallel == 1:
 
-            def evaluate(params: Params) -> float:
-                loss, seconds = _timed(objective, params)
-                trials.append(Trial(len(trials), params, loss, seconds))
-                return loss
-
-            search(evaluate, max_trials, timeout_seconds)
-            return _result(trials)
-
-        deadline = started + timeout_seconds
-        pool = ThreadPoolExecutor(max_workers=self.parallel, thread_name_prefix="trial")
-        ahead: dict[str, Future[tuple[float, float] | None]] = {}
-
-        def in_time(params: Params) -> tuple[float, float] | None:
-            # No trial fitted ahead starts after the budget.
-            return _timed(objective, params) if time.perf_counter() < deadline else None
-
-        def fit_ahead(params: Params) -> None:
-            if _key(params) not in ahead:
-                ahead[_key(params)] = pool.submit(in_time, params)
-
-        def evaluate(params: Params) -> float:
-            losses = [trial.loss for trial in trials]
-            if startup <= len(losses) + 1 < max_trials:
-                # The guess: this trial does not beat the best so far (any loss above all others ranks so).
-                fit_ahead(draws([*losses, max(losses, default=0.0) + 1.0], len(losses) + 2)[-1])
-            fitted = ahead[_key(params)].result() if _key(params) in ahead else None
-            loss, seconds = fitted or _timed(objective, params)
+        def evaluate(raw: Mapping[str, float]) -> float:
+            params = typed(raw)
+            loss, seconds = ready.get(_key(params)) or _timed(objective, params)
             trials.append(Trial(len(trials), params, loss, seconds))
             return loss
 
-        try:
-            for params in draws([], min(startup, max_trials)):
-                fit_ahead(params)
-            search(evaluate, max_trials, timeout_seconds)
-        finally:
-            # A guess still fitting when the search ends is not waited for.
-            pool.shutdown(wait=False, cancel_futures=True)
-        return _result(trials)
+        remaining = timeout_seconds - (time.perf_counter() - started)
+        if remaining > 0:
+            search(evaluate, max_trials, remaining)
+        if not trials:
+            # Every start-up trial ran together and the budget was spent before the search could collect them.
+            trials = [Trial(number, params, *ready[_key(params)]) for number, params in enumerate(drawn)
+                      if _key(params) in ready]
+        best = min(trials, key=lambda trial: trial.loss)
+        return TuningResult(best_params=dict(best.params), trials=tuple(trials))
 
+    def _fit_together(self, objective: Objective, points: list[Params], deadline: float
+                      ) -> dict[str, tuple[float, float]]:
+        """The loss and seconds of each point that started before ``deadline``, ``parallel`` at a time."""
 
-def _result(trials: Sequence[Trial]) -> TuningResult:
-    best = min(trials, key=lambda trial: trial.loss)
-    return TuningResult(best_params=dict(best.params), trials=tuple(trials))
+        def fit(params: Params) -> tuple[float, float] | None:
+            return _timed(objective, params) if time.perf_counter() < deadline else None
+
+        with ThreadPoolExecutor(max_workers=self.parallel, thread_name_prefix="trial") as pool:
+            return {_key(params): result for params, result in zip(points, pool.map(fit, points), strict=True)
+                    if result is not None}
 
 
 def _key(params: Params) -> str:

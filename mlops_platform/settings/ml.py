@@ -22,9 +22,9 @@ class MetricGate(_Strict):
 class TuningConfig(_Strict):
     max_trials: int = Field(default=8, ge=1)
     timeout_seconds: float = Field(default=300, gt=0, description="the tuning budget: no trial starts after it")
-    # Hyperopt by default, two trials at a time: its random start-up trials fitted together, then the next point
-    # fitted ahead beside the current one; the same trials, losses and best point as one at a time (ml/tuning.py,
-    # HyperoptTuner), so the same gate decisions (benchmarks/results/RETRAINING.md). The faster Optuna setting (2 trials at
+    # Hyperopt by default, its random start-up trials fitted two at a time and the best trial so far refit on a spare
+    # thread: the same trials, losses, best point and refit as one at a time (ml/tuning.py, HyperoptTuner; ml/
+    # training.py), so the same gate decisions (benchmarks/results/RETRAINING.md). The faster Optuna setting (2 trials at
     # a time throughout, early stopping) retrained the flights delay model 4.4x faster but lost the champion gate
     # that Hyperopt passed on the same rows (benchmarks/results/AFTER.md), so it is opt-in: a changed default must
     # not change a gate decision.

@@ -50,7 +50,7 @@ def test_the_same_seed_replays_the_same_trials_and_another_seed_does_not(tuner):
     assert [t.params for t in first.trials] != [t.params for t in other.trials]
 
 
-@pytest.mark.parametrize(("tuner", "batch"), zip(TUNERS, [1, 1, 1, 2], strict=True), ids=TUNER_IDS)
+@pytest.mark.parametrize(("tuner", "batch"), zip(TUNERS, [1, 2, 1, 2], strict=True), ids=TUNER_IDS)
 def test_the_timeout_stops_the_search_before_the_budget(tuner, batch: int):
     # The first trials outlast the timeout whatever the machine's load, so exactly one batch runs: a count that
     # does not depend on how fast two shared cores happen to be.
@@ -108,31 +108,8 @@ def test_hyperopt_fits_its_start_up_trials_together_and_each_point_once():
 
     result = HyperoptTuner(parallel=2).minimize(counted, SPACE, max_trials=4, timeout_seconds=60, seed=5)
 
-    assert [trial.number for trial in result.trials] == [0, 1, 2, 3]
-    fitted = [str(params) for params in calls]
-    assert all(fitted.count(str(trial.params)) == 1 for trial in result.trials)
-
-
-def test_hyperopt_fits_the_next_trial_ahead_when_the_current_one_does_not_beat_the_best():
-    # The first trial stays the best: every guess is right, so no point is fitted that the search does not use,
-    # and the search is the one run one trial at a time.
-    space = {**SPACE, "l2_regularization": (0.0, 1.0)}
-    first = HyperoptTuner().minimize(_bowl, space, max_trials=1, timeout_seconds=60, seed=3).trials[0].params
-    calls: list[dict] = []
-    lock = threading.Lock()
-
-    def first_is_best(params: dict) -> float:
-        with lock:
-            calls.append(params)
-        return 0.0 if params == first else 1.0 + _bowl(params)
-
-    sequential = HyperoptTuner().minimize(first_is_best, space, max_trials=8, timeout_seconds=60, seed=3)
-    calls.clear()
-    ahead = HyperoptTuner(parallel=2).minimize(first_is_best, space, max_trials=8, timeout_seconds=60, seed=3)
-
-    assert sequential.trials[0].params == first and sequential.best_params == first
-    assert len(calls) == 8
-    assert [t.params for t in ahead.trials] == [t.params for t in sequential.trials]
+    assert len(calls) == 4 and [trial.number for trial in result.trials] == [0, 1, 2, 3]
+    assert sorted(map(str, calls)) == sorted(str(trial.params) for trial in result.trials)
 
 
 def test_parallel_trials_run_at_the_same_time_and_are_told_in_the_order_asked():
