@@ -277,7 +277,7 @@ def training_fit_seconds(definitions, usecase, model_name: str) -> float:
     from benchmarks.harness import one_fit_seconds
     from mlops_platform.defs.training.assets import read_training_set
     from mlops_platform.features import feature_columns, row_keys
-    from mlops_platform.ml.training import model_frame
+    from mlops_platform.ml.model_data import model_frame
 
     config = usecase.models[model_name]
     features = feature_columns(usecase)
