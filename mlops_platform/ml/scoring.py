@@ -20,6 +20,7 @@ import pyarrow as pa
 from mlops_platform.settings import ModelConfig
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
     from mlflow import MlflowClient
 
@@ -95,6 +96,15 @@ def load_alias(client: MlflowClient, config: ModelConfig, alias: str) -> tuple[S
     return load_version(config.registered_name, version), ScoredModel(config.registered_name, version)
 
 
+def predict(model: ServedModel, features: pd.DataFrame, *, threads: int = 1) -> np.ndarray:
+    """The positive-class probability or the value per row of already typed ``features``, on at most ``threads``
+    OpenMP threads (see :func:`score`)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=threads, user_api="openmp"):
+        return model.raw(features)
+
+
 def score(rows: pa.Table, config: ModelConfig, features: Sequence[str], model: ServedModel,
           scored: ScoredModel, *, threads: int = 1) -> pa.Table:
     """``rows`` with the prediction (probability of the positive class, or the value), model name and version; a
@@ -107,11 +117,7 @@ def score(rows: pa.Table, config: ModelConfig, features: Sequence[str], model: S
     shared 2-core machine a day's 1,000-row predict took 2.5-4.8 s on two threads (a third of the day) against
     milliseconds on one (``benchmarks/results/DAILY.md``).
     """
-    from threadpoolctl import threadpool_limits
-
-    typed = feature_frame(rows.to_pandas(), config, features)
-    with threadpool_limits(limits=threads, user_api="openmp"):
-        values = model.raw(typed)
+    values = predict(model, feature_frame(rows.to_pandas(), config, features), threads=threads)
     outputs = {PREDICTION: pa.array(values, pa.float64())}
     packaging = model.packaging
     if packaging.is_classifier:
