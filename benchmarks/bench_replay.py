@@ -20,8 +20,13 @@ fsync, as ``mlops run`` opens it):
    each model's pipeline on the same rows and against the training job's own no-op twin.
 3. this process: prints the figures and writes ``benchmarks/results/replay.json``.
 
+Warm days are shown together and apart: quiet days, and days whose monitoring rendered Evidently's full page (a
+day whose features drift or quality drops; the first such day also imports Evidently).
+
 Memory is the days process's peak RSS (``VmHWM``) before the retraining, against its RSS once the code location is
-imported; disk is what each day adds under the reports folder against what it adds to the warehouse.
+imported, and the models the process loaded against the versions it scored (one load per version is the target);
+disk is what each day adds under the reports folder against what it adds to the warehouse, for quiet days and days
+with Evidently's page apart.
 """
 
 from __future__ import annotations
@@ -129,6 +134,7 @@ def phase_days(folder: Path, args: argparse.Namespace) -> dict:
     from benchmarks.profiling import Split, StackSampler, hotspots
     from mlops_platform import names
     from mlops_platform.defs import build_definitions
+    from mlops_platform.ml import scoring
 
     imported = time.perf_counter()
     rss_imported = memory_mb("VmRSS")
@@ -144,7 +150,7 @@ def phase_days(folder: Path, args: argparse.Namespace) -> dict:
     mlflow_database = Path(definitions.resources["mlflow"].tracking_uri).name
     folders = {"warehouse": settings.warehouse_dir, "reports": settings.reports_dir, "mlflow": settings.mlflow_dir}
 
-    days, warm_samples, cursor = [], [], None
+    days, warm_samples, cursor, versions_scored = [], [], None, set()
     for index, day in enumerate(dt.date.fromisoformat(day) for day in setup["measured_days"]):
         bytes_before = {name: folder_bytes(path) for name, path in folders.items()}
         with StackSampler(args.interval) as sampler, SqlStatements() as statements:
@@ -163,6 +169,12 @@ def phase_days(folder: Path, args: argparse.Namespace) -> dict:
         sensor_seconds = time.perf_counter() - clock
         checks = [event.event_specific_data for event in result.all_events
                   if event.event_type_value == "ASSET_CHECK_EVALUATION"]
+        materialized = [event.materialization for event in result.get_asset_materialization_events()]
+        full_page = any("full_report" in materialization.metadata for materialization in materialized)
+        versions_scored |= {(materialization.asset_key.to_user_string(), materialization.metadata["model_version"].value)
+                            for materialization in materialized
+                            if names.PREDICTIONS in materialization.asset_key.path
+                            and "model_version" in materialization.metadata}
         days.append({
             "day": day.isoformat(),
             "wall_seconds": wall,
@@ -172,6 +184,8 @@ def phase_days(folder: Path, args: argparse.Namespace) -> dict:
             "sql_statements": statements.by_store(mlflow_database),
             "checks_failed": [f"{c.asset_key.to_user_string()}:{c.check_name}" for c in checks if not c.passed],
             "checks": len(checks),
+            "full_page": full_page,
+            "models_loaded": scoring.MODELS.loads,
             "sensor_seconds": sensor_seconds,
             "sensor_requests": len(requests),
             "bytes_added": {name: folder_bytes(path) - bytes_before[name] for name, path in folders.items()},
@@ -187,6 +201,7 @@ def phase_days(folder: Path, args: argparse.Namespace) -> dict:
         "floor": floor(daily, definitions, instance, [dt.date.fromisoformat(d["day"]) for d in days], args),
         "peak_rss_mb": memory_mb("VmHWM"),
         "steps": len(stages),
+        "versions_scored": len(versions_scored),
         "assets": len(daily.asset_layer.selected_asset_keys),
     }
     if not args.skip_retraining:
@@ -323,6 +338,11 @@ def report(setup: dict, figures: dict, top: int) -> list[str]:
         f"importing the code location, {figures['definitions_seconds']:.1f} s building definitions)"),
         (f"  warm day (mean of {len(warm)})            {warm_wall:7.2f} s   "
         f"= {warm_wall / floor['seconds']:.2f}x the floor"),
+        *(f"    {label} (mean of {len(kind)}){' ' * (22 - len(label) - len(str(len(kind))))}"
+          f"{_mean(d['wall_seconds'] for d in kind):7.2f} s   "
+          f"= {_mean(d['wall_seconds'] for d in kind) / floor['seconds']:.2f}x the floor"
+          for label, kind in (("quiet", [d for d in warm if not d["full_page"]]),
+                              ("with Evidently's page", [d for d in warm if d["full_page"]])) if kind),
         (f"  floor: no-op twin, same instance {floor['seconds']:7.2f} s   (in-memory instance "
         f"{floor['in_memory_seconds']:.2f} s; sampler overhead on it {floor['sampler_overhead']:+.1%})"),
         "",
@@ -364,7 +384,13 @@ def report(setup: dict, figures: dict, top: int) -> list[str]:
         f"RSS after each day: {', '.join(format(d['rss_mb'], '.0f') for d in days)} MB"),
         (f"disk per day: reports {report_bytes / 1e6:.2f} MB, tables {table_bytes / 1e6:.2f} MB "
         f"(reports = {report_bytes / table_bytes:.1f}x tables), MLflow "
-        f"{_mean(d['bytes_added']['mlflow'] for d in days) / 1e6:.2f} MB"),
+        f"{_mean(d['bytes_added']['mlflow'] for d in days) / 1e6:.2f} MB; " + ", ".join(
+            f"{label} {_mean(d['bytes_added']['reports'] for d in kind) / 1e6:.2f} MB of reports "
+            f"({_mean(d['bytes_added']['reports'] for d in kind) / table_bytes:.2f}x tables)"
+            for label, kind in (("a quiet day", [d for d in days if not d["full_page"]]),
+                                ("a day with Evidently's page", [d for d in days if d["full_page"]])) if kind)),
+        (f"models loaded by the replay process: {days[-1]['models_loaded']} for "
+        f"{figures['versions_scored']} versions scored"),
     ]
     if "retraining" in figures:
         lines += [""] + retraining_report(figures["retraining"])
