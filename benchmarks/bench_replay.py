@@ -199,6 +199,7 @@ def phase_days(folder: Path, args: argparse.Namespace) -> dict:
         "days": days,
         "hotspots": hotspots(warm_samples, top=HOTSPOTS_KEPT),
         "floor": floor(daily, definitions, instance, [dt.date.fromisoformat(d["day"]) for d in days], args),
+        "levers": levers(definitions, usecase, dt.date.fromisoformat(days[-1]["day"]), args.floor_repeats),
         "peak_rss_mb": memory_mb("VmHWM"),
         "steps": len(stages),
         "versions_scored": len(versions_scored),
@@ -208,6 +209,52 @@ def phase_days(folder: Path, args: argparse.Namespace) -> dict:
         figures["retraining"] = retraining(definitions, settings, instance, args)
         figures["peak_rss_with_retraining_mb"] = memory_mb("VmHWM")
     return figures
+
+
+def levers(definitions, usecase, day: dt.date, repeats: int) -> dict:
+    """The day's scoring inputs and predict, each the way it is done and the way it was done before, alternating in
+    the same process: the feature tables read between the day's timestamp keys against read whole, and the
+    booster's predict on one OpenMP thread against one per core."""
+    from mlops_platform import names
+    from mlops_platform.features import build_scoring_rows, feature_columns, row_keys
+    from mlops_platform.ml.gate import CHAMPION
+    from mlops_platform.ml.scoring import feature_frame, load_alias, predict
+    from mlops_platform.resources.warehouse import DayRange
+    from mlops_platform.transforms.features import with_features
+
+    warehouse, runner = definitions.resources["warehouse"], definitions.resources["engine"].engine()
+    spec = usecase.training_set
+    days = DayRange(usecase.gold[spec.source].partition_column, day, day)
+    keys = row_keys(usecase)
+    gold = names.table(usecase.name, names.GOLD, spec.source)
+
+    def whole_tables():
+        tables = {lookup.table: runner.read(warehouse, *names.table(usecase.name, names.FEATURES, lookup.table))
+                  for lookup in spec.lookups}
+        return runner.to_arrow(with_features(runner.read(warehouse, *gold, days), tables, usecase, keys).sort(*keys))
+
+    rows = build_scoring_rows(usecase, runner, warehouse, days)
+    assert rows.equals(whole_tables()), "the pruned read must join exactly the rows of the whole tables"
+    config = next(iter(usecase.models.values()))
+    model, _ = load_alias(definitions.resources["mlflow"].client(), config, CHAMPION)
+    typed = feature_frame(rows.to_pandas(), config, feature_columns(usecase))
+    pairs = {
+        "scoring_rows": (lambda: build_scoring_rows(usecase, runner, warehouse, days), whole_tables),
+        "predict": (lambda: predict(model, typed, threads=1), lambda: predict(model, typed, threads=os.cpu_count())),
+    }
+    figures = {}
+    for name, (now, before) in pairs.items():
+        timings: dict[str, list[float]] = {"now": [], "before": []}
+        for _ in range(repeats):
+            for label, run in (("now", now), ("before", before)):
+                clock = time.perf_counter()
+                run()
+                timings[label].append(time.perf_counter() - clock)
+        figures[name] = {label: statistics.median(values) for label, values in timings.items()}
+    feature_files = {lookup.table: len(warehouse.tables.file_uris(*names.table(usecase.name, names.FEATURES,
+                                                                                   lookup.table)))
+                     for lookup in spec.lookups}
+    return {"day": day.isoformat(), "rows": rows.num_rows, "feature_files": feature_files, **figures}
 
 
 def floor(daily, definitions, instance, days: list[dt.date], args: argparse.Namespace) -> dict:
@@ -375,6 +422,13 @@ def report(setup: dict, figures: dict, top: int) -> list[str]:
     for spot in figures["hotspots"][:top]:
         lines.append(f"  {spot['seconds'] / len(warm):7.2f} {spot['share']:6.1%}  {spot['function']}  "
                      f"({spot['module']}:{spot['line']})")
+    levers = figures["levers"]
+    lines += ["", (f"levers on {levers['day']} ({levers['rows']} rows; feature tables' files "
+                   f"{levers['feature_files']}), median of {len(figures['floor']['runs'])}, same process:")]
+    for name, label, before in (("scoring_rows", "scoring rows, features read between the day's keys", "whole"),
+                                ("predict", "predict on one OpenMP thread", f"{os.cpu_count()} threads")):
+        lines.append(f"  {label}: {levers[name]['now']:.3f} s vs {levers[name]['before']:.3f} s {before} "
+                     f"= {levers[name]['now'] / levers[name]['before']:.2f}x")
     report_bytes = _mean(d["bytes_added"]["reports"] for d in days)
     table_bytes = _mean(d["bytes_added"]["warehouse"] for d in days)
     lines += [
