@@ -385,8 +385,7 @@ def report(setup: dict, figures: dict, top: int) -> list[str]:
         f"importing the code location, {figures['definitions_seconds']:.1f} s building definitions)"),
         (f"  warm day (mean of {len(warm)})            {warm_wall:7.2f} s   "
         f"= {warm_wall / floor['seconds']:.2f}x the floor"),
-        *(f"    {label} (mean of {len(kind)}){' ' * (22 - len(label) - len(str(len(kind))))}"
-          f"{_mean(d['wall_seconds'] for d in kind):7.2f} s   "
+        *(f"    {f'{label} (mean of {len(kind)})':33}{_mean(d['wall_seconds'] for d in kind):7.2f} s   "
           f"= {_mean(d['wall_seconds'] for d in kind) / floor['seconds']:.2f}x the floor"
           for label, kind in (("quiet", [d for d in warm if not d["full_page"]]),
                               ("with Evidently's page", [d for d in warm if d["full_page"]])) if kind),
