@@ -20,8 +20,13 @@ fsync, as ``mlops run`` opens it):
    each model's pipeline on the same rows and against the training job's own no-op twin.
 3. this process: prints the figures and writes ``benchmarks/results/replay.json``.
 
+Warm days are shown together and apart: quiet days, and days whose monitoring rendered Evidently's full page (a
+day whose features drift or quality drops; the first such day also imports Evidently).
+
 Memory is the days process's peak RSS (``VmHWM``) before the retraining, against its RSS once the code location is
-imported; disk is what each day adds under the reports folder against what it adds to the warehouse.
+imported, and the models the process loaded against the versions it scored (one load per version is the target);
+disk is what each day adds under the reports folder against what it adds to the warehouse, for quiet days and days
+with Evidently's page apart.
 """
 
 from __future__ import annotations
@@ -129,6 +134,7 @@ def phase_days(folder: Path, args: argparse.Namespace) -> dict:
     from benchmarks.profiling import Split, StackSampler, hotspots
     from mlops_platform import names
     from mlops_platform.defs import build_definitions
+    from mlops_platform.ml import scoring
 
     imported = time.perf_counter()
     rss_imported = memory_mb("VmRSS")
@@ -144,7 +150,7 @@ def phase_days(folder: Path, args: argparse.Namespace) -> dict:
     mlflow_database = Path(definitions.resources["mlflow"].tracking_uri).name
     folders = {"warehouse": settings.warehouse_dir, "reports": settings.reports_dir, "mlflow": settings.mlflow_dir}
 
-    days, warm_samples, cursor = [], [], None
+    days, warm_samples, cursor, versions_scored = [], [], None, set()
     for index, day in enumerate(dt.date.fromisoformat(day) for day in setup["measured_days"]):
         bytes_before = {name: folder_bytes(path) for name, path in folders.items()}
         with StackSampler(args.interval) as sampler, SqlStatements() as statements:
@@ -163,6 +169,12 @@ def phase_days(folder: Path, args: argparse.Namespace) -> dict:
         sensor_seconds = time.perf_counter() - clock
         checks = [event.event_specific_data for event in result.all_events
                   if event.event_type_value == "ASSET_CHECK_EVALUATION"]
+        materialized = [event.materialization for event in result.get_asset_materialization_events()]
+        full_page = any("full_report" in materialization.metadata for materialization in materialized)
+        versions_scored |= {(materialization.asset_key.to_user_string(), materialization.metadata["model_version"].value)
+                            for materialization in materialized
+                            if names.PREDICTIONS in materialization.asset_key.path
+                            and "model_version" in materialization.metadata}
         days.append({
             "day": day.isoformat(),
             "wall_seconds": wall,
@@ -172,6 +184,8 @@ def phase_days(folder: Path, args: argparse.Namespace) -> dict:
             "sql_statements": statements.by_store(mlflow_database),
             "checks_failed": [f"{c.asset_key.to_user_string()}:{c.check_name}" for c in checks if not c.passed],
             "checks": len(checks),
+            "full_page": full_page,
+            "models_loaded": scoring.MODELS.loads,
             "sensor_seconds": sensor_seconds,
             "sensor_requests": len(requests),
             "bytes_added": {name: folder_bytes(path) - bytes_before[name] for name, path in folders.items()},
@@ -185,14 +199,62 @@ def phase_days(folder: Path, args: argparse.Namespace) -> dict:
         "days": days,
         "hotspots": hotspots(warm_samples, top=HOTSPOTS_KEPT),
         "floor": floor(daily, definitions, instance, [dt.date.fromisoformat(d["day"]) for d in days], args),
+        "levers": levers(definitions, usecase, dt.date.fromisoformat(days[-1]["day"]), args.floor_repeats),
         "peak_rss_mb": memory_mb("VmHWM"),
         "steps": len(stages),
+        "versions_scored": len(versions_scored),
         "assets": len(daily.asset_layer.selected_asset_keys),
     }
     if not args.skip_retraining:
         figures["retraining"] = retraining(definitions, settings, instance, args)
         figures["peak_rss_with_retraining_mb"] = memory_mb("VmHWM")
     return figures
+
+
+def levers(definitions, usecase, day: dt.date, repeats: int) -> dict:
+    """The day's scoring inputs and predict, each the way it is done and the way it was done before, alternating in
+    the same process: the feature tables read between the day's timestamp keys against read whole, and the
+    booster's predict on one OpenMP thread against one per core."""
+    from mlops_platform import names
+    from mlops_platform.features import build_scoring_rows, feature_columns, row_keys
+    from mlops_platform.ml.gate import CHAMPION
+    from mlops_platform.ml.scoring import feature_frame, load_alias, predict
+    from mlops_platform.resources.warehouse import DayRange
+    from mlops_platform.transforms.features import with_features
+
+    warehouse, runner = definitions.resources["warehouse"], definitions.resources["engine"].engine()
+    spec = usecase.training_set
+    days = DayRange(usecase.gold[spec.source].partition_column, day, day)
+    keys = row_keys(usecase)
+    gold = names.table(usecase.name, names.GOLD, spec.source)
+
+    def whole_tables():
+        tables = {lookup.table: runner.read(warehouse, *names.table(usecase.name, names.FEATURES, lookup.table))
+                  for lookup in spec.lookups}
+        return runner.to_arrow(with_features(runner.read(warehouse, *gold, days), tables, usecase, keys).sort(*keys))
+
+    rows = build_scoring_rows(usecase, runner, warehouse, days)
+    assert rows.equals(whole_tables()), "the pruned read must join exactly the rows of the whole tables"
+    config = next(iter(usecase.models.values()))
+    model, _ = load_alias(definitions.resources["mlflow"].client(), config, CHAMPION)
+    typed = feature_frame(rows.to_pandas(), config, feature_columns(usecase))
+    pairs = {
+        "scoring_rows": (lambda: build_scoring_rows(usecase, runner, warehouse, days), whole_tables),
+        "predict": (lambda: predict(model, typed, threads=1), lambda: predict(model, typed, threads=os.cpu_count())),
+    }
+    figures = {}
+    for name, (now, before) in pairs.items():
+        timings: dict[str, list[float]] = {"now": [], "before": []}
+        for _ in range(repeats):
+            for label, run in (("now", now), ("before", before)):
+                clock = time.perf_counter()
+                run()
+                timings[label].append(time.perf_counter() - clock)
+        figures[name] = {label: statistics.median(values) for label, values in timings.items()}
+    feature_files = {lookup.table: len(warehouse.tables.file_uris(*names.table(usecase.name, names.FEATURES,
+                                                                                   lookup.table)))
+                     for lookup in spec.lookups}
+    return {"day": day.isoformat(), "rows": rows.num_rows, "feature_files": feature_files, **figures}
 
 
 def floor(daily, definitions, instance, days: list[dt.date], args: argparse.Namespace) -> dict:
@@ -277,7 +339,7 @@ def training_fit_seconds(definitions, usecase, model_name: str) -> float:
     from benchmarks.harness import one_fit_seconds
     from mlops_platform.defs.training.assets import read_training_set
     from mlops_platform.features import feature_columns, row_keys
-    from mlops_platform.ml.training import model_frame
+    from mlops_platform.ml.model_data import model_frame
 
     config = usecase.models[model_name]
     features = feature_columns(usecase)
@@ -323,6 +385,10 @@ def report(setup: dict, figures: dict, top: int) -> list[str]:
         f"importing the code location, {figures['definitions_seconds']:.1f} s building definitions)"),
         (f"  warm day (mean of {len(warm)})            {warm_wall:7.2f} s   "
         f"= {warm_wall / floor['seconds']:.2f}x the floor"),
+        *(f"    {f'{label} (mean of {len(kind)})':33}{_mean(d['wall_seconds'] for d in kind):7.2f} s   "
+          f"= {_mean(d['wall_seconds'] for d in kind) / floor['seconds']:.2f}x the floor"
+          for label, kind in (("quiet", [d for d in warm if not d["full_page"]]),
+                              ("with Evidently's page", [d for d in warm if d["full_page"]])) if kind),
         (f"  floor: no-op twin, same instance {floor['seconds']:7.2f} s   (in-memory instance "
         f"{floor['in_memory_seconds']:.2f} s; sampler overhead on it {floor['sampler_overhead']:+.1%})"),
         "",
@@ -355,6 +421,13 @@ def report(setup: dict, figures: dict, top: int) -> list[str]:
     for spot in figures["hotspots"][:top]:
         lines.append(f"  {spot['seconds'] / len(warm):7.2f} {spot['share']:6.1%}  {spot['function']}  "
                      f"({spot['module']}:{spot['line']})")
+    levers = figures["levers"]
+    lines += ["", (f"levers on {levers['day']} ({levers['rows']} rows; feature tables' files "
+                   f"{levers['feature_files']}), median of {len(figures['floor']['runs'])}, same process:")]
+    for name, label, before in (("scoring_rows", "scoring rows, features read between the day's keys", "whole"),
+                                ("predict", "predict on one OpenMP thread", f"{os.cpu_count()} threads")):
+        lines.append(f"  {label}: {levers[name]['now']:.3f} s vs {levers[name]['before']:.3f} s {before} "
+                     f"= {levers[name]['now'] / levers[name]['before']:.2f}x")
     report_bytes = _mean(d["bytes_added"]["reports"] for d in days)
     table_bytes = _mean(d["bytes_added"]["warehouse"] for d in days)
     lines += [
@@ -364,7 +437,13 @@ def report(setup: dict, figures: dict, top: int) -> list[str]:
         f"RSS after each day: {', '.join(format(d['rss_mb'], '.0f') for d in days)} MB"),
         (f"disk per day: reports {report_bytes / 1e6:.2f} MB, tables {table_bytes / 1e6:.2f} MB "
         f"(reports = {report_bytes / table_bytes:.1f}x tables), MLflow "
-        f"{_mean(d['bytes_added']['mlflow'] for d in days) / 1e6:.2f} MB"),
+        f"{_mean(d['bytes_added']['mlflow'] for d in days) / 1e6:.2f} MB; " + ", ".join(
+            f"{label} {_mean(d['bytes_added']['reports'] for d in kind) / 1e6:.2f} MB of reports "
+            f"({_mean(d['bytes_added']['reports'] for d in kind) / table_bytes:.2f}x tables)"
+            for label, kind in (("a quiet day", [d for d in days if not d["full_page"]]),
+                                ("a day with Evidently's page", [d for d in days if d["full_page"]])) if kind)),
+        (f"models loaded by the replay process: {days[-1]['models_loaded']} for "
+        f"{figures['versions_scored']} versions scored"),
     ]
     if "retraining" in figures:
         lines += [""] + retraining_report(figures["retraining"])

@@ -58,7 +58,8 @@ def fast_config(config):
 def candidate(usecase, name: str, config, frame, features, mlflow, lineage, load) -> dict:
     from mlops_platform import names
     from mlops_platform.ml.gate import evaluate_against_champion
-    from mlops_platform.ml.training import held_out, train_model
+    from mlops_platform.ml.model_data import held_out
+    from mlops_platform.ml.training import train_model
 
     experiment_id = mlflow.experiment_id(names.experiment(usecase.name, name))
     load.mark()
@@ -100,7 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
     from mlops_platform.defs import build_definitions
     from mlops_platform.defs.training.assets import read_training_set
     from mlops_platform.features import feature_columns, row_keys
-    from mlops_platform.ml.training import TrainingLineage, model_frame
+    from mlops_platform.ml.model_data import TrainingLineage, model_frame
 
     folder = Path(tempfile.mkdtemp(prefix="bench_retraining_"))
     settings = benchmark_settings(folder, USECASE, trials=args.bootstrap_trials)

@@ -173,7 +173,8 @@ class Probe:
 
 def train_champion(workdir: Path, trials: int) -> tuple[Any, Any, list[str], pd.DataFrame, str]:
     """The champion as the training job makes it: hyperopt over the configured space, registered by packaging."""
-    from mlops_platform.ml.training import TrainingLineage, model_frame, train_model
+    from mlops_platform.ml.model_data import TrainingLineage, model_frame
+    from mlops_platform.ml.training import train_model
     from mlops_platform.resources.mlflow import MlflowTracking
     from mlops_platform.settings import load_settings
     from mlops_platform_tests.training import build_training_table, expected_features

@@ -158,8 +158,13 @@ def _is_delta_write(frame: Frame) -> bool:
         frame[1].rsplit(".", 1)[-1] in DELTA_WRITE_FUNCTIONS
 
 
+# The platform's Delta reader scans the pruned pyarrow dataset itself: that scan is a Delta read, not our compute.
+PLATFORM_DELTA_READER = (PLATFORM_DIR + "storage/delta.py", "DeltaTables.read")
+
+
 def _is_delta_read(frame: Frame) -> bool:
-    return family(frame[0]) == "deltalake" or family(frame[0], 3) == "polars.io.delta"
+    return family(frame[0]) == "deltalake" or family(frame[0], 3) == "polars.io.delta" or \
+        frame[:2] == PLATFORM_DELTA_READER
 
 
 def _is_model_load(frame: Frame) -> bool:

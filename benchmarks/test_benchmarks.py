@@ -54,6 +54,8 @@ def frame(path: str, function: str) -> profiling.Frame:
     ([frame("deltalake/table.py", "TableMerger.execute")], DELTA_WRITES),
     ([frame("deltalake/table.py", "DeltaTable.to_pyarrow_table")], DELTA_READS),
     ([frame("polars/io/delta/functions.py", "read_delta")], DELTA_READS),
+    ([(profiling.PLATFORM_DIR + "storage/delta.py", "DeltaTables.read", 1),
+      frame("pyarrow/dataset.py", "Dataset.to_table")], DELTA_READS),
     ([frame("mlflow/tracking/client.py", "MlflowClient.get_run")], MLFLOW),
     ([frame("mlflow/models/evaluation/base.py", "evaluate"), frame("sklearn/metrics/_ranking.py", "roc_auc_score")],
      EVALUATION),

@@ -139,6 +139,29 @@ def test_merge_updates_matching_keys_and_inserts_new_ones(warehouse):
     assert warehouse.row_count("features", "delays") == 5
 
 
+def test_a_filtered_read_opens_only_the_files_its_filters_can_match(warehouse):
+    """A daily table holds a file per day written; reading some days must not touch the others' files. With the
+    other days' files gone from disk, the filtered reads still answer and the whole read fails, or this could
+    not tell a pruned read from one that reads everything and filters."""
+    for day in JAN[:5]:
+        warehouse.append("silver", "flights", _rows([day]).append_column(
+            "at", pa.array([dt.datetime.combine(day, dt.time(hour), dt.UTC) for hour in (0, 12, 23)],
+                           pa.timestamp("us", tz="UTC"))))
+    kept = {str(path) for path in warehouse.tables.file_uris("silver", "flights", _day(JAN[3]).as_filters())}
+    assert len(kept) == 1
+    for path in set(warehouse.tables.file_uris("silver", "flights")) - kept:
+        Path(path).unlink()
+
+    assert _on(warehouse, JAN[3])["flight_date"].to_list() == [JAN[3]] * 3
+    late = dt.datetime.combine(JAN[3], dt.time(12), dt.UTC)
+    at_or_after = warehouse.read("silver", "flights", filters=[("at", ">=", late), ("at", "<", late.replace(hour=23))])
+    assert at_or_after.column("at").to_pylist() == [late]
+    assert warehouse.read("silver", "flights", filters=[("flight_date", "==", JAN[3]), ("flight", "==", 0)]
+                          ).num_rows == 1
+    with pytest.raises(OSError):
+        warehouse.read("silver", "flights")
+
+
 def test_reading_an_absent_table_names_it(warehouse):
     with pytest.raises(FileNotFoundError, match=r"table test\.gold\.flights does not exist"):
         warehouse.read("gold", "flights")

@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from mlops_platform import names
 from mlops_platform.settings import UseCaseConfig
-from mlops_platform.storage.tables import DayRange, TableReader
+from mlops_platform.storage.tables import DayRange, Filter, TableReader
 from mlops_platform.transforms.engine import Engine
 from mlops_platform.transforms.features import (
     SPLIT,
@@ -29,7 +29,7 @@ from mlops_platform.transforms.features import (
 
 __all__ = [
     "TrainingSetBuild", "build_feature_rows", "build_scoring_rows", "build_training_set", "feature_columns",
-    "feature_registry", "input_tables", "row_keys",
+    "feature_registry", "input_tables", "lookup_bounds", "row_keys",
 ]
 
 
@@ -138,10 +138,44 @@ def build_scoring_rows(usecase: UseCaseConfig, runner: Engine, warehouse: TableR
     spec = usecase.training_set
     assert spec is not None, f"use case '{usecase.name}' has no training_set"
     rows = runner.read(warehouse, *names.table(usecase.name, names.GOLD, spec.source), days)
-    features = {lookup.table: runner.read(warehouse, *names.table(usecase.name, names.FEATURES, lookup.table))
+    bounds = lookup_bounds(usecase, runner, rows)
+    features = {lookup.table: runner.read(warehouse, *names.table(usecase.name, names.FEATURES, lookup.table),
+                                          filters=bounds.get(lookup.table, ()))
                 for lookup in spec.lookups}
     keys = row_keys(usecase)
     return runner.to_arrow(with_features(rows, features, usecase, keys).sort(*keys))
+
+
+def lookup_bounds(usecase: UseCaseConfig, runner: Engine, rows: nw.LazyFrame) -> dict[str, list[Filter]]:
+    """For each lookup joined on its feature table's timestamp key: that key between the lowest and highest value
+    ``rows`` join it on.
+
+    A feature table gains rows every day while a day's rows join only that day's: read through these filters, a
+    day's scoring reads the files of its own days instead of the whole history, and joins exactly the same rows
+    (any feature row a row matches has its key within the bounds). Lookups without a timestamp key (snapshot
+    tables), and rows with no value to bound by, read the whole table.
+    """
+    spec = usecase.training_set
+    assert spec is not None
+    joined_on = {}
+    for lookup in spec.lookups:
+        timestamp_key = usecase.features[lookup.table].timestamp_key
+        row_column = next((row for row, feature in lookup.keys.items() if feature == timestamp_key), None)
+        if row_column is not None:
+            joined_on[lookup.table] = (row_column, timestamp_key)
+    if not joined_on:
+        return {}
+    columns = sorted({row_column for row_column, _ in joined_on.values()})
+    extremes = runner.to_arrow(rows.select(
+        *(nw.col(column).min().alias(f"min {column}") for column in columns),
+        *(nw.col(column).max().alias(f"max {column}") for column in columns),
+    )).to_pylist()[0]
+    bounds = {}
+    for table, (row_column, timestamp_key) in joined_on.items():
+        low, high = extremes[f"min {row_column}"], extremes[f"max {row_column}"]
+        if low is not None:
+            bounds[table] = [(timestamp_key, ">=", low), (timestamp_key, "<=", high)]
+    return bounds
 
 
 def feature_registry(usecase: UseCaseConfig, warehouse: TableReader) -> list[dict[str, object]]:

@@ -20,6 +20,7 @@ import pyarrow as pa
 from mlops_platform.settings import ModelConfig
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
     from mlflow import MlflowClient
 
@@ -95,15 +96,28 @@ def load_alias(client: MlflowClient, config: ModelConfig, alias: str) -> tuple[S
     return load_version(config.registered_name, version), ScoredModel(config.registered_name, version)
 
 
+def predict(model: ServedModel, features: pd.DataFrame, *, threads: int = 1) -> np.ndarray:
+    """The positive-class probability or the value per row of already typed ``features``, on at most ``threads``
+    OpenMP threads (see :func:`score`)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=threads, user_api="openmp"):
+        return model.raw(features)
+
+
 def score(rows: pa.Table, config: ModelConfig, features: Sequence[str], model: ServedModel,
-          scored: ScoredModel) -> pa.Table:
+          scored: ScoredModel, *, threads: int = 1) -> pa.Table:
     """``rows`` with the prediction (probability of the positive class, or the value), model name and version; a
     classifier's rows also say whether the model's label is the positive class.
 
     The input columns keep their Arrow types: through pandas, an integer column with a null would come back as a
     float, and the predictions table would change its schema on the first day a key was missing.
+
+    ``threads`` caps the booster's OpenMP threads, as training does: OpenMP threads spin while they wait, and on the
+    shared 2-core machine a day's 1,000-row predict took 2.5-4.8 s on two threads (a third of the day) against
+    milliseconds on one (``benchmarks/results/DAILY.md``).
     """
-    values = model.raw(feature_frame(rows.to_pandas(), config, features))
+    values = predict(model, feature_frame(rows.to_pandas(), config, features), threads=threads)
     outputs = {PREDICTION: pa.array(values, pa.float64())}
     packaging = model.packaging
     if packaging.is_classifier:

@@ -15,14 +15,13 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from numbers import Integral
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pandas as pd
 import polars as pl
-import pyarrow as pa
 from sklearn.inspection import permutation_importance
 from sklearn.metrics import (
     ConfusionMatrixDisplay,
@@ -43,7 +42,6 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils._param_validation import Interval
 from threadpoolctl import threadpool_limits
 
-from mlops_platform import names
 from mlops_platform.ml import packaging
 from mlops_platform.ml.estimators import (
     build_pipeline,
@@ -53,7 +51,7 @@ from mlops_platform.ml.estimators import (
     fit_stopping_early,
     stops_early,
 )
-from mlops_platform.ml.scoring import feature_frame
+from mlops_platform.ml.model_data import TrainingLineage
 from mlops_platform.ml.tuning import HyperoptTuner, OptunaTuner, Params, Trial, Tuner, TuningResult
 from mlops_platform.names import SPLIT, SPLITS
 from mlops_platform.settings import ModelConfig
@@ -64,8 +62,8 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.models import ModelSignature
 
-# MLflow and matplotlib are imported inside the functions that log: the definitions import this module (model_frame,
-# binary_labels), and loading them must not pay for either.
+# MLflow and matplotlib are imported inside the functions that log, so that a test or a benchmark that only fits
+# does not pay for them.
 
 # What the tuner minimises on the validation split, and the metric it reports for each trial.
 OBJECTIVES = {"classification": "roc_auc", "regression": "root_mean_squared_error"}
@@ -81,28 +79,6 @@ class ModelLogger(Protocol):
     what it returns has the ``model_uri`` and ``registered_model_version`` of MLflow's ``ModelInfo``."""
 
     def log_model(self, model: Any, *, registered_model_name: str, run_id: str) -> Any: ...
-
-
-@dataclass(frozen=True)
-class TrainingLineage:
-    """Which data a model was trained from: the training-set table at a Delta version, and that table's inputs."""
-
-    table: str
-    path: str
-    version: int
-    input_versions: Mapping[str, int] = field(default_factory=dict)
-    dagster_run_id: str | None = None
-
-    def as_dict(self) -> dict[str, object]:
-        return {"training_set": {"table": self.table, "path": self.path, "version": self.version},
-                "input_versions": dict(self.input_versions), "dagster_run_id": self.dagster_run_id}
-
-    def tags(self) -> dict[str, str]:
-        tags = {names.TRAINING_SET_TABLE_TAG: self.table, names.TRAINING_SET_VERSION_TAG: str(self.version)}
-        tags |= {f"input_version.{name}": str(version) for name, version in self.input_versions.items()}
-        if self.dagster_run_id:
-            tags["dagster_run_id"] = self.dagster_run_id
-        return tags
 
 
 @dataclass(frozen=True)
@@ -125,52 +101,6 @@ class Splits:
     train: pd.DataFrame
     validation: pd.DataFrame
     test: pd.DataFrame
-
-
-def model_frame(data: pa.Table | pd.DataFrame, config: ModelConfig, features: Sequence[str],
-                order_by: Sequence[str] = ()) -> pd.DataFrame:
-    """The labelled rows of a training set with the types the pipeline and its signature expect.
-
-    Rows without a label are dropped (a cancelled flight has no arrival). Rows are sorted by ``order_by``, because
-    the order Delta returns files in is not part of a table version and a booster's result depends on row order.
-    Categorical features become Python strings with NaN for missing, every other feature float64, the label 0/1
-    for classification: a table whose integer column gains a null keeps the same model signature.
-    """
-    frame = data.to_pandas() if isinstance(data, pa.Table) else data.copy()
-    missing = [column for column in [*features, config.label, SPLIT] if column not in frame.columns]
-    if missing:
-        raise KeyError(f"the training set has no column(s) {missing}; it has {list(frame.columns)}")
-    unknown_categorical = sorted(set(config.categorical) - set(features))
-    if unknown_categorical:
-        raise ValueError(f"model '{config.registered_name}': categorical columns {unknown_categorical} are not "
-                         f"features of the training set (features: {list(features)})")
-    frame = frame[frame[config.label].notna()]
-    if order_by:
-        frame = frame.sort_values(list(order_by), kind="stable")
-    frame = frame.reset_index(drop=True)
-    frame[list(features)] = feature_frame(frame, config, features)
-    label = frame[config.label]
-    frame[config.label] = binary_labels(label, config) if config.task == "classification" else label.astype("float64")
-    return frame
-
-
-def binary_labels(label: pd.Series, config: ModelConfig) -> pd.Series:
-    """A classification label as 0/1: 1 where it is the configured ``positive_class`` (a boolean or 0/1 label needs
-    none). Rows without a label must be dropped first."""
-    values = set(label.unique().tolist())
-    where = f"model '{config.registered_name}': label '{config.label}'"
-    if config.positive_class is None:
-        if not values <= {0, 1}:
-            raise ValueError(f"{where} holds {sorted(map(str, values))[:10]}: name the value to predict as "
-                             "positive_class in the model's configuration (only a boolean or 0/1 label needs none)")
-        return label.astype(int)
-    if len(values) > 2:
-        raise ValueError(f"{where} holds {len(values)} values ({sorted(map(str, values))[:10]}), a binary "
-                         "classifier needs two")
-    if values and config.positive_class not in values:
-        raise ValueError(f"{where}: positive_class {config.positive_class!r} is not among its values "
-                         f"{sorted(map(str, values))}")
-    return (label == config.positive_class).astype(int)
 
 
 def split(frame: pd.DataFrame, config: ModelConfig) -> Splits:
@@ -567,8 +497,3 @@ def _train(config: ModelConfig, frame: pd.DataFrame, features: list[str], *, exp
         best_params=dict(result.best_params), trials=len(result.trials), rows=rows,
         feature_importance=ranked, seconds=clock.seconds,
     )
-
-
-def held_out(frame: pd.DataFrame) -> pd.DataFrame:
-    """The test split of a ``model_frame``: the rows every candidate and the champion are compared on."""
-    return frame[frame[SPLIT] == "test"].reset_index(drop=True)

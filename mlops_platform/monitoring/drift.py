@@ -49,8 +49,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-from scipy import stats
-from scipy.spatial import distance
 
 if TYPE_CHECKING:
     import polars as pl
@@ -372,6 +370,8 @@ def _column_drift(name: str, kind: Kind, ref: _Side, cur: _Side, threshold: floa
         if few is None:
             if ref_values.size <= _SMALL_REFERENCE_ROWS:
                 method = KOLMOGOROV_SMIRNOV
+                from scipy import stats
+
                 score = float(stats.ks_2samp(ref_values, cur_values).pvalue)
             else:
                 method = WASSERSTEIN
@@ -428,6 +428,8 @@ def _aligned_counts(ref: dict[Any, int], cur: dict[Any, int]) -> tuple[list[Any]
 
 
 def _chi_square(ref_counts: np.ndarray, cur_counts: np.ndarray) -> float:
+    from scipy import stats
+
     expected = ref_counts * (cur_counts.sum() / ref_counts.sum())
     # A value absent from the reference expects 0: the statistic is inf and p is 0, as in Evidently.
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -446,10 +448,14 @@ def _z_test(keys: list[Any], ref_counts: np.ndarray, cur_counts: np.ndarray) -> 
     p2 = float(n2 - int(cur_counts[first])) / n2
     pooled = float(p1 * n1 + p2 * n2) / (n1 + n2)
     z = (p1 - p2) / np.sqrt(pooled * (1 - pooled) * (1.0 / n1 + 1.0 / n2))
+    from scipy import stats
+
     return float(2 * (1 - stats.norm.cdf(np.abs(z))))
 
 
 def _jensen_shannon(ref_counts: np.ndarray, cur_counts: np.ndarray) -> float:
+    from scipy.spatial import distance
+
     return float(distance.jensenshannon(ref_counts / ref_counts.sum(), cur_counts / cur_counts.sum()))
 
 

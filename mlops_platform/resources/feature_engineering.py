@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from mlops_platform import names
 from mlops_platform.ml.feature_lookups import FeatureLookupLogger, lookup_specs, training_columns
-from mlops_platform.ml.training import TrainingLineage
+from mlops_platform.ml.model_data import TrainingLineage
 from mlops_platform.resources.mlflow import MlflowTracking
 from mlops_platform.resources.unity_catalog import UnityCatalogWarehouse
 from mlops_platform.resources.warehouse import Warehouse

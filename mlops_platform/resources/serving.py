@@ -21,7 +21,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 import httpx
@@ -49,6 +49,11 @@ from mlops_platform.serving.process import (
 
 LOG_FILE = "server.log"
 STORES_DIR = "stores"
+
+if TYPE_CHECKING:
+    from mlops_platform.resources.online_feature_store import OnlinePublish
+    from mlops_platform.resources.warehouse import Warehouse
+    from mlops_platform.settings import UseCaseConfig
 
 
 class ServingError(RuntimeError):
@@ -112,6 +117,16 @@ class ServingTarget(dg.ConfigurableResource):
 
     def deploy(self, deployment: EndpointDeployment, *, tracking_uri: str) -> DeployOutcome:
         raise NotImplementedError
+
+    def served_model_url(self, name: str, served_model: str) -> str:
+        """Where one served model answers by itself: the endpoint's own URL where a request's id picks the model."""
+        return self.invocation_url(name)
+
+    def publish_online_features(self, usecase: UseCaseConfig, endpoint: str,
+                                warehouse: Warehouse) -> OnlinePublish | None:
+        """Publish the feature tables ``endpoint`` looks features up in to an online store the target runs; None
+        where the target serves from the Arrow store the ``online_store`` asset writes to ``store_path``."""
+        return None
 
 
 class _NotYet(Exception):

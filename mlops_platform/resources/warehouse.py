@@ -130,7 +130,7 @@ class DeltaWarehouse(Warehouse):
     def spark_frame(self, session, schema: str, table: str, days: DayRange | None = None):
         # Local Spark has no Delta reader here (delta-spark needs Maven); the table's current Parquet files are the
         # same snapshot, since delta-rs writes no deletion vectors.
-        uris = self.tables.file_uris(schema, table)
+        uris = self.tables.file_uris(schema, table, days.as_filters() if days else ())
         if not uris:
             return arrow_to_spark(session, self.read(schema, table, days=days))
         frame = session.read.parquet(*uris)

@@ -23,6 +23,7 @@ from typing import TypeVar
 import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
+from pyarrow.parquet import filters_to_expression
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from mlops_platform.storage.tables import Commit, DayRange, Filter, refuse_schema_change
@@ -34,6 +35,12 @@ COMMIT_ATTEMPTS = 6
 def _schema_mode(mode: str, predicate: str | None) -> str:
     """A whole-table overwrite may replace the schema (a new version of the table); other writes add columns."""
     return "overwrite" if mode == "overwrite" and predicate is None else "merge"
+
+
+def _pruning_predicate(conditions: Sequence[Filter]) -> list[Filter]:
+    """``conditions`` as delta-rs' file pruning takes them: plain Python values, and ``=`` for equality."""
+    return [(column, "=" if operator == "==" else operator, value.as_py() if isinstance(value, pa.Scalar) else value)
+            for column, operator, value in conditions]
 
 
 @dataclass(frozen=True)
@@ -105,12 +112,22 @@ class DeltaTables:
         if version is not None:
             found.load_as_version(version)
         conditions = [*(days.as_filters() if days else []), *filters]
-        return found.to_pyarrow_table(columns=list(columns) if columns else None, filters=conditions or None)
+        if not conditions:
+            return found.to_pyarrow_table(columns=list(columns) if columns else None)
+        # The conditions prune twice: files whose min/max statistics rule them out are dropped while the log is
+        # read, before a fragment is made for each of the table's files (a daily table holds a file per day
+        # written), and the surviving files' rows are filtered exactly.
+        dataset = found.to_pyarrow_dataset(file_pruning_predicate=_pruning_predicate(conditions))
+        return dataset.to_table(columns=list(columns) if columns else None,
+                                filter=filters_to_expression(list(conditions)))
 
-    def file_uris(self, schema: str, table: str) -> list[str]:
-        """The Parquet files of the current version (no deletion vectors: delta-rs writes none)."""
+    def file_uris(self, schema: str, table: str, filters: Sequence[Filter] = ()) -> list[str]:
+        """The Parquet files of the current version (no deletion vectors: delta-rs writes none); with ``filters``,
+        only those whose statistics do not rule out every row."""
         found = self.table(schema, table)
-        return [] if found is None else found.file_uris()
+        if found is None:
+            return []
+        return found.file_uris(file_pruning_predicate=_pruning_predicate(filters) if filters else None)
 
     def check_schema(self, schema: str, table: str, incoming: pa.Schema, *, allow_evolution: bool) -> None:
         if not allow_evolution:

@@ -10,7 +10,8 @@ engine can be appended to or partly replaced by the other without a schema-evolu
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import operator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Protocol
 
@@ -19,9 +20,13 @@ import polars as pl
 import pyarrow as pa
 
 from mlops_platform.storage.spark import arrow_to_spark, is_spark_connect
-from mlops_platform.storage.tables import DayRange, TableReader
+from mlops_platform.storage.tables import DayRange, Filter, TableReader
 
 CANONICAL_TIMESTAMP = pa.timestamp("us", tz="UTC")
+# The comparisons of a warehouse filter (``storage.tables.Filter``), for an engine that applies them itself.
+_COMPARISONS = {"=": operator.eq, "==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
+                ">": operator.gt, ">=": operator.ge, "in": lambda column, values: column.is_in(list(values)),
+                "not in": lambda column, values: ~column.is_in(list(values))}
 
 
 def canonical_type(kind: pa.DataType) -> pa.DataType:
@@ -70,8 +75,10 @@ class Engine(Protocol):
 
     def from_arrow(self, table: pa.Table) -> nw.LazyFrame: ...
 
-    def read(self, warehouse: TableReader, schema: str, table: str, days: DayRange | None = None
-             ) -> nw.LazyFrame: ...
+    def read(self, warehouse: TableReader, schema: str, table: str, days: DayRange | None = None,
+             filters: Sequence[Filter] = ()) -> nw.LazyFrame:
+        """``days`` of the table (all of it when None) and the rows matching ``filters``."""
+        ...
 
     def to_arrow(self, frame: nw.LazyFrame) -> pa.Table: ...
 
@@ -86,9 +93,9 @@ class PolarsEngine:
     def from_arrow(self, table: pa.Table) -> nw.LazyFrame:
         return nw.from_native(pl.from_arrow(table).lazy())  # type: ignore[union-attr]
 
-    def read(self, warehouse: TableReader, schema: str, table: str, days: DayRange | None = None
-             ) -> nw.LazyFrame:
-        return self.from_arrow(warehouse.read(schema, table, days=days))
+    def read(self, warehouse: TableReader, schema: str, table: str, days: DayRange | None = None,
+             filters: Sequence[Filter] = ()) -> nw.LazyFrame:
+        return self.from_arrow(warehouse.read(schema, table, days=days, filters=filters))
 
     def to_arrow(self, frame: nw.LazyFrame) -> pa.Table:
         return canonical_arrow(frame.collect().to_arrow())
@@ -108,9 +115,12 @@ class SparkEngine:
         # Canonical first: Spark would read a naive timestamp in the session's time zone, which need not be UTC.
         return nw.from_native(arrow_to_spark(self.session, canonical_arrow(table)))
 
-    def read(self, warehouse: TableReader, schema: str, table: str, days: DayRange | None = None
-             ) -> nw.LazyFrame:
-        return nw.from_native(warehouse.spark_frame(self.session, schema, table, days))
+    def read(self, warehouse: TableReader, schema: str, table: str, days: DayRange | None = None,
+             filters: Sequence[Filter] = ()) -> nw.LazyFrame:
+        frame = nw.from_native(warehouse.spark_frame(self.session, schema, table, days))
+        for column, comparison, value in filters:
+            frame = frame.filter(_COMPARISONS[comparison](nw.col(column), value))
+        return frame
 
     def to_arrow(self, frame: nw.LazyFrame) -> pa.Table:
         return canonical_arrow(frame.to_native().toArrow())

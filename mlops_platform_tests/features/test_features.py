@@ -7,15 +7,18 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import dagster as dg
 import polars as pl
 import pytest
 
-from mlops_platform.features import build_training_set
+from mlops_platform.features import build_scoring_rows, build_training_set, lookup_bounds, row_keys
 from mlops_platform.landing import day_range, land_days, landing_file
 from mlops_platform.resources import build_resources
 from mlops_platform.resources.engine import PolarsEngine
+from mlops_platform.storage.tables import DayRange
+from mlops_platform.transforms.features import with_features
 from mlops_platform_tests.conftest import FIRST_DAY, QUIET, flights_key, flights_table, run_reference
 
 DAYS = day_range(FIRST_DAY, 10)
@@ -104,6 +107,38 @@ def test_training_set_splits_by_date_and_carries_features_and_labels(flights, de
     assert {"carrier_dep_delay_mean_7d", "temp", "plane_seats", "is_delayed", "arr_delay"} <= set(frame.columns)
     # A flight's weather is the origin's observation at its scheduled hour.
     assert frame["temp"].null_count() < frame.height * 0.05
+
+
+def test_scoring_a_day_reads_only_its_days_of_the_feature_tables_and_joins_the_same_rows(
+        settings, flights, definitions, ten_days):
+    """Feature tables gain a file per day; scoring a day must read the files of its own days, not the history.
+    With every other file of the dated feature tables gone from disk, the day still scores to exactly the rows
+    a join on the whole tables gives, and the whole-table join fails (so this test can tell them apart)."""
+    later = day_range(DAYS[-1] + dt.timedelta(days=1), 2)
+    land_days(flights, settings.landing_dir, later)
+    for day in later:
+        assert run_range(definitions, day, day).success
+    runner, day = PolarsEngine(), DayRange("flight_date", later[-1], later[-1])
+    keys = row_keys(flights)
+
+    def whole_table_join():
+        rows = runner.read(ten_days, *flights_table("gold", "flights"), day)
+        tables = {lookup.table: runner.read(ten_days, *flights_table("features", lookup.table))
+                  for lookup in flights.training_set.lookups}
+        return runner.to_arrow(with_features(rows, tables, flights, keys).sort(*keys))
+
+    expected = whole_table_join()
+    bounds = lookup_bounds(flights, runner, runner.read(ten_days, *flights_table("gold", "flights"), day))
+    assert set(bounds) == {"carrier_delays", "route_delays", "origin_weather"}  # plane_attributes: a snapshot
+    for table, filters in bounds.items():
+        kept = set(ten_days.tables.file_uris(*flights_table("features", table), filters))
+        for path in set(ten_days.tables.file_uris(*flights_table("features", table))) - kept:
+            Path(path).unlink()
+
+    assert build_scoring_rows(flights, runner, ten_days, day).equals(expected)
+    assert expected.num_rows > 0
+    with pytest.raises(OSError):
+        whole_table_join()
 
 
 def test_feature_tables_describe_their_columns_in_the_ui(definitions):

@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 
 from mlops_platform.ml.feature_lookups import FeatureLookupLogger, LookupSpec, lookup_specs, training_columns
-from mlops_platform.ml.training import TrainingLineage, model_frame, train_model
+from mlops_platform.ml.model_data import TrainingLineage, model_frame
+from mlops_platform.ml.training import train_model
 from mlops_platform.resources.feature_engineering import feature_lookup_logger
 from mlops_platform.resources.mlflow import MlflowTracking
 from mlops_platform.resources.unity_catalog import UnityCatalogWarehouse

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mlops_platform.ml.training import model_frame
+from mlops_platform.ml.model_data import model_frame
 from mlops_platform.resources.mlflow import MlflowTracking
 from mlops_platform.settings import ModelConfig, UseCaseConfig, load_settings
 from mlops_platform_tests.training import build_training_table, expected_features

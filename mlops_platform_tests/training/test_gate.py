@@ -21,7 +21,8 @@ from mlops_platform.ml.gate import (
     rollback,
     thresholds,
 )
-from mlops_platform.ml.training import SPLIT, TrainingLineage, held_out, train_model
+from mlops_platform.ml.model_data import TrainingLineage, held_out
+from mlops_platform.ml.training import SPLIT, train_model
 from mlops_platform.settings import MetricGate
 from mlops_platform_tests.training.conftest import small_budget
 

@@ -13,7 +13,8 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from mlops_platform.ml.gate import CHALLENGER, evaluate_against_champion
-from mlops_platform.ml.training import TrainingLineage, held_out, model_frame, search_space, train_model
+from mlops_platform.ml.model_data import TrainingLineage, held_out, model_frame
+from mlops_platform.ml.training import search_space, train_model
 from mlops_platform_tests.training.conftest import ORDER_BY, small_budget
 
 LINEAGE = TrainingLineage(

@@ -331,3 +331,24 @@ def test_a_reused_frame_is_cached_on_spark_for_the_block_only(spark):
         assert reused.to_native().storageLevel.useMemory
         assert engine.to_arrow(reused).column("flight").to_pylist() == [3, 1, 2]
     assert not frame.to_native().storageLevel.useMemory
+
+
+def test_both_engines_read_the_same_rows_through_filters(tmp_path, polars_out, spark):
+    """Scoring reads feature tables between timestamp bounds (``features.lookup_bounds``): Spark applies the filters
+    itself, and must keep exactly the rows the Delta reader keeps."""
+    warehouse = DeltaWarehouse(root=str(tmp_path / "warehouse"), catalog="parity")
+    gold = polars_out["gold"]
+    for day in LANDED_DAYS:
+        warehouse.append("gold", "flights", gold.filter(pc.equal(gold.column("flight_date"),
+                                                                 pa.scalar(day, pa.date32()))))
+    hours = sorted(gold.column("scheduled_hour").drop_null().to_pylist())
+    low, high = hours[len(hours) // 3], hours[2 * len(hours) // 3]
+    filters = [("scheduled_hour", ">=", low), ("scheduled_hour", "<=", high), ("origin", "!=", "EWR"),
+               ("carrier", "in", ["UA", "AA", "B6"])]
+    keys = list(load_settings("local").usecases["flights"].gold["flights"].keys)
+
+    read = {engine.name: _sorted(engine.to_arrow(engine.read(warehouse, "gold", "flights", filters=filters)), keys)
+            for engine in (PolarsEngine(), SparkEngine(spark))}
+
+    assert 0 < read["polars"].num_rows < gold.num_rows
+    assert read["spark"].equals(read["polars"])

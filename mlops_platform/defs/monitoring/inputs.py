@@ -14,7 +14,7 @@ import polars as pl
 
 from mlops_platform import names
 from mlops_platform.features import feature_columns, row_keys
-from mlops_platform.ml.scoring import feature_frame
+from mlops_platform.ml.scoring import feature_frame, load_version, predict
 from mlops_platform.monitoring import tables
 from mlops_platform.monitoring.day import MonitoredModel, Reference
 from mlops_platform.monitoring.decisions import quality_dropped_below, window_start
@@ -57,13 +57,10 @@ def reference(warehouse: Warehouse, mlflow: MlflowTracking, cache: ReferenceCach
 
 
 def _predict(mlflow: MlflowTracking, model: MonitoredModel, version: str, features: pd.DataFrame):
-    import mlflow as mlflow_client
-
+    # The version batch scoring loaded (the process's model cache): one copy of a model per version, and the
+    # reference scored exactly as the days are.
     mlflow.configure()
-    loaded = mlflow_client.sklearn.load_model(f"models:/{model.config.registered_name}/{version}")
-    if model.config.task == "classification":
-        return loaded.predict_proba(features)[:, 1]
-    return loaded.predict(features)
+    return predict(load_version(model.config.registered_name, version), features)
 
 
 def scored_rows(warehouse: Warehouse, predictions: names.TableName, date_column: str | None, days: list[dt.date],

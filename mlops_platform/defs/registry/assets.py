@@ -15,7 +15,7 @@ from mlops_platform.defs import stages
 from mlops_platform.defs.training.assets import read_training_set
 from mlops_platform.features import feature_columns, row_keys
 from mlops_platform.ml.gate import CHAMPION, evaluate_against_champion, promote
-from mlops_platform.ml.training import held_out, model_frame
+from mlops_platform.ml.model_data import held_out, model_frame
 from mlops_platform.monitoring.alerts import PROMOTION, champion_moved_alert, gate_lost_alert
 from mlops_platform.resources.alerts import AlertSinks
 from mlops_platform.resources.mlflow import MlflowTracking

@@ -18,7 +18,6 @@ from mlops_platform.defs.serving.keys import STAGES, serving_keys
 from mlops_platform.defs.stages import champion_key, endpoint_key, online_store_key
 from mlops_platform.features import feature_columns
 from mlops_platform.ml.gate import CHAMPION
-from mlops_platform.resources.databricks_serving import DatabricksServing
 from mlops_platform.resources.mlflow import MlflowTracking
 from mlops_platform.resources.serving import EndpointDeployment, ResolvedModel, ServingTarget
 from mlops_platform.resources.warehouse import Warehouse
@@ -98,8 +97,8 @@ def _online_store_asset(usecase: UseCaseConfig, endpoint: str, spec: ServingEndp
     )
     def online_store(context: dg.AssetExecutionContext, warehouse: Warehouse,
                      serving: ServingTarget) -> dg.MaterializeResult:
-        if isinstance(serving, DatabricksServing):
-            published = serving.publish_online_features(usecase, endpoint, warehouse)
+        published = serving.publish_online_features(usecase, endpoint, warehouse)
+        if published is not None:
             context.log.info(f"{endpoint}: published {len(published.tables)} feature tables to {published.store}")
             return dg.MaterializeResult(metadata=published.metadata())
         build = build_online_store(usecase, endpoint, warehouse)
@@ -258,9 +257,7 @@ def _smoke_check(usecase: UseCaseConfig, endpoint: str, spec: ServingEndpointCon
                 # id per request keeps every smoke request its own row in the inference table.
                 request_id = request_id_for(alias, traffic, prefix=f"smoke-{alias}-")
                 body = {"dataframe_records": [{c: r.get(c) for c in carried} for r in records]}
-                target = (serving.served_model_url(stage_spec.name, alias) if isinstance(serving, DatabricksServing)
-                          else url)
-                status, headers, answer, seconds = _post(target, body, {**auth, "X-Request-Id": request_id})
+                status, headers, answer, seconds = _post(serving.served_model_url(stage_spec.name, alias), body, {**auth, "X-Request-Id": request_id})
                 problems = _judge(spec, records, alias, versions[alias], status, headers, answer)
                 failures += [f"{alias} {label}: {problem}" for problem in problems]
                 results.append({"served_model": alias, "payload": label, "status": status, "request_id": request_id,

@@ -7,7 +7,7 @@ import dagster as dg
 from mlops_platform import names
 from mlops_platform.defs import stages
 from mlops_platform.features import feature_columns, row_keys
-from mlops_platform.ml.training import TrainingLineage, model_frame, train_model
+from mlops_platform.ml.model_data import TrainingLineage, model_frame
 from mlops_platform.resources.feature_engineering import feature_lookup_logger
 from mlops_platform.resources.mlflow import MlflowTracking
 from mlops_platform.resources.warehouse import Warehouse
@@ -75,6 +75,9 @@ def _model_asset(usecase: UseCaseConfig, model_name: str, config: ModelConfig) -
             input_versions=recorded_input_versions(warehouse, usecase, version, context),
             dagster_run_id=context.run_id,
         )
+        # Imported here: scikit-learn would cost every process that loads the definitions a second.
+        from mlops_platform.ml.training import train_model
+
         experiment_id = mlflow.experiment_id(names.experiment(usecase.name, model_name))
         outcome = train_model(config, model_frame(rows, config, features, row_keys(usecase)), features,
                               experiment_id=experiment_id, lineage=lineage,
