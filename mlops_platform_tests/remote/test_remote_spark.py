@@ -32,6 +32,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from mlops_platform.defs import build_definitions
+from mlops_platform.defs.local_pipes import PipesCompleteLinesMessageReader, subprocess_pipes_client
 from mlops_platform.defs.remote import remote_twin
 from mlops_platform.resources.databricks import DatabricksWorkspace
 from mlops_platform.resources.spark import DATABRICKS_RUNTIME_ENV
@@ -102,7 +103,7 @@ def test_entry_point_under_pipes_subprocess_reports_what_the_embedded_engine_rep
     definitions = build_definitions(landed_settings)
 
     def launch(context, arguments):
-        return dg.PipesSubprocessClient().run(command=[*ENTRY_POINT, *arguments], context=context).get_results()
+        return subprocess_pipes_client().run(command=[*ENTRY_POINT, *arguments], context=context).get_results()
 
     twin = remote_twin(_silver_node(definitions), launch)
     remote = dg.materialize([twin], partition_key=DAY, resources=definitions.resources, run_config=QUIET)
@@ -115,7 +116,7 @@ def test_a_failed_remote_step_fails_with_its_own_message(landed_settings):
     definitions = build_definitions(landed_settings)
 
     def launch(context, arguments):
-        return dg.PipesSubprocessClient().run(command=[*ENTRY_POINT, "flights/silver/nowhere"],
+        return subprocess_pipes_client().run(command=[*ENTRY_POINT, "flights/silver/nowhere"],
                                               context=context).get_results()
 
     instance = dg.DagsterInstance.ephemeral()
@@ -191,7 +192,7 @@ def test_databricks_twin_submits_the_wheel_task_and_reports_the_run(landed_setti
     class FakeWorkspace(DatabricksWorkspace):
         def pipes_client(self) -> PipesDatabricksClient:
             return PipesDatabricksClient(client=fake.client, context_injector=dg.PipesTempFileContextInjector(),
-                                         message_reader=dg.PipesTempFileMessageReader(), poll_interval_seconds=0.05)
+                                         message_reader=PipesCompleteLinesMessageReader(), poll_interval_seconds=0.05)
 
     resources = {**definitions.resources,
                  "databricks": FakeWorkspace(host="https://dbc-fake.cloud.databricks.com", token="fake")}
