@@ -47,6 +47,8 @@ import httpx
 import numpy as np
 import pandas as pd
 
+from mlops_platform.polling import poll_until
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).parent / "results" / "bench_serving.json"
 LAST_DAY = dt.date(2013, 5, 31)
@@ -134,11 +136,16 @@ def client_main(url: str, bodies_file: str, concurrency: int, count: int) -> Non
     print(json.dumps(asyncio.run(_load(url, bodies, concurrency, count))))
 
 
+# The probe's first line, once its first request is on its way; the timings follow when it stops.
+PROBE_STARTED = "started"
+
+
 def probe_main(url: str, stop: str) -> None:
     timings = []
     with httpx.Client(timeout=30) as client:
         while not Path(stop).exists():
-            Path(f"{stop}.started").touch()
+            if not timings:
+                print(PROBE_STARTED, flush=True)
             started = time.perf_counter()
             client.get(url)
             timings.append(time.perf_counter() - started)
@@ -161,9 +168,8 @@ class Probe:
     def __enter__(self) -> Self:
         self.process = subprocess.Popen([sys.executable, "-m", "benchmarks.bench_serving", "--probe", self.url,
                                          str(self.stop)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 60
-        while not Path(f"{self.stop}.started").exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        if self.process.stdout.readline() != f"{PROBE_STARTED}\n":
+            raise RuntimeError("the /health probe exited before its first request")
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -254,17 +260,16 @@ def time_calls(call: Any, inputs: list[Any], count: int) -> tuple[list[float], f
 
 
 def wait_until_up(process: subprocess.Popen, url: str, log: Path, timeout: float = 300.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def up_or_exited() -> bool:
         if process.poll() is not None:
             raise SystemExit(f"{url} exited with {process.returncode}:\n{log.read_text()[-3000:]}")
         try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
+            return httpx.get(url, timeout=2).status_code == 200
         except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"{url} not up after {timeout} s:\n{log.read_text()[-3000:]}")
+            return False
+
+    if not poll_until(up_or_exited, timeout, interval=0.2):
+        raise SystemExit(f"{url} not up after {timeout} s:\n{log.read_text()[-3000:]}")
 
 
 def publish(figures: dict, text: str, output: Path) -> dict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import dagster as dg
@@ -93,8 +93,9 @@ def run_reference(definitions: dg.Definitions, instance: dg.DagsterInstance | No
 
 
 def run_day(definitions: dg.Definitions, day: dt.date, instance: dg.DagsterInstance | None = None,
-            job_name: str = "flights_daily") -> dg.ExecuteInProcessResult:
-    """Run a job for one day's partition, as the daily schedule would, without raising on failure.
+            job_name: str = "flights_daily", up_to: Sequence[dg.AssetKey] | None = None) -> dg.ExecuteInProcessResult:
+    """Run a job for one day's partition, as the daily schedule would, without raising on failure; with ``up_to``,
+    only those assets of the job and what they are built from (with their checks).
 
     The reference tables are loaded first when they are missing, as the reference schedule would have done.
     """
@@ -102,9 +103,13 @@ def run_day(definitions: dg.Definitions, day: dt.date, instance: dg.DagsterInsta
     warehouse = definitions.resources["warehouse"]
     if not warehouse.exists(*flights_table("silver", "planes")):
         assert run_reference(definitions, instance).success
-    return definitions.resolve_job_def(job_name).execute_in_process(
-        partition_key=day.isoformat(), instance=instance, raise_on_error=False, run_config=QUIET,
-    )
+    job = definitions.resolve_job_def(job_name)
+    selection = None
+    if up_to is not None:
+        upstream = dg.AssetSelection.assets(*up_to).upstream().resolve(definitions.resolve_asset_graph())
+        selection = sorted(upstream & job.asset_layer.selected_asset_keys)
+    return job.execute_in_process(partition_key=day.isoformat(), instance=instance, raise_on_error=False,
+                                  run_config=QUIET, asset_selection=selection)
 
 
 def check_results(result: dg.ExecuteInProcessResult) -> dict[tuple[str, str], dg.AssetCheckEvaluation]:

@@ -7,7 +7,7 @@ one-time job run (``jobs/runs/submit``) running the wheel's ``mlops-remote`` con
 ``python_wheel_task``, on a new cluster of the step's kind (``PipesDatabricksClient``, Pipes files on DBFS) or on
 serverless compute with the wheel in the task's environment (``PipesDatabricksServerlessClient``, Pipes files on a
 volume). The wheel is the unit that is built, versioned and installed, and the same entry point runs under
-``PipesSubprocessClient`` on a laptop. The job's settings (environment, config folder, data folder) are options of
+``PipesSubprocessClient`` on a laptop (``defs.local_pipes``). The job's settings (environment, config folder, data folder) are options of
 the entry point, since serverless tasks take no environment variables.
 
 Every asset that writes a table runs there, bronze included (the landing zone is on the environment's volume), so

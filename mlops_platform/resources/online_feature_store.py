@@ -15,7 +15,7 @@ joined by key at serving time, from ``<feature table>_online``.
 
 from __future__ import annotations
 
-import time
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +25,7 @@ from databricks.sdk.errors import NotFound
 from databricks.sdk.service.catalog import TableInfo
 from databricks.sdk.service.ml import OnlineStore, OnlineStoreState, PublishSpec, PublishSpecPublishMode
 
+from mlops_platform.polling import poll_until
 from mlops_platform.resources.unity_catalog import quote_name
 
 ONLINE_TABLE_SUFFIX = "_online"
@@ -128,16 +129,23 @@ class OnlineFeatureStore:
         except NotFound:
             store = store_api.create_online_store(OnlineStore(name=self.name, capacity=self.capacity))
             created = True
-        deadline = time.monotonic() + self.available_timeout_seconds
-        while store.state != OnlineStoreState.AVAILABLE:
-            if store.state in (OnlineStoreState.STOPPED, OnlineStoreState.DELETING):
-                raise OnlineStoreError(f"online store {self.name} is {store.state.value}: start it (or pick another "
-                                       "name) before publishing features to it")
-            if time.monotonic() > deadline:
-                raise OnlineStoreError(f"online store {self.name} was not AVAILABLE after "
-                                       f"{self.available_timeout_seconds:g} s (state {store.state})")
-            time.sleep(self.poll_seconds)
-            store = store_api.get_online_store(self.name)
+        stuck = (OnlineStoreState.STOPPED, OnlineStoreState.DELETING)
+        # The state in hand first, then the workspace's every poll_seconds: it sends no notice of a change.
+        states = itertools.chain([store.state], iter(lambda: store_api.get_online_store(self.name).state, None))
+        state = store.state
+
+        def settled() -> bool:
+            nonlocal state
+            state = next(states)
+            return state == OnlineStoreState.AVAILABLE or state in stuck
+
+        poll_until(settled, self.available_timeout_seconds, interval=self.poll_seconds)
+        if state in stuck:
+            raise OnlineStoreError(f"online store {self.name} is {state.value}: start it (or pick another "
+                                   "name) before publishing features to it")
+        if state != OnlineStoreState.AVAILABLE:
+            raise OnlineStoreError(f"online store {self.name} was not AVAILABLE after "
+                                   f"{self.available_timeout_seconds:g} s (state {state})")
         return created
 
     def publish(self, tables: Sequence[FeatureTableSpec], statement: Callable[[str], Any]) -> OnlinePublish:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +26,7 @@ import dagster as dg
 import httpx
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
+from mlops_platform.polling import poll_until
 from mlops_platform.serving.config import (
     EndpointConfig,
     EndpointConfigError,
@@ -45,6 +45,7 @@ from mlops_platform.serving.process import (
     run_server,
     serving_lock,
     stop_server,
+    wait_until_serving,
 )
 
 LOG_FILE = "server.log"
@@ -178,19 +179,19 @@ class LocalServing(ServingTarget):
 
     def _wait_for(self, recorded: ServerProcess) -> ServerProcess | None:
         """``recorded`` once it serves; None when it is gone. A busy or starting process is waited for."""
-        deadline = time.monotonic() + self.busy_timeout_seconds
-        while True:
+        state = "starting"
+
+        def settled() -> bool:
+            nonlocal state
             state = probe(recorded)
-            if state == "serving":
-                return recorded
-            if state == "gone":
-                return None
-            if time.monotonic() > deadline:
-                raise ServingError(
-                    f"the serving process {recorded.pid} at {recorded.base_url} is {state} and has not answered "
-                    f"/health for {self.busy_timeout_seconds:.0f} s; not starting a second one beside it (log "
-                    f"{Path(self.serving_dir) / LOG_FILE})")
-            time.sleep(0.2)
+            return state in ("serving", "gone")
+
+        if not poll_until(settled, self.busy_timeout_seconds, interval=0.2):
+            raise ServingError(
+                f"the serving process {recorded.pid} at {recorded.base_url} is {state} and has not answered "
+                f"/health for {self.busy_timeout_seconds:.0f} s; not starting a second one beside it (log "
+                f"{Path(self.serving_dir) / LOG_FILE})")
+        return recorded if state == "serving" else None
 
     def _start(self) -> ServerProcess:
         log_path = Path(self.serving_dir) / LOG_FILE
@@ -200,16 +201,13 @@ class LocalServing(ServingTarget):
             process = subprocess.Popen(self.server_command(), stdin=subprocess.DEVNULL, stdout=log,
                                        stderr=subprocess.STDOUT, start_new_session=True,
                                        env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        deadline = time.monotonic() + self.startup_timeout_seconds
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                tail = log_path.read_text(errors="replace")[-2000:]
-                raise ServingError(f"the serving process for {self.serving_dir} exited with {process.returncode} "
-                                   f"before serving (log {log_path}):\n{tail}")
-            recorded = read_pid_file(self.serving_dir)
-            if recorded is not None and recorded.pid == process.pid and probe(recorded) == "serving":
-                return recorded
-            time.sleep(0.1)
+        server = wait_until_serving(process, self.serving_dir, self.startup_timeout_seconds)
+        if server is not None:
+            return server
+        if process.poll() is not None:
+            tail = log_path.read_text(errors="replace")[-2000:]
+            raise ServingError(f"the serving process for {self.serving_dir} exited with {process.returncode} "
+                               f"before serving (log {log_path}):\n{tail}")
         process.terminate()
         raise ServingError(f"the serving process for {self.serving_dir} did not serve within "
                            f"{self.startup_timeout_seconds:.0f} s (log {log_path})")

@@ -17,8 +17,8 @@ overwrite), and commit metadata lands in the Delta log (``userMetadata``), where
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
-import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
+from mlops_platform.polling import poll_until
 from mlops_platform.resources.databricks import DatabricksWorkspace
 from mlops_platform.resources.warehouse import Commit, DayRange, Filter, TableWrite, Warehouse
 from mlops_platform.storage.spark import arrow_to_spark
@@ -91,13 +92,17 @@ class StatementConnection:
             on_wait_timeout=dbsql.ExecuteStatementRequestOnWaitTimeout.CONTINUE,
             format=dbsql.Format.ARROW_STREAM, disposition=dbsql.Disposition.EXTERNAL_LINKS,
         )
-        deadline = time.monotonic() + self.timeout_seconds
-        while response.status.state in (dbsql.StatementState.PENDING, dbsql.StatementState.RUNNING):
-            if time.monotonic() > deadline:
-                api.cancel_execution(response.statement_id)
-                raise UnityCatalogError(f"statement still running after {self.timeout_seconds:g} s: {statement}")
-            time.sleep(self.poll_seconds)
-            response = api.get_statement(response.statement_id)
+        # The response in hand first, then the warehouse's every poll_seconds: it sends no notice of the end.
+        responses = itertools.chain([response], iter(lambda: api.get_statement(response.statement_id), None))
+
+        def finished() -> bool:
+            nonlocal response
+            response = next(responses)
+            return response.status.state not in (dbsql.StatementState.PENDING, dbsql.StatementState.RUNNING)
+
+        if not poll_until(finished, self.timeout_seconds, interval=self.poll_seconds):
+            api.cancel_execution(response.statement_id)
+            raise UnityCatalogError(f"statement still running after {self.timeout_seconds:g} s: {statement}")
         if response.status.state != dbsql.StatementState.SUCCEEDED:
             error = response.status.error
             raise UnityCatalogError(f"{response.status.state.value}: {error.message if error else 'no message'}: "

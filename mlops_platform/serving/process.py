@@ -25,6 +25,7 @@ import logging
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -35,6 +36,7 @@ from typing import Any, Literal
 import httpx
 import uvicorn
 
+from mlops_platform.polling import poll_until
 from mlops_platform.serving.config import write_atomically
 from mlops_platform.serving.inference_table import INFERENCE_SCHEMA, INFERENCE_TABLE
 
@@ -157,14 +159,26 @@ def stop_server(serving_dir: str | Path, timeout: float = 60.0) -> bool:
         pid_file.unlink(missing_ok=True)
         return False
     os.kill(recorded.pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while alive(recorded) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if alive(recorded):
+    # Not necessarily this process's child, so nothing signals its exit portably: it is polled.
+    if not poll_until(lambda: not alive(recorded), timeout, interval=0.05):
         logger.error("serving process %d did not stop within %.0f s; killing it", recorded.pid, timeout)
         os.kill(recorded.pid, signal.SIGKILL)
     pid_file.unlink(missing_ok=True)
     return True
+
+
+def wait_until_serving(process: subprocess.Popen, serving_dir: str | Path, timeout: float) -> ServerProcess | None:
+    """``process``, just started on ``serving_dir``, once it serves (its pid file names it and ``/health``
+    answers); None when it exited first or did not serve within ``timeout`` seconds (``process.poll()`` tells)."""
+
+    def serving_or_exited() -> ServerProcess | bool:
+        recorded = read_pid_file(serving_dir)
+        if recorded is not None and recorded.pid == process.pid and probe(recorded) == "serving":
+            return recorded
+        return process.poll() is not None
+
+    server = poll_until(serving_or_exited, timeout, interval=0.1)
+    return server if isinstance(server, ServerProcess) else None
 
 
 def spool_dir(serving_dir: str | Path) -> Path:

@@ -32,6 +32,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from mlops_platform.defs import build_definitions
+from mlops_platform.defs.local_pipes import PipesCompleteLinesMessageReader, subprocess_pipes_client
 from mlops_platform.defs.remote import remote_twin
 from mlops_platform.resources.databricks import DatabricksWorkspace
 from mlops_platform.resources.spark import DATABRICKS_RUNTIME_ENV
@@ -78,7 +79,7 @@ def _assert_same_as_embedded(embedded, remote) -> None:
     assert remote_mats[SILVER.to_user_string()]["engine"].value == "spark"
     assert local_mats[SILVER.to_user_string()]["engine"].value == "polars"
 
-    # The daily job also ran the orchestrator-side freshness check, which is no part of the silver step.
+    # The orchestrator-side freshness check, when the daily job runs it, is no part of the silver step.
     local_checks = {k: v for k, v in _checks(embedded).items() if k[0] == SILVER.to_user_string()
                     and k[1] != "freshness"}
     remote_checks = _checks(remote)
@@ -92,8 +93,8 @@ def _assert_same_as_embedded(embedded, remote) -> None:
 
 @pytest.fixture
 def embedded(landed_settings: Settings):
-    """The first landed day through the embedded engine: the reference the remote run must match."""
-    result = run_day(build_definitions(landed_settings), FIRST_DAY)
+    """The first landed day through the embedded engine up to silver: the reference the remote run must match."""
+    result = run_day(build_definitions(landed_settings), FIRST_DAY, up_to=[SILVER, QUARANTINE])
     assert result.success
     return result
 
@@ -102,7 +103,7 @@ def test_entry_point_under_pipes_subprocess_reports_what_the_embedded_engine_rep
     definitions = build_definitions(landed_settings)
 
     def launch(context, arguments):
-        return dg.PipesSubprocessClient().run(command=[*ENTRY_POINT, *arguments], context=context).get_results()
+        return subprocess_pipes_client().run(command=[*ENTRY_POINT, *arguments], context=context).get_results()
 
     twin = remote_twin(_silver_node(definitions), launch)
     remote = dg.materialize([twin], partition_key=DAY, resources=definitions.resources, run_config=QUIET)
@@ -115,7 +116,7 @@ def test_a_failed_remote_step_fails_with_its_own_message(landed_settings):
     definitions = build_definitions(landed_settings)
 
     def launch(context, arguments):
-        return dg.PipesSubprocessClient().run(command=[*ENTRY_POINT, "flights/silver/nowhere"],
+        return subprocess_pipes_client().run(command=[*ENTRY_POINT, "flights/silver/nowhere"],
                                               context=context).get_results()
 
     instance = dg.DagsterInstance.ephemeral()
@@ -191,7 +192,7 @@ def test_databricks_twin_submits_the_wheel_task_and_reports_the_run(landed_setti
     class FakeWorkspace(DatabricksWorkspace):
         def pipes_client(self) -> PipesDatabricksClient:
             return PipesDatabricksClient(client=fake.client, context_injector=dg.PipesTempFileContextInjector(),
-                                         message_reader=dg.PipesTempFileMessageReader(), poll_interval_seconds=0.05)
+                                         message_reader=PipesCompleteLinesMessageReader(), poll_interval_seconds=0.05)
 
     resources = {**definitions.resources,
                  "databricks": FakeWorkspace(host="https://dbc-fake.cloud.databricks.com", token="fake")}

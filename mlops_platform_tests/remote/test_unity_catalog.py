@@ -253,6 +253,19 @@ def test_the_orchestrator_reads_through_the_sql_warehouse_as_arrow_chunks(presig
     assert len(seen) == 2
 
 
+def test_a_statement_still_running_at_the_timeout_is_cancelled_and_named():
+    client = MagicMock()
+    api = client.statement_execution
+    running = dbsql.StatementResponse(statement_id="s-2", status=dbsql.StatementStatus(state=dbsql.StatementState.RUNNING))
+    api.execute_statement.return_value = api.get_statement.return_value = running
+
+    with pytest.raises(UnityCatalogError, match="still running after 0.2 s: SELECT 1"):
+        StatementConnection(client, "wh-42", poll_seconds=0.05, timeout_seconds=0.2).sql("SELECT 1")
+
+    api.cancel_execution.assert_called_once_with("s-2")
+    assert api.get_statement.call_count >= 1
+
+
 def test_a_failed_statement_and_an_orchestrator_write_fail_with_what_went_wrong():
     client = MagicMock()
     client.statement_execution.execute_statement.return_value = dbsql.StatementResponse(

@@ -11,13 +11,16 @@ from pathlib import Path
 
 import httpx
 
+# The first line the probe prints, once its first request is on its way; the timings follow when it stops.
+STARTED = "started"
+
 
 def main(url: str, stop: str) -> None:
     timings = []
-    started_file = Path(f"{stop}.started")
     with httpx.Client(timeout=30) as client:
         while not Path(stop).exists():
-            started_file.touch()
+            if not timings:
+                print(STARTED, flush=True)
             started = time.perf_counter()
             status = client.get(url).status_code
             timings.append((time.perf_counter() - started, status))

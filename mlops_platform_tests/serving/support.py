@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,8 +28,9 @@ from mlops_platform.ml import packaging
 from mlops_platform.ml.estimators import ESTIMATORS as ESTIMATOR_REGISTRY
 from mlops_platform.ml.estimators import build_pipeline
 from mlops_platform.ml.training import input_signature
+from mlops_platform.polling import poll_until
 from mlops_platform.serving.config import EndpointConfig, ServedModel, publish_online_store
-from mlops_platform.serving.process import ServerProcess, probe, read_pid_file
+from mlops_platform.serving.process import ServerProcess, wait_until_serving
 from mlops_platform.settings import ModelConfig
 
 ESTIMATORS = ("hist_gradient_boosting", "random_forest", "linear")
@@ -131,30 +131,29 @@ def start_server(serving_dir: Path, warehouse_root: Path, *options: str, timeout
         [sys.executable, "-m", "mlops_platform.serving", "--serving-dir", str(serving_dir), "--port", "0",
          "--warehouse-root", str(warehouse_root), "--catalog", "test", "--log-level", "warning", *options],
         cwd=PROJECT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if popen.poll() is not None:
-            raise RuntimeError(f"the server exited with {popen.returncode}: "
-                               f"{(serving_dir / 'test-server.log').read_text()[-3000:]}")
-        recorded = read_pid_file(serving_dir)
-        if recorded is not None and recorded.pid == popen.pid and probe(recorded) == "serving":
-            return Server(popen, recorded, serving_dir)
-        time.sleep(0.1)
+    recorded = wait_until_serving(popen, serving_dir, timeout)
+    if recorded is not None:
+        return Server(popen, recorded, serving_dir)
+    if popen.poll() is not None:
+        raise RuntimeError(f"the server exited with {popen.returncode}: "
+                           f"{(serving_dir / 'test-server.log').read_text()[-3000:]}")
     popen.kill()
     raise TimeoutError(f"the server did not serve within {timeout:.0f} s")
 
 
 def wait_ready(server: Server, endpoint: str, version: str | None = None, timeout: float = 120.0) -> dict:
     """The server's status once ``endpoint`` is loaded (serving ``version`` when given)."""
-    deadline = time.monotonic() + timeout
     last: dict = {}
-    while time.monotonic() < deadline:
+
+    def ready() -> bool:
+        nonlocal last
         last = httpx.get(f"{server.url}/ready", timeout=10).json()
         state = last["endpoints"].get(endpoint, {})
-        if state.get("state") == "READY" and (version is None or version in state["served_models"].values()):
-            return last
-        time.sleep(0.1)
-    raise TimeoutError(f"{endpoint} not ready: {last}")
+        return state.get("state") == "READY" and (version is None or version in state["served_models"].values())
+
+    if not poll_until(ready, timeout, interval=0.1):
+        raise TimeoutError(f"{endpoint} not ready: {last}")
+    return last
 
 
 def assert_same_answers(actual: list[Any], expected: list[Any], kind: str) -> None:

@@ -11,12 +11,12 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
 
+from mlops_platform.polling import poll_until
 from mlops_platform.serving.inference_log import DeltaSink, InferenceLogger, Spool, SpoolError, app_id
 from mlops_platform.serving.inference_table import INFERENCE_TABLE_SCHEMA, InferenceRecord, json_objects
 from mlops_platform.storage.delta import DeltaTables
@@ -151,9 +151,7 @@ def test_a_refused_commit_is_retried_and_nothing_waits_in_memory(tmp_path: Path)
     logger.start()
     for i in range(20):
         logger.log(record(i))
-    deadline = time.monotonic() + 30
-    while logger.stats()["written"] < 20 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    poll_until(lambda: logger.stats()["written"] >= 20, 30, interval=0.05)
     logger.close()
 
     assert sorted(logged_ids(tables)) == sorted(f"r{i}" for i in range(20))
@@ -183,9 +181,7 @@ def test_a_full_batch_ships_without_waiting_for_the_interval(tmp_path: Path) -> 
     logger.start()
     for i in range(100):
         logger.log(record(i))
-    deadline = time.monotonic() + 30
-    while logger.stats()["written"] < 100 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    poll_until(lambda: logger.stats()["written"] >= 100, 30, interval=0.02)
     assert logger.stats()["written"] == 100 and len(logged_ids(tables)) == 100
     logger.close()
 

@@ -24,6 +24,7 @@ import pytest
 from deltalake import DeltaTable
 
 from mlops_platform.ml.training import input_signature
+from mlops_platform.polling import poll_until
 from mlops_platform.resources.serving import EndpointDeployment, LocalServing, ResolvedModel, ServingError
 from mlops_platform.serving.process import read_pid_file, stop_server
 from mlops_platform_tests.serving.broken_model import UnscorableModel
@@ -105,6 +106,7 @@ class Load:
     answers: list[tuple[int, str, str]] = field(default_factory=list)  # status, x-request-id, served version
     failures: list[str] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
+    answered: threading.Condition = field(default_factory=threading.Condition)
 
     def client(self, index: int) -> None:
         with httpx.Client(timeout=60) as client:
@@ -119,8 +121,10 @@ class Load:
                 except httpx.HTTPError as error:
                     self.failures.append(f"sent, no answer: {type(error).__name__}: {error}")
                     continue
-                self.answers.append((answer.status_code, answer.headers.get("x-request-id", ""),
-                                     answer.headers.get("x-served-model-version", "")))
+                with self.answered:
+                    self.answers.append((answer.status_code, answer.headers.get("x-request-id", ""),
+                                         answer.headers.get("x-served-model-version", "")))
+                    self.answered.notify_all()
 
     def __enter__(self) -> Self:
         self.pool = concurrent.futures.ThreadPoolExecutor(CLIENTS)
@@ -134,10 +138,9 @@ class Load:
         self.pool.shutdown()
 
     def wait_for(self, answers: int, timeout: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout
-        while len(self.answers) < answers and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert len(self.answers) >= answers, f"only {len(self.answers)} answers: {self.failures[:3]}"
+        with self.answered:
+            enough = self.answered.wait_for(lambda: len(self.answers) >= answers, timeout)
+        assert enough, f"only {len(self.answers)} answers: {self.failures[:3]}"
 
 
 def serving_processes(serving_dir: str) -> list[int]:
@@ -197,8 +200,8 @@ def test_a_busy_server_is_waited_for_never_doubled(world: LocalServing, registry
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             redeploy = pool.submit(world.deploy, deployment(world, registry, "second"),
                                    tracking_uri=registry.tracking_uri)
-            time.sleep(3)
-            assert not redeploy.done(), "the deploy must wait for the busy server"
+            done, _ = concurrent.futures.wait([redeploy], timeout=3)
+            assert not done, "the deploy must wait for the busy server"
             os.kill(server.pid, signal.SIGCONT)
             outcome = redeploy.result(timeout=120)
     finally:
@@ -271,10 +274,8 @@ def test_sigterm_under_load_answers_every_request_already_sent_and_logs_it(world
     with Load(outcome.url, registry.records) as load:
         load.wait_for(300)
         os.kill(server.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 120
-        while read_pid_file(world.serving_dir) is not None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert read_pid_file(world.serving_dir) is None, "the server removes its pid file as it exits"
+        gone = poll_until(lambda: read_pid_file(world.serving_dir) is None, 120, interval=0.05)
+        assert gone, "the server removes its pid file as it exits"
 
     sent_unanswered = [f for f in load.failures if f.startswith("sent")]
     assert sent_unanswered == []
@@ -297,13 +298,14 @@ def test_kill_9_under_load_loses_no_answered_request_and_a_restart_ships_them_on
     assert list(Path(world.serving_dir, "spool").glob("*.jsonl")), "the dead server's spool is left behind"
 
     restarted = world.ensure_running()
-    deadline = time.monotonic() + 120
     rows: list[str] = []
-    while time.monotonic() < deadline:
+
+    def shipped() -> bool:
+        nonlocal rows
         rows = logged(world) if (Path(world.warehouse_root) / "monitoring" / "inference_log").exists() else []
-        if set(answered) <= set(rows):
-            break
-        time.sleep(0.2)
+        return set(answered) <= set(rows)
+
+    poll_until(shipped, 120, interval=0.2)
 
     assert restarted.pid != server.pid
     assert set(answered) <= set(rows), f"{len(set(answered) - set(rows))} answered requests are not logged"

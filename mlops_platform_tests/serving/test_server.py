@@ -26,9 +26,11 @@ from sklearn.preprocessing import FunctionTransformer
 
 from mlops_platform.ml import packaging
 from mlops_platform.ml.training import input_signature
+from mlops_platform.polling import poll_until
 from mlops_platform.serving.deploy import deploy_endpoint_config
 from mlops_platform.serving.routing import request_id_for, route
 from mlops_platform_tests.serving.conftest import mlflow_store
+from mlops_platform_tests.serving.health_probe import STARTED
 from mlops_platform_tests.serving.slow import spin
 from mlops_platform_tests.serving.support import (
     ESTIMATORS,
@@ -262,16 +264,13 @@ def test_the_inference_table_logs_every_request_with_ids_versions_and_features(w
     answer = post(world.server.invocations(name), {"dataframe_records": world.records[:2]},
                   {"X-Request-Id": "audit-1"})
     request_id = answer.headers["x-request-id"]
-    deadline = time.monotonic() + 60
-    found: list[dict] = []
-    while not found and time.monotonic() < deadline:
-        from deltalake import DeltaTable
-        table = DeltaTable(str(world.root / "warehouse" / "monitoring" / "inference_log")).to_pyarrow_table(
-            filters=[("databricks_request_id", "=", request_id)])
-        found = table.to_pylist()
-        time.sleep(0.2)
 
-    (row,) = found
+    def logged_rows() -> list[dict]:
+        from deltalake import DeltaTable
+        return DeltaTable(str(world.root / "warehouse" / "monitoring" / "inference_log")).to_pyarrow_table(
+            filters=[("databricks_request_id", "=", request_id)]).to_pylist()
+
+    (row,) = poll_until(logged_rows, 60, interval=0.2)
     assert (row["client_request_id"], row["endpoint_name"], row["served_entity_id"]) == ("audit-1", name, "champion")
     assert row["served_model_version"] == world.versions[("random_forest", "regression")]
     assert json.loads(row["response"]) == answer.json() and json.loads(row["request"])["dataframe_records"]
@@ -289,10 +288,8 @@ class HealthProbe:
 
     def __enter__(self) -> Self:
         self.process = subprocess.Popen([sys.executable, str(Path(__file__).with_name("health_probe.py")), self.url,
-                                         str(self.stop)], stdout=subprocess.PIPE)
-        deadline = time.monotonic() + 60
-        while not Path(f"{self.stop}.started").exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
+                                         str(self.stop)], stdout=subprocess.PIPE, text=True)
+        assert self.process.stdout.readline() == f"{STARTED}\n", "the probe exited before its first request"
         return self
 
     def __exit__(self, *exc: object) -> None:
