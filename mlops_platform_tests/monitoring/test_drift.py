@@ -8,8 +8,10 @@ with a reference of at most 1,000 rows (p-value tests) and one above (distance t
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import NamedTuple
 
+import evidently
 import numpy as np
 import pandas as pd
 import polars as pl
@@ -19,6 +21,7 @@ from evidently.presets import DataDriftPreset
 
 from mlops_platform.monitoring.drift import (
     CHI_SQUARE,
+    EVIDENTLY_LIBRARY_DIR,
     JENSEN_SHANNON,
     KOLMOGOROV_SMIRNOV,
     WASSERSTEIN,
@@ -89,13 +92,13 @@ def evidently_drift(
 
 def assert_same_as_evidently(ours: DriftResult, theirs: EvidentlyResult) -> None:
     assert [c.column for c in ours.columns] == [c.column for c in theirs.columns]
-    for mine, evidently in zip(ours.columns, theirs.columns):
+    for mine, their in zip(ours.columns, theirs.columns):
         assert (mine.method, mine.threshold, mine.drifted) == (
-            evidently.method,
-            evidently.threshold,
-            evidently.drifted,
+            their.method,
+            their.threshold,
+            their.drifted,
         ), mine.column
-        assert mine.score == pytest.approx(evidently.score, rel=1e-6, abs=0), mine.column
+        assert mine.score == pytest.approx(their.score, rel=1e-6, abs=0), mine.column
     assert ours.share_drifted == pytest.approx(theirs.share_drifted)
     assert ours.dataset_drifted == theirs.dataset_drifted
 
@@ -317,5 +320,11 @@ def test_render_html_report_writes_evidently_page_from_a_sample(tmp_path) -> Non
     html = path.read_text(encoding="utf-8")
     assert path.stat().st_size > 100_000
     assert "<html" in html.lower() and "shifted" in html
+    # The page loads Evidently's library from the folder's one copy, identical to the library it would inline.
+    library = Path(evidently.__file__).parent / "nbextension" / "static" / "index.js"
+    shared = tmp_path / "reports" / EVIDENTLY_LIBRARY_DIR / f"evidently-{evidently.__version__}.js"
+    assert f'<script src="{EVIDENTLY_LIBRARY_DIR}/{shared.name}"></script>' in html
+    assert shared.read_bytes() == library.read_bytes()
+    assert path.stat().st_size < library.stat().st_size
     # 800 sampled reference rows put Evidently on its p-value branch, where the full 1,500 rows would not be.
     assert KOLMOGOROV_SMIRNOV in html and WASSERSTEIN not in html
