@@ -55,6 +55,9 @@ import pyarrow.compute as pc
 if TYPE_CHECKING:
     import polars as pl
 
+# SciPy is imported inside the tests that use it: the definitions import this module, and SciPy costs them a
+# third of a second at load.
+
 # The folder beside Evidently's pages that holds the one copy of its script library they load.
 EVIDENTLY_LIBRARY_DIR = "js"
 
