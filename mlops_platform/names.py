@@ -32,6 +32,7 @@ SPLITS = ("train", "validation", "test")
 QUARANTINE_SUFFIX = "_quarantine"
 CHAMPION_SUFFIX = "_champion"
 DRIFT_SUFFIX = "_drift"
+DRIFT_PAGE_SUFFIX = "_drift_page"
 ONLINE_STORE_SUFFIX = "_online_store"
 
 # Tags every asset of a use case carries: what the UI filters on, and what jobs and remote twins select by.
@@ -39,6 +40,8 @@ USECASE_TAG = "mlops/usecase"
 STAGE_TAG = "mlops/stage"
 # On a snapshot run: the day of the snapshot it processes (the landing sensor and the replay set it).
 SNAPSHOT_DAY_TAG = "mlops/snapshot_day"
+# On an asset a person materializes from the UI or the CLI when they want it (Evidently's full page): no job selects it.
+ON_DEMAND_TAG = "mlops/on_demand"
 # On any run: "true" lets it replace days with fewer or worse rows than they hold (``mlops run --allow-shrink``).
 ALLOW_SHRINK_TAG = "mlops/allow_shrink"
 # MLflow run tags of a trained model: the training-set table and Delta version it learnt from. Monitoring reads the
@@ -101,6 +104,10 @@ def champion_asset(model: str) -> str:
 
 def monitoring_asset(model: str) -> str:
     return f"{model}{DRIFT_SUFFIX}"
+
+
+def drift_page_asset(model: str) -> str:
+    return f"{model}{DRIFT_PAGE_SUFFIX}"
 
 
 def online_store_asset(endpoint: str) -> str:

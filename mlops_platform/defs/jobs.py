@@ -1,7 +1,9 @@
 """Jobs a person, schedule or sensor launches by name, made from the stage registry (``defs.stages``).
 
 - ``<usecase>_daily``: every day-partitioned asset of the tables and scoring stages, one day (or a range) at a time:
-  bronze -> silver -> gold -> feature tables -> the champion's predictions -> monitoring.
+  bronze -> silver -> gold -> feature tables -> the champion's predictions -> monitoring. Not Evidently's full
+  drift page: it is on demand (``stages.placement(..., on_demand=True)``), materialized from the UI for the days a
+  person picks.
 - ``<usecase>_snapshot``: the unpartitioned ones, run when a new snapshot lands: reference tables of a daily use case
   (planes, airlines, ...), or the whole table-to-monitoring flow of a use case of snapshots.
 - ``<usecase>_training``: training set -> models -> gate -> champion -> online store -> endpoints.
@@ -27,8 +29,8 @@ def _keys(assets: Sequence[dg.AssetsDefinition], roles: Sequence[str], *, partit
     for assets_def in assets:
         if partitioned is not None and (assets_def.partitions_def is not None) != partitioned:
             continue
-        keys += [spec.key for spec in assets_def.specs
-                 if (stage := stages.stage_of(spec)) is not None and stage.job in roles]
+        keys += [spec.key for spec in assets_def.specs if not stages.is_on_demand(spec)
+                 and (stage := stages.stage_of(spec)) is not None and stage.job in roles]
     return keys
 
 

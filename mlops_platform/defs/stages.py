@@ -60,14 +60,23 @@ def tags(usecase: UseCaseConfig | str, stage: str, **extra: str) -> dict[str, st
     return {names.USECASE_TAG: _name(usecase), names.STAGE_TAG: stage, **extra}
 
 
-def placement(usecase: UseCaseConfig, stage: str) -> dict[str, object]:
-    """The arguments every asset of ``stage`` shares: group, owners and the tags jobs and twins select by."""
-    return {"group_name": group(usecase, stage), "owners": usecase.owners, "tags": tags(usecase, stage)}
+def placement(usecase: UseCaseConfig, stage: str, *, on_demand: bool = False) -> dict[str, object]:
+    """The arguments every asset of ``stage`` shares: group, owners and the tags jobs and twins select by.
+
+    An ``on_demand`` asset sits in its stage's group (and runs on its stage's compute) but in none of its jobs: a
+    person materializes it for the partitions they want.
+    """
+    extra = {names.ON_DEMAND_TAG: "true"} if on_demand else {}
+    return {"group_name": group(usecase, stage), "owners": usecase.owners, "tags": tags(usecase, stage, **extra)}
 
 
 def stage_of(spec: dg.AssetSpec) -> Stage | None:
     stage = (spec.tags or {}).get(names.STAGE_TAG)
     return STAGES.get(stage) if stage else None
+
+
+def is_on_demand(spec: dg.AssetSpec) -> bool:
+    return (spec.tags or {}).get(names.ON_DEMAND_TAG) == "true"
 
 
 def source_key(usecase: UseCaseConfig | str, layer: str, source: str) -> dg.AssetKey:
@@ -106,6 +115,10 @@ def predictions_key(usecase: UseCaseConfig | str, model: str) -> dg.AssetKey:
 
 def monitoring_key(usecase: UseCaseConfig | str, model: str) -> dg.AssetKey:
     return key(usecase, names.MONITORING, names.monitoring_asset(model))
+
+
+def drift_page_key(usecase: UseCaseConfig | str, model: str) -> dg.AssetKey:
+    return key(usecase, names.MONITORING, names.drift_page_asset(model))
 
 
 def online_store_key(usecase: UseCaseConfig | str, endpoint: str) -> dg.AssetKey:

@@ -92,9 +92,9 @@ class DayResult:
 
     @property
     def failed(self) -> bool:
-        """Whether the day's features drifted or its quality dropped: the days whose full drift page is worth
-        rendering. Prediction drift alone does not count: Evidently's page shows the features, not the prediction,
-        and the compact page already holds the prediction's score."""
+        """Whether the day's features drifted or its quality dropped: the days whose compact page points at
+        Evidently's full page prominently. Prediction drift alone does not count: Evidently's page shows the
+        features, not the prediction, and the compact page already holds the prediction's score."""
         return self.drift.dataset_drifted or self.quality_dropped
 
 

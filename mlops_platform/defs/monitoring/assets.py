@@ -5,28 +5,29 @@ its MLflow run's lineage tags), built once per model version and cached. A day i
 monitoring window (the day alone by default, or enough days back to hold ``window.min_rows``); a snapshot use case
 is judged on its whole newest snapshot. The judging is ``monitoring.day.monitor_day``, a pure function; this asset
 reads its inputs (``inputs.py``), writes the model's own monitoring tables, one row per day and column or metric,
-sends alerts and reports the checks. Each day gets a compact report; Evidently's full page only when the
-features drift or quality drops, or on demand through ``mlops report``.
+sends alerts and reports the checks. Each day gets a compact report; Evidently's full page only on demand: the
+``<model>_drift_page`` asset below (in no job, materialized from the UI for the days a person picks) or
+``mlops report``, both through ``reports.render_day_reports``.
 """
 
 import datetime as dt
 from pathlib import Path
 
 import dagster as dg
-import pandas as pd
 import pyarrow as pa
 
 from mlops_platform import names
 from mlops_platform.defs import stages
 from mlops_platform.defs.monitoring import inputs
+from mlops_platform.defs.monitoring.reports import render_day_reports
 from mlops_platform.defs.tables import days_of_run, partitioning
 from mlops_platform.monitoring import tables
 from mlops_platform.monitoring.alerts import drift_alert, quality_alert
-from mlops_platform.monitoring.day import DayResult, MonitoredModel, Reference, Verdicts, judge, monitor_day
+from mlops_platform.monitoring.day import DayResult, MonitoredModel, Verdicts, judge, monitor_day
 from mlops_platform.monitoring.decisions import FEATURE_DRIFT, PREDICTION_DRIFT, QUALITY_DROP
 from mlops_platform.monitoring.drift import DriftResult
 from mlops_platform.monitoring.reference import ReferenceCache
-from mlops_platform.monitoring.report import compact_name, full_name, render_full_report, write_compact_report
+from mlops_platform.monitoring.report import compact_name, write_compact_report
 from mlops_platform.resources.alerts import AlertSinks
 from mlops_platform.resources.mlflow import MlflowTracking
 from mlops_platform.resources.reports import ReportStore
@@ -56,9 +57,9 @@ def _monitoring_asset(usecase: UseCaseConfig, spec: MonitoringConfig) -> dg.Asse
                     f"One row per day's window and column in {'.'.join(outputs[tables.DRIFT_METRICS])}, per day and metric in "
                     f"{'.'.join(outputs[tables.QUALITY_METRICS])}, per day, column and metric in "
                     f"{'.'.join(outputs[tables.PROFILE_METRICS])} (shaped like Databricks data profiling's); a compact "
-                    "HTML report per day, Evidently's full page for days whose features drift or quality drops. "
-                    "Read by the retraining sensor and by people.",
-        kinds={"delta", "evidently"},
+                    "HTML report per day, linking Evidently's full page (rendered on demand by the drift page "
+                    "asset). Read by the retraining sensor and by people.",
+        kinds={"delta", "html"},
         **stages.placement(usecase, names.MONITORING),
         **partitioning(usecase, date_column is not None),
         check_specs=[
@@ -79,9 +80,6 @@ def _monitoring_asset(usecase: UseCaseConfig, spec: MonitoringConfig) -> dg.Asse
         served = inputs.served_records(warehouse, config.registered_name, days[0], days[-1], model.features)
         cache = ReferenceCache(reports.reference_cache(usecase.name, spec.model))
         results: dict[dt.date, DayResult] = {}
-        # Only the latest day's frames are kept, for its report once the checks are judged; an earlier day of a
-        # range run gets its report as soon as the next day is judged, so a backfill holds one window at a time.
-        pending: tuple[DayResult, Reference, pd.DataFrame] | None = None
         sources = []
         for day in days:
             window_of_day = inputs.day_window(scored, per_day, date_column, day, window)
@@ -94,9 +92,6 @@ def _monitoring_asset(usecase: UseCaseConfig, spec: MonitoringConfig) -> dg.Asse
             results[day] = monitor_day(
                 model, day, current, reference, window_start=first, served=served,
                 labels=inputs.labels(warehouse, usecase, DayRange(date_column, first, day) if date_column else None))
-            if pending is not None:
-                _write_reports(reports, model, pending[0], None, *pending[1:])
-            pending = (results[day], reference, current)
 
         written = inputs.written_days(days[0], days[-1])
         table_rows = {name: [] for name in tables.SCHEMAS}
@@ -109,11 +104,14 @@ def _monitoring_asset(usecase: UseCaseConfig, spec: MonitoringConfig) -> dg.Asse
         if not results:
             yield dg.MaterializeResult(metadata={"days_monitored": 0})
             return
+        # An earlier day of a range run gets its page without checks: they are judged on the latest day only.
+        for day in sorted(results)[:-1]:
+            _write_report(reports, model, results[day], None)
         latest = results[max(results)]
         verdicts = judge(
             latest, inputs.drift_history(warehouse, outputs[tables.DRIFT_METRICS], latest.day, spec.debounce.of_last),
             inputs.quality_drop_history(warehouse, outputs[tables.QUALITY_METRICS], spec, latest.day), spec)
-        report, full_report = _write_reports(reports, model, latest, verdicts, *pending[1:])
+        report = _write_report(reports, model, latest, verdicts)
         _send_alerts(alerts, context, model, latest, verdicts, report)
         yield dg.MaterializeResult(metadata={
             "day": latest.day.isoformat(),
@@ -125,7 +123,6 @@ def _monitoring_asset(usecase: UseCaseConfig, spec: MonitoringConfig) -> dg.Asse
             f"champion_test_{spec.quality_metric}": _or_nan(latest.champion_quality),
             "report": dg.MetadataValue.path(str(report)),
             "report_url": dg.MetadataValue.url(report.resolve().as_uri()),
-            **({"full_report": dg.MetadataValue.path(str(full_report))} if full_report else {}),
             "reference_baseline": ", ".join(sorted(set(sources))),
             **_serving_metadata(latest.serving),
         })
@@ -145,18 +142,12 @@ def _monitored_days(context: dg.AssetExecutionContext, date_column: str | None) 
     return [days.first + dt.timedelta(days=i) for i in range((days.last - days.first).days + 1)]
 
 
-def _write_reports(reports: ReportStore, model: MonitoredModel, result: DayResult, verdicts: Verdicts | None,
-                   reference: Reference, current: pd.DataFrame) -> tuple[Path, Path | None]:
-    """The day's compact page, and Evidently's full page when one of the day's signals (or checks) failed."""
+def _write_report(reports: ReportStore, model: MonitoredModel, result: DayResult, verdicts: Verdicts | None) -> Path:
+    """The day's compact page; it says how to render Evidently's full page, prominently on a failing day."""
     title = f"{model.config.registered_name} v{result.model_version}: monitoring of {result.day}"
-    failed = result.failed or (verdicts is not None and (verdicts.feature_drift or verdicts.quality_drop))
-    full = None
-    if failed:
-        full = render_full_report(reports.path(model.usecase, model.spec.model, full_name(result.day)), model, result,
-                                  reference, current)
-    compact = write_compact_report(reports.path(model.usecase, model.spec.model, compact_name(result.day)), title,
-                                   result, verdicts, full, usecase=model.usecase)
-    return compact, full
+    page_key = stages.drift_page_key(model.usecase, model.spec.model).to_user_string()
+    return write_compact_report(reports.path(model.usecase, model.spec.model, compact_name(result.day)), title,
+                                result, verdicts, usecase=model.usecase, page_asset=page_key)
 
 
 def _send_alerts(alerts: AlertSinks, context: dg.AssetExecutionContext, model: MonitoredModel, latest: DayResult,
@@ -206,5 +197,46 @@ def _serving_metadata(serving: DriftResult | str) -> dict[str, object]:
             "serving_drifted_columns": dg.MetadataValue.json([c.column for c in serving.columns if c.drifted])}
 
 
+def _drift_page_asset(usecase: UseCaseConfig, spec: MonitoringConfig) -> dg.AssetsDefinition:
+    date_column = usecase.gold[usecase.training_set.source].partition_column
+    drift_table = tables.table(usecase.name, spec.model, tables.DRIFT_METRICS)
+
+    @dg.asset(
+        key=stages.drift_page_key(usecase, spec.model),
+        deps=[stages.monitoring_key(usecase, spec.model)],
+        description=f"Evidently's full drift page of {usecase.models[spec.model].registered_name}'s monitored "
+                    f"{'days' if date_column else 'newest snapshot'}: each feature's distribution against the "
+                    "champion's training reference, one self-contained HTML file per day (about 2 MB), beside the "
+                    "day's compact page, which links it. On demand: in no job; materialize it for the days you want "
+                    "to look at (the ones whose checks failed, first). Reads the predictions and the cached baseline; "
+                    "writes no table.",
+        kinds={"evidently", "html"},
+        **stages.placement(usecase, names.MONITORING, on_demand=True),
+        **partitioning(usecase, date_column is not None),
+    )
+    def drift_page(context: dg.AssetExecutionContext, warehouse: Warehouse, mlflow: MlflowTracking,
+                   reports: ReportStore) -> dg.MaterializeResult:
+        if date_column is not None:
+            days = _monitored_days(context, date_column)
+        elif (latest := inputs.latest_monitored_day(warehouse, drift_table)) is not None:
+            days = [latest]
+        else:
+            raise ValueError(f"{warehouse.full_name(*drift_table)} holds no monitored day: run monitoring first")
+        pages = render_day_reports({"warehouse": warehouse, "mlflow": mlflow, "reports": reports}, usecase, days)
+        last = pages[max(pages)]
+        return dg.MaterializeResult(metadata={
+            "days": ", ".join(day.isoformat() for day in pages),
+            "page": dg.MetadataValue.path(str(last)),
+            "page_url": dg.MetadataValue.url(last.resolve().as_uri()),
+            "page_bytes": sum(path.stat().st_size for path in pages.values()),
+            **({"pages": dg.MetadataValue.json({day.isoformat(): str(path) for day, path in pages.items()})}
+               if len(pages) > 1 else {}),
+        })
+
+    return drift_page
+
+
 def monitoring_assets(usecase: UseCaseConfig) -> list[dg.AssetsDefinition]:
-    return [_monitoring_asset(usecase, usecase.monitoring)] if usecase.monitoring else []
+    if usecase.monitoring is None:
+        return []
+    return [_monitoring_asset(usecase, usecase.monitoring), _drift_page_asset(usecase, usecase.monitoring)]

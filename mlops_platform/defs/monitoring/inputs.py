@@ -144,3 +144,11 @@ def quality_drop_history(warehouse: Warehouse, table: names.TableName, spec: Mon
     rows = rows.filter(pl.col("metric") == spec.quality_metric)
     return {day: quality_dropped_below(value, champion, spec)
             for day, value, champion in zip(rows["day"], rows["value"], rows["champion_value"], strict=True)}
+
+
+def latest_monitored_day(warehouse: Warehouse, table: names.TableName) -> dt.date | None:
+    """The newest day monitored in ``table`` (what a snapshot use case's newest compact page is named by)."""
+    if not warehouse.exists(*table):
+        return None
+    days = pl.from_arrow(warehouse.read(*table, columns=[tables.WINDOW_END])).select(tables.monitored_day())
+    return days["day"].max()
