@@ -100,6 +100,19 @@ def test_the_daily_job_holds_daily_tables_and_the_snapshot_job_the_snapshots(def
     assert all(graph.get(dg.AssetKey(key.split("/"))).partitions_def is not None for key in daily)
 
 
+def test_evidently_s_full_page_is_in_no_job_and_materializes_from_the_ui_by_day(definitions):
+    # On demand only: downstream of monitoring, in its group, partitioned by day, and selected by no job.
+    graph = _graph(definitions)
+    page = flights_key("monitoring", "delay_drift_page")
+    node = graph.get(page)
+    assert {p.to_user_string() for p in node.parent_keys} == {"flights/monitoring/delay_drift"}
+    assert node.partitions_def == graph.get(flights_key("monitoring", "delay_drift")).partitions_def is not None
+    assert node.tags[names.ON_DEMAND_TAG] == "true"
+    for job in definitions.resolve_all_job_defs():
+        if job.name != "__ASSET_JOB":
+            assert page not in job.asset_layer.selected_asset_keys, job.name
+
+
 def test_the_code_location_autoloads_the_defs_folder_and_finds_the_whole_graph(settings, definitions):
     # What `dagster dev -w workspace.yaml`, `dg list defs` and `dg check defs` load (mlops_platform.definitions).
     from mlops_platform.definitions import defs

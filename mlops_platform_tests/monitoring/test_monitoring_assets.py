@@ -15,6 +15,7 @@ from mlops_platform.landing import day_range, land_days
 from mlops_platform.monitoring.decisions import FEATURE_DRIFT, QUALITY_DROP
 from mlops_platform.monitoring.drift import WASSERSTEIN
 from mlops_platform.monitoring.reference import forget_in_process
+from mlops_platform.monitoring import tables
 from mlops_platform.monitoring.tables import DATASET_ROW
 from mlops_platform.settings import Debounce
 from mlops_platform_tests.conftest import FIRST_DAY, QUIET, flights_key, flights_table
@@ -121,6 +122,9 @@ def test_monitoring_judges_a_quiet_and_a_drifted_day_with_cached_baselines_and_c
     assert compact.name == f"drift_{SCORED_DAY}.html" and compact.stat().st_size < 60_000
     assert "full_report" not in metadata and not list(compact.parent.glob("*_full.html"))
     assert metadata["reference_baseline"].value == "memory"
+    quiet_page = compact.read_text()
+    assert "<svg" in quiet_page and "<script" not in quiet_page and "This day's features drifted" not in quiet_page
+    assert f"mlops report --usecase flights --day {SCORED_DAY}" in quiet_page and PAGE_KEY in quiet_page
 
     # On demand, the quiet day's full page too; a day without predictions has none.
     assert main(["report", "--usecase", "flights", "--day", SCORED_DAY.isoformat()]) == 0
@@ -137,9 +141,37 @@ def test_monitoring_judges_a_quiet_and_a_drifted_day_with_cached_baselines_and_c
     assert again_checks == disk_checks == checks
     assert again_drift.equals(disk_drift) and again_drift.height == drift.height
 
-    # A drifted day fails feature_drift and gets Evidently's page beside its compact one.
+    # A drifted day fails feature_drift with the metadata a quiet day has, and no Evidently page: its compact page
+    # says prominently how to render one, and charts the drifted columns red.
     _drift_the_scored_day(warehouse)
     drifted, drifted_checks, _ = _monitor(definitions, instance)
     assert not drifted_checks[FEATURE_DRIFT] and drifted["drift_share"].value >= 0.3
-    full = Path(drifted["full_report"].value)
-    assert full.stat().st_size > 100_000 and full.name in Path(drifted["report"].value).read_text()
+    assert set(drifted) == set(metadata) and not list(compact.parent.glob("*_full.html"))
+    failing_page = Path(drifted["report"].value).read_text()
+    assert "This day's features drifted or its quality dropped" in failing_page
+    assert f"drift_{SCORED_DAY}_full.html" in failing_page and PAGE_KEY in failing_page
+    assert failing_page.count('fill="#b00020"') == len(drifted["drifted_columns"].value)
+
+    # On demand from the UI: the page asset renders the day's page and leaves every monitoring table as it was.
+    monitoring_tables = [tables.table("flights", "delay", name) for name in tables.SCHEMAS]
+    versions = [warehouse.version(*table) for table in monitoring_tables]
+    page = _materialize_page(definitions, instance, SCORED_DAY)
+    full = Path(page["page"].value)
+    assert full.name == f"drift_{SCORED_DAY}_full.html" and full.parent == compact.parent
+    assert page["page_bytes"].value == full.stat().st_size > 100_000
+    assert [warehouse.version(*table) for table in monitoring_tables] == versions
+
+    # A day without predictions has no page, and the error names it.
+    with pytest.raises(ValueError, match=f"scored nothing on {DAYS[0]}"):
+        _materialize_page(definitions, instance, DAYS[0])
+    assert not (compact.parent / f"drift_{DAYS[0]}_full.html").exists()
+
+
+PAGE_KEY = "flights/monitoring/delay_drift_page"
+
+
+def _materialize_page(definitions, instance, day: dt.date):
+    key = dg.AssetKey(PAGE_KEY.split("/"))
+    result = dg.materialize([definitions.get_assets_def(key)], instance=instance, resources=definitions.resources,
+                            partition_key=day.isoformat())
+    return result.asset_materializations_for_node(key.to_python_identifier())[0].metadata
