@@ -63,7 +63,7 @@ def _drift_chart(columns: list[ColumnDrift]) -> str:
             f'<text x="{_CHART_LABEL + _CHART_BAR + 4}" y="{y + 10}">{_number(c.score)} ({html.escape(c.method)})'
             "</text>")
     height = len(columns) * _CHART_ROW
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{_CHART_LABEL + _CHART_BAR + 170}" '
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{_CHART_LABEL + _CHART_BAR + 240}" '
             f'height="{height + 16}" font-size="10" font-family="system-ui,sans-serif">{"".join(rows)}'
             f'<line x1="{middle:.0f}" x2="{middle:.0f}" y1="0" y2="{height}" stroke="#333" stroke-dasharray="3,2"/>'
             f'<text x="{middle:.0f}" y="{height + 12}" text-anchor="middle">threshold</text></svg>')

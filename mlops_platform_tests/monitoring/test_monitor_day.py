@@ -151,12 +151,35 @@ def test_the_compact_report_lists_every_verdict_in_a_few_kilobytes(settings, tmp
     rows, labels = _day(model, rng, drifted=True, rows=900)
     result = monitor_day(model, DAY, rows, _reference(model, rng, rows=5000), window_start=DAY, labels=labels)
     verdicts = judge(result, {DAY - dt.timedelta(days=1): True}, {}, model.spec)
-    page = write_compact_report(tmp_path / compact_name(DAY), "flights_delay", result, verdicts, None,
-                                usecase="flights").read_text()
+    page = write_compact_report(tmp_path / compact_name(DAY), "flights_delay", result, verdicts, usecase="flights",
+                                page_asset="flights/monitoring/delay_drift_page").read_text()
     assert len(page.encode()) < 40_000
     assert "feature_drift (2 recent day(s) drifted): FAILED" in page
     assert all(f"<td>{column}</td>" in page for column in model.features)
     assert f"mlops report --usecase flights --day {DAY.isoformat()}" in page
+    assert "This day's features drifted or its quality dropped" in page and "flights/monitoring/delay_drift_page" in page
+
+    # The chart: a bar per column (and the prediction), red exactly for the drifted ones, in an inline SVG.
+    chart = page[page.index("<svg"):page.index("</svg>")]
+    columns = result.drift.columns + result.prediction_drift.columns
+    assert chart.count("<rect") == len(columns) and "<script" not in page
+    assert chart.count('fill="#b00020"') == sum(c.drifted for c in columns) > 0
+    assert len(chart.encode()) < 15_000
+
+
+def test_the_compact_report_of_a_quiet_day_offers_the_full_page_without_alarm(settings, tmp_path):
+    model = _model(settings, "seattle_weather")
+    rng = np.random.default_rng(7)
+    reference = _reference(model, rng)
+    rows, labels = _day(model, rng, drifted=False)
+    result = monitor_day(model, DAY, rows, reference, window_start=DAY - dt.timedelta(days=27), labels=labels)
+    verdicts = judge(result, {}, {}, model.spec)
+    assert not (result.failed or verdicts.feature_drift or verdicts.quality_drop)
+    page = write_compact_report(tmp_path / compact_name(DAY), "seattle_weather_temperature", result, verdicts,
+                                usecase="seattle_weather", page_asset="seattle_weather/monitoring/x_drift_page"
+                                ).read_text()
+    assert "This day's features drifted" not in page and "rendered on demand" in page
+    assert f"drift_{DAY.isoformat()}_full.html" in page
 
 
 def test_the_disk_keeps_the_newest_baselines_of_a_model(settings, tmp_path):
