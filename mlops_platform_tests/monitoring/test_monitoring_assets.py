@@ -12,10 +12,10 @@ import pytest
 from mlops_platform.cli import main
 from mlops_platform.defs import build_definitions
 from mlops_platform.landing import day_range, land_days
+from mlops_platform.monitoring import tables
 from mlops_platform.monitoring.decisions import FEATURE_DRIFT, QUALITY_DROP
 from mlops_platform.monitoring.drift import WASSERSTEIN
 from mlops_platform.monitoring.reference import forget_in_process
-from mlops_platform.monitoring import tables
 from mlops_platform.monitoring.tables import DATASET_ROW
 from mlops_platform.settings import Debounce
 from mlops_platform_tests.conftest import FIRST_DAY, QUIET, flights_key, flights_table
