@@ -1,7 +1,7 @@
 """The one-page HTML summary of a replay: drift, quality and champion versions over the days, and the timeline.
 
 Plots are PNGs embedded in the page, so the file can be mailed or attached as it is; each day links to its
-Evidently drift report.
+compact drift report (which links Evidently's full page, rendered on demand).
 """
 
 from __future__ import annotations
