@@ -409,7 +409,7 @@ def report(setup: dict, figures: dict, top: int) -> list[str]:
         *(f"    {f'{label} (mean of {len(kind)})':33}{_mean(d['wall_seconds'] for d in kind):7.2f} s   "
           f"= {_mean(d['wall_seconds'] for d in kind) / floor['seconds']:.2f}x the floor"
           for label, kind in (("quiet", [d for d in warm if not d["failing"]]),
-                              ("failing (features drift or quality drops)", [d for d in warm if d["failing"]]))
+                              ("failing", [d for d in warm if d["failing"]]))
           if kind),
         (f"  floor: no-op twin, same instance {floor['seconds']:7.2f} s   (in-memory instance "
         f"{floor['in_memory_seconds']:.2f} s; sampler overhead on it {floor['sampler_overhead']:+.1%})"),
