@@ -58,8 +58,7 @@ def _drift_chart(columns: list[ColumnDrift]) -> str:
         rows.append(
             f'<text x="{_CHART_LABEL - 4}" y="{y + 10}" text-anchor="end">{html.escape(c.column)}</text>'
             f'<rect x="{_CHART_LABEL}" y="{y + 2}" width="{ratio * _CHART_BAR / _CHART_CLIP:.0f}" height="10" '
-            f'fill="{"#b00020" if c.drifted else "#7a9cc6"}"><title>{html.escape(c.method)}: score '
-            f'{_number(c.score)}, threshold {_number(c.threshold)}</title></rect>'
+            f'fill="{"#b00020" if c.drifted else "#7a9cc6"}"/>'
             f'<text x="{_CHART_LABEL + _CHART_BAR + 4}" y="{y + 10}">{_number(c.score)} ({html.escape(c.method)})'
             "</text>")
     height = len(columns) * _CHART_ROW

@@ -120,6 +120,15 @@ def test_penguins_goes_from_snapshots_to_a_served_champion_and_monitored_snapsho
     assert quality.select("day", "usecase", "model", "rows").rows() == [
         (SNAPSHOT_DAYS[1], "penguins", "penguins_sex", 344)]
 
+    # Evidently's page of a snapshot use case, on demand from the UI: the newest monitored snapshot's.
+    page_key = dg.AssetKey(names.asset_path("penguins", names.MONITORING, names.drift_page_asset("sex")))
+    page = dg.materialize([flow.definitions.get_assets_def(page_key)], instance=flow.instance,
+                          resources=flow.definitions.resources)
+    page_metadata = page.asset_materializations_for_node(page_key.to_python_identifier())[0].metadata
+    assert page_metadata["days"].value == SNAPSHOT_DAYS[1].isoformat()
+    assert Path(page_metadata["page"].value).name == f"drift_{SNAPSHOT_DAYS[1]}_full.html"
+    assert Path(page_metadata["page"].value).stat().st_size == page_metadata["page_bytes"].value > 100_000
+
 
 def test_seattle_weather_goes_from_daily_rows_to_a_served_champion_monitored_over_a_window(local):
     flow = Flow(local, "seattle_weather")
