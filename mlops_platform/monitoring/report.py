@@ -69,10 +69,10 @@ def _drift_chart(columns: list[ColumnDrift]) -> str:
 
 
 def write_compact_report(path: Path, title: str, result: DayResult, verdicts: Verdicts | None, *, usecase: str,
-                         page_asset: str) -> Path:
+                         page_asset: str, partitioned: bool = True) -> Path:
     """Write the day's compact page to ``path``; ``verdicts`` are the checks' (None for a day before the latest of
     a range run, whose checks are not evaluated); ``page_asset`` the key of the asset that renders Evidently's full
-    page of a day."""
+    page of a day, by day partition unless not ``partitioned`` (a snapshot use case's: its newest snapshot)."""
     def verdict(name: str, failed: bool) -> str:
         return f"<li class='{'bad' if failed else ''}'>{name}: {'FAILED' if failed else 'passed'}</li>"
 
@@ -87,7 +87,8 @@ def write_compact_report(path: Path, title: str, result: DayResult, verdicts: Ve
                else f"share of drifted served features {result.serving.share_drifted:.3f}")
     failed = result.failed or (verdicts is not None and (verdicts.feature_drift or verdicts.quality_drop))
     link = f"<a href='{html.escape(full_name(result.day))}'>Evidently's full drift page</a>"
-    how = (f"materialize <code>{html.escape(page_asset)}</code> for partition <code>{result.day.isoformat()}</code> "
+    partition = f" for partition <code>{result.day.isoformat()}</code>" if partitioned else ""
+    how = (f"materialize <code>{html.escape(page_asset)}</code>{partition} "
            f"in Dagster, or run <code>mlops report --usecase {html.escape(usecase)} --day {result.day.isoformat()}"
            "</code>; the link works once it is rendered.")
     full = (f"<p class='bad' style='border:2px solid #b00020;padding:8px'>This day's features drifted or its quality "

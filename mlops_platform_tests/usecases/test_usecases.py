@@ -121,6 +121,7 @@ def test_penguins_goes_from_snapshots_to_a_served_champion_and_monitored_snapsho
         (SNAPSHOT_DAYS[1], "penguins", "penguins_sex", 344)]
 
     # Evidently's page of a snapshot use case, on demand from the UI: the newest monitored snapshot's.
+    assert "for partition" not in Path(metadata["report"]).read_text()    # a snapshot's page asset has none
     page_key = dg.AssetKey(names.asset_path("penguins", names.MONITORING, names.drift_page_asset("sex")))
     page = dg.materialize([flow.definitions.get_assets_def(page_key)], instance=flow.instance,
                           resources=flow.definitions.resources)

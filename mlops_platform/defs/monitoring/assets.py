@@ -104,14 +104,14 @@ def _monitoring_asset(usecase: UseCaseConfig, spec: MonitoringConfig) -> dg.Asse
         if not results:
             yield dg.MaterializeResult(metadata={"days_monitored": 0})
             return
-        # An earlier day of a range run gets its page without checks: they are judged on the latest day only.
+        # An earlier day of a range run gets its compact page without checks: they are judged on the latest day only.
         for day in sorted(results)[:-1]:
-            _write_report(reports, model, results[day], None)
+            _write_report(reports, model, results[day], None, date_column is not None)
         latest = results[max(results)]
         verdicts = judge(
             latest, inputs.drift_history(warehouse, outputs[tables.DRIFT_METRICS], latest.day, spec.debounce.of_last),
             inputs.quality_drop_history(warehouse, outputs[tables.QUALITY_METRICS], spec, latest.day), spec)
-        report = _write_report(reports, model, latest, verdicts)
+        report = _write_report(reports, model, latest, verdicts, date_column is not None)
         _send_alerts(alerts, context, model, latest, verdicts, report)
         yield dg.MaterializeResult(metadata={
             "day": latest.day.isoformat(),
@@ -142,12 +142,13 @@ def _monitored_days(context: dg.AssetExecutionContext, date_column: str | None) 
     return [days.first + dt.timedelta(days=i) for i in range((days.last - days.first).days + 1)]
 
 
-def _write_report(reports: ReportStore, model: MonitoredModel, result: DayResult, verdicts: Verdicts | None) -> Path:
+def _write_report(reports: ReportStore, model: MonitoredModel, result: DayResult, verdicts: Verdicts | None,
+                  daily: bool) -> Path:
     """The day's compact page; it says how to render Evidently's full page, prominently on a failing day."""
     title = f"{model.config.registered_name} v{result.model_version}: monitoring of {result.day}"
     page_key = stages.drift_page_key(model.usecase, model.spec.model).to_user_string()
     return write_compact_report(reports.path(model.usecase, model.spec.model, compact_name(result.day)), title,
-                                result, verdicts, usecase=model.usecase, page_asset=page_key)
+                                result, verdicts, usecase=model.usecase, page_asset=page_key, partitioned=daily)
 
 
 def _send_alerts(alerts: AlertSinks, context: dg.AssetExecutionContext, model: MonitoredModel, latest: DayResult,
