@@ -60,11 +60,12 @@ def test_the_process_keeps_one_handle_per_table_and_it_sees_another_processs_com
 def test_a_handle_sees_commits_made_through_another_handle_of_the_same_table_in_this_process(tables, tmp_path):
     tables.replace_days("silver", "flights", _rows(DAYS[0], 3), _day(DAYS[0]))
     assert tables.row_count("silver", "flights") == 3
-    # The same folder reached through another path is another key, so another handle: the first must still see it.
-    other = DeltaTables(Path(tmp_path.name) / "warehouse", "test")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(tmp_path.parent)
-        other.replace_days("silver", "flights", _rows(DAYS[1], 4), _day(DAYS[1]))
+    # The same folder through a link is another key, so another handle: the first must still see what it commits.
+    (tmp_path / "link").symlink_to(tmp_path / "warehouse")
+    other = DeltaTables(tmp_path / "link", "test")
+    other.replace_days("silver", "flights", _rows(DAYS[1], 4), _day(DAYS[1]))
+    with other.latest("silver", "flights") as theirs, tables.latest("silver", "flights") as ours:
+        assert theirs is not ours
     assert tables.row_count("silver", "flights") == 7
     assert tables.version("silver", "flights") == 1
 
