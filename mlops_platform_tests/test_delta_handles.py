@@ -134,3 +134,18 @@ def test_the_handles_kept_are_bounded_and_the_least_recently_used_goes_first(tmp
     handle("c")  # drops b
     assert handle("a") is a
     assert handle("b") is not b
+
+
+def test_with_keeping_off_every_call_opens_its_own_handle_and_the_kept_ones_stay(tables):
+    tables.write("silver", "flights", _rows(DAYS[0], 2), mode="append")
+    with tables.latest("silver", "flights") as kept:
+        pass
+    delta.HANDLES.keep = False
+    try:
+        with tables.latest("silver", "flights") as first, tables.latest("silver", "flights") as second:
+            assert first is not second and first is not kept and second is not kept
+        tables.write("silver", "flights", _rows(DAYS[1], 3), mode="append")
+    finally:
+        delta.HANDLES.keep = True
+    with tables.latest("silver", "flights") as again:
+        assert again is kept and again.version() == 1

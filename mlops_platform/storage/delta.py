@@ -113,6 +113,9 @@ class _Handles:
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
+        # False: every call opens its table afresh and keeps nothing, as before handles were kept (benchmarks
+        # compare the two in one process).
+        self.keep = True
         self._handles: OrderedDict[Path, _Handle] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -121,6 +124,9 @@ class _Handles:
         """The table at ``path`` at its latest version (None when there is none), for this thread alone until the
         block ends. Never time-travel it (``load_as_version``): open a ``DeltaTable`` of your own for that."""
         path = path.absolute()
+        if not self.keep:
+            yield _Handle(path).latest()
+            return
         with self._lock:
             handle = self._handles.get(path)
             if handle is None:
@@ -138,8 +144,9 @@ class _Handles:
         self._lock = threading.Lock()
 
 
-_HANDLES = _Handles(HANDLES_KEPT)
-os.register_at_fork(after_in_child=_HANDLES.forget)
+# This process's handles.
+HANDLES = _Handles(HANDLES_KEPT)
+os.register_at_fork(after_in_child=HANDLES.forget)
 
 
 @dataclass(frozen=True)
@@ -159,7 +166,7 @@ class DeltaTables:
     def latest(self, schema: str, table: str) -> AbstractContextManager[DeltaTable | None]:
         """The table at its latest version, None when it does not exist: this process's one handle on it, for the
         calling thread alone until the ``with`` block ends. Time travel needs a ``DeltaTable`` of its own."""
-        return _HANDLES.latest(self.path(schema, table))
+        return HANDLES.latest(self.path(schema, table))
 
     def exists(self, schema: str, table: str) -> bool:
         with self.latest(schema, table) as found:
