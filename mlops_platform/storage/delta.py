@@ -10,12 +10,20 @@ retry with backoff instead of failing the run.
 An append can be made idempotent with a Delta app transaction: tagged ``(app_id, version)``, it records that version
 in the same commit as its rows, so a writer that restarts reads :meth:`DeltaTables.transaction_version` and skips
 what it already committed: a crash between the commit and the writer's own bookkeeping can never write rows twice.
+
+A process keeps one open handle per table (``_Handles``) and brings it up to date before every read and every commit,
+instead of opening the table (replaying its log) for each call: a day's assets and checks ask the same tables dozens
+of times.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Sequence
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -32,6 +40,9 @@ ResultT = TypeVar("ResultT")
 # Four processes writing disjoint days of one table lost six rounds in a row about once in three test-suite runs
 # (`test_concurrent_writers_on_disjoint_days...`); each extra round costs a writer at most two seconds of waiting.
 COMMIT_ATTEMPTS = 12
+# Handles kept per process, least recently used dropped first: more than the tables of the largest use case a day
+# touches, so a day never reopens one; each holds its table's file list with statistics (a file per day written).
+HANDLES_KEPT = 64
 
 
 def _schema_mode(mode: str, predicate: str | None) -> str:
@@ -43,6 +54,99 @@ def _pruning_predicate(conditions: Sequence[Filter]) -> list[Filter]:
     """``conditions`` as delta-rs' file pruning takes them: plain Python values, and ``=`` for equality."""
     return [(column, "=" if operator == "==" else operator, value.as_py() if isinstance(value, pa.Scalar) else value)
             for column, operator, value in conditions]
+
+
+def _commit_file(path: Path, version: int) -> Path:
+    """Where the Delta protocol puts commit ``version`` of the table at ``path``; it is written once, never changed."""
+    return path / "_delta_log" / f"{version:020d}.json"
+
+
+def _identity(file: Path) -> tuple[int, int] | None:
+    try:
+        status = file.stat()
+    except FileNotFoundError:
+        return None
+    return status.st_ino, status.st_mtime_ns
+
+
+class _Handle:
+    """One table's open ``DeltaTable``, only ever at the table's latest version; ``lock`` is held while it is used."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.lock = threading.Lock()
+        self.table: DeltaTable | None = None
+        # The version this handle was last checked at, and the identity of that commit's file then.
+        self.version = -1
+        self.commit: tuple[int, int] | None = None
+
+    def latest(self) -> DeltaTable | None:
+        """The table at its latest version, or None when there is none (a missing table is not kept)."""
+        if self.table is not None and self.table.version() != self.version:
+            # It committed itself (a write or merge through it), which moves a handle to its own new version.
+            self._checked()
+        if self.table is not None and _identity(_commit_file(self.path, self.version)) == self.commit:
+            # Commits are numbered without gaps, so the next one's file is there exactly when someone (another
+            # process, another handle) committed since: then only the new commits are read.
+            if _commit_file(self.path, self.version + 1).exists():
+                self.table.update_incremental()
+                self._checked()
+            return self.table
+        # First use, or this version's commit file is gone or another one: the folder was deleted and the table
+        # made again, and applying new commits on top of the old state would mix two tables.
+        try:
+            self.table = DeltaTable(str(self.path))
+        except TableNotFoundError:
+            self.table = None
+            return None
+        self._checked()
+        return self.table
+
+    def _checked(self) -> None:
+        assert self.table is not None
+        self.version = self.table.version()
+        self.commit = _identity(_commit_file(self.path, self.version))
+
+
+class _Handles:
+    """The handles this process keeps, one per table folder, at most ``capacity`` of them."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        # False: every call opens its table afresh and keeps nothing, as before handles were kept (benchmarks
+        # compare the two in one process).
+        self.keep = True
+        self._handles: OrderedDict[Path, _Handle] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def latest(self, path: Path) -> Iterator[DeltaTable | None]:
+        """The table at ``path`` at its latest version (None when there is none), for this thread alone until the
+        block ends. Never time-travel it (``load_as_version``): open a ``DeltaTable`` of your own for that."""
+        path = path.absolute()
+        if not self.keep:
+            yield _Handle(path).latest()
+            return
+        with self._lock:
+            handle = self._handles.get(path)
+            if handle is None:
+                handle = self._handles[path] = _Handle(path)
+            self._handles.move_to_end(path)
+            while len(self._handles) > self.capacity:
+                self._handles.popitem(last=False)
+        with handle.lock:
+            yield handle.latest()
+
+    def forget(self) -> None:
+        """Drop every handle, without waiting for a lock: a forked child's copy of a lock may be held by a thread
+        of its parent that the child does not have."""
+        self._handles = OrderedDict()
+        self._lock = threading.Lock()
+
+
+# This process's handles.
+HANDLES = _Handles(HANDLES_KEPT)
+os.register_at_fork(after_in_child=HANDLES.forget)
 
 
 @dataclass(frozen=True)
@@ -59,18 +163,18 @@ class DeltaTables:
     def path(self, schema: str, table: str) -> Path:
         return Path(self.root) / schema / table
 
-    def table(self, schema: str, table: str) -> DeltaTable | None:
-        try:
-            return DeltaTable(str(self.path(schema, table)))
-        except TableNotFoundError:
-            return None
+    def latest(self, schema: str, table: str) -> AbstractContextManager[DeltaTable | None]:
+        """The table at its latest version, None when it does not exist: this process's one handle on it, for the
+        calling thread alone until the ``with`` block ends. Time travel needs a ``DeltaTable`` of its own."""
+        return HANDLES.latest(self.path(schema, table))
 
     def exists(self, schema: str, table: str) -> bool:
-        return self.table(schema, table) is not None
+        with self.latest(schema, table) as found:
+            return found is not None
 
     def schema_of(self, schema: str, table: str) -> pa.Schema | None:
-        found = self.table(schema, table)
-        return None if found is None else pa.schema(found.schema().to_arrow())
+        with self.latest(schema, table) as found:
+            return None if found is None else pa.schema(found.schema().to_arrow())
 
     def create(self, schema: str, table: str, arrow_schema: pa.Schema) -> None:
         """Create an empty table of ``arrow_schema`` unless one exists (a concurrent creator may win the race)."""
@@ -85,51 +189,53 @@ class DeltaTables:
 
     def history(self, schema: str, table: str, limit: int | None = None) -> list[Commit]:
         """Commits, newest first; empty when the table does not exist."""
-        found = self.table(schema, table)
-        if found is None:
-            return []
+        with self.latest(schema, table) as found:
+            infos = [] if found is None else found.history(limit=limit)
         # delta-rs puts a writer's custom metadata beside its own fields in the commit info.
         return [Commit(version=info["version"], at=dt.datetime.fromtimestamp(info["timestamp"] / 1000, tz=dt.UTC),
                        metadata={k: v for k, v in info.items() if isinstance(v, str)})
-                for info in found.history(limit=limit)]
+                for info in infos]
 
     def version(self, schema: str, table: str) -> int | None:
-        found = self.table(schema, table)
-        return None if found is None else found.version()
+        with self.latest(schema, table) as found:
+            return None if found is None else found.version()
 
     def row_count(self, schema: str, table: str) -> int:
         """Rows in the current version, from the Delta log's file statistics (no data read)."""
-        found = self.table(schema, table)
-        if found is None:
-            return 0
-        return sum(pa.table(found.get_add_actions(flatten=True)).column("num_records").to_pylist())
+        with self.latest(schema, table) as found:
+            if found is None:
+                return 0
+            return sum(pa.table(found.get_add_actions(flatten=True)).column("num_records").to_pylist())
 
     def read(self, schema: str, table: str, *, days: DayRange | None = None, columns: Sequence[str] | None = None,
              version: int | None = None, filters: Sequence[Filter] = ()) -> pa.Table:
         """A table (some days of it, rows matching ``filters``, or as of an earlier version) as Arrow."""
-        found = self.table(schema, table)
-        if found is None:
-            raise FileNotFoundError(f"table {self.full_name(schema, table)} does not exist at "
-                                    f"{self.path(schema, table)}: materialize its asset first")
-        if version is not None:
-            found.load_as_version(version)
         conditions = [*(days.as_filters() if days else []), *filters]
-        if not conditions:
-            return found.to_pyarrow_table(columns=list(columns) if columns else None)
         # The conditions prune twice: files whose min/max statistics rule them out are dropped while the log is
         # read, before a fragment is made for each of the table's files (a daily table holds a file per day
         # written), and the surviving files' rows are filtered exactly.
-        dataset = found.to_pyarrow_dataset(file_pruning_predicate=_pruning_predicate(conditions))
+        pruning = _pruning_predicate(conditions) if conditions else None
+        with self.latest(schema, table) as found:
+            if found is None:
+                raise FileNotFoundError(f"table {self.full_name(schema, table)} does not exist at "
+                                        f"{self.path(schema, table)}: materialize its asset first")
+            # Reading the version a writer just committed (what checks do) is, most often, reading the latest one.
+            at_latest = version is None or version == found.version()
+            dataset = found.to_pyarrow_dataset(file_pruning_predicate=pruning) if at_latest else None
+        if dataset is None:
+            dataset = DeltaTable(str(self.path(schema, table)), version=version).to_pyarrow_dataset(
+                file_pruning_predicate=pruning)
+        # The files are scanned outside the handle's lock: the dataset holds its own list of them.
         return dataset.to_table(columns=list(columns) if columns else None,
-                                filter=filters_to_expression(list(conditions)))
+                                filter=filters_to_expression(list(conditions)) if conditions else None)
 
     def file_uris(self, schema: str, table: str, filters: Sequence[Filter] = ()) -> list[str]:
         """The Parquet files of the current version (no deletion vectors: delta-rs writes none); with ``filters``,
         only those whose statistics do not rule out every row."""
-        found = self.table(schema, table)
-        if found is None:
-            return []
-        return found.file_uris(file_pruning_predicate=_pruning_predicate(filters) if filters else None)
+        with self.latest(schema, table) as found:
+            if found is None:
+                return []
+            return found.file_uris(file_pruning_predicate=_pruning_predicate(filters) if filters else None)
 
     def check_schema(self, schema: str, table: str, incoming: pa.Schema, *, allow_evolution: bool) -> None:
         if not allow_evolution:
@@ -158,15 +264,15 @@ class DeltaTables:
         condition = " AND ".join(f"target.{key} = source.{key}" for key in keys)
 
         def commit() -> int:
-            found = self.table(schema, table)
-            assert found is not None
-            (
-                found.merge(source=data, predicate=condition, source_alias="source", target_alias="target")
-                .when_matched_update_all()
-                .when_not_matched_insert_all()
-                .execute()
-            )
-            return found.version()
+            with self.latest(schema, table) as found:
+                assert found is not None
+                (
+                    found.merge(source=data, predicate=condition, source_alias="source", target_alias="target")
+                    .when_matched_update_all()
+                    .when_not_matched_insert_all()
+                    .execute()
+                )
+                return found.version()
 
         return self._committed(commit)
 
@@ -178,14 +284,23 @@ class DeltaTables:
         path.parent.mkdir(parents=True, exist_ok=True)
 
         def commit() -> int:
-            write_deltalake(
-                str(path), data, mode=mode, predicate=predicate,
-                schema_mode=_schema_mode(mode, predicate) if allow_evolution and self.exists(schema, table) else None,
-                commit_properties=CommitProperties(custom_metadata=commit_metadata) if commit_metadata else None,
-            )
-            return DeltaTable(str(path)).version()
+            with self.latest(schema, table) as found:
+                write_deltalake(
+                    str(path) if found is None else found, data, mode=mode, predicate=predicate,
+                    schema_mode=_schema_mode(mode, predicate) if allow_evolution and found is not None else None,
+                    commit_properties=CommitProperties(custom_metadata=commit_metadata) if commit_metadata else None,
+                )
+                if found is not None:
+                    # A commit through the handle moves it to the version it wrote.
+                    return found.version()
+            return self._created_version(schema, table)
 
         return self._committed(commit)
+
+    def _created_version(self, schema: str, table: str) -> int:
+        version = self.version(schema, table)
+        assert version is not None, f"{self.full_name(schema, table)} was just written"
+        return version
 
     def _committed(self, commit: Callable[[], ResultT]) -> ResultT:
         # delta-rs retries a conflicting commit itself; under several concurrent writers some still fail, and a
@@ -197,8 +312,8 @@ class DeltaTables:
 
     def transaction_version(self, schema: str, table: str, app_id: str) -> int | None:
         """The last version an appender committed under ``app_id``, or None when it never did."""
-        found = self.table(schema, table)
-        return None if found is None else found.transaction_version(app_id)
+        with self.latest(schema, table) as found:
+            return None if found is None else found.transaction_version(app_id)
 
     def append(self, schema: str, table: str, data: pa.Table, *, app_id: str | None = None,
                app_version: int | None = None) -> int:
@@ -213,7 +328,11 @@ class DeltaTables:
             properties = CommitProperties(app_transactions=[Transaction(app_id, app_version)])
 
         def commit() -> int:
-            write_deltalake(str(path), data, mode="append", commit_properties=properties)
-            return DeltaTable(str(path)).version()
+            with self.latest(schema, table) as found:
+                write_deltalake(str(path) if found is None else found, data, mode="append",
+                                commit_properties=properties)
+                if found is not None:
+                    return found.version()
+            return self._created_version(schema, table)
 
         return self._committed(commit)

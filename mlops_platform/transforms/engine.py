@@ -76,8 +76,9 @@ class Engine(Protocol):
     def from_arrow(self, table: pa.Table) -> nw.LazyFrame: ...
 
     def read(self, warehouse: TableReader, schema: str, table: str, days: DayRange | None = None,
-             filters: Sequence[Filter] = ()) -> nw.LazyFrame:
-        """``days`` of the table (all of it when None) and the rows matching ``filters``."""
+             filters: Sequence[Filter] = (), columns: Sequence[str] | None = None) -> nw.LazyFrame:
+        """``days`` of the table (all of it when None) and the rows matching ``filters``; only ``columns`` when
+        given."""
         ...
 
     def to_arrow(self, frame: nw.LazyFrame) -> pa.Table: ...
@@ -94,8 +95,9 @@ class PolarsEngine:
         return nw.from_native(pl.from_arrow(table).lazy())  # type: ignore[union-attr]
 
     def read(self, warehouse: TableReader, schema: str, table: str, days: DayRange | None = None,
-             filters: Sequence[Filter] = ()) -> nw.LazyFrame:
-        return self.from_arrow(warehouse.read(schema, table, days=days, filters=filters))
+             filters: Sequence[Filter] = (), columns: Sequence[str] | None = None) -> nw.LazyFrame:
+        # The frame is made from what was read, so the columns are chosen by the reader, not pushed down later.
+        return self.from_arrow(warehouse.read(schema, table, days=days, filters=filters, columns=columns))
 
     def to_arrow(self, frame: nw.LazyFrame) -> pa.Table:
         return canonical_arrow(frame.collect().to_arrow())
@@ -116,11 +118,11 @@ class SparkEngine:
         return nw.from_native(arrow_to_spark(self.session, canonical_arrow(table)))
 
     def read(self, warehouse: TableReader, schema: str, table: str, days: DayRange | None = None,
-             filters: Sequence[Filter] = ()) -> nw.LazyFrame:
+             filters: Sequence[Filter] = (), columns: Sequence[str] | None = None) -> nw.LazyFrame:
         frame = nw.from_native(warehouse.spark_frame(self.session, schema, table, days))
         for column, comparison, value in filters:
             frame = frame.filter(_COMPARISONS[comparison](nw.col(column), value))
-        return frame
+        return frame.select(*columns) if columns else frame
 
     def to_arrow(self, frame: nw.LazyFrame) -> pa.Table:
         return canonical_arrow(frame.to_native().toArrow())
