@@ -199,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window-days", type=int)
     parser.add_argument("--bootstrap-trials", type=int, default=2)
     parser.add_argument("--profile", action="store_true")
-    parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder (its setup is reusable)")
+    parser.add_argument("--scratch", type=Path, help="a kept folder: its setup is reused, and it is kept")
     parser.add_argument("--setup-in", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -212,18 +213,21 @@ def main(argv: list[str] | None = None) -> int:
         args.out.write_text(json.dumps(worker(args.worker, args.window_days, args.profile_to), default=str))
         return 0
 
-    scratch = Path(tempfile.mkdtemp(prefix="bench_training_job_"))
+    scratch = args.scratch or Path(tempfile.mkdtemp(prefix="bench_training_job_"))
     try:
         codes = {WORKING: ROOT}
         if args.before:
-            codes = {f"before ({args.before})": source_tree(args.before, scratch / "before"), **codes}
+            before = scratch / f"before-{args.before}"
+            shutil.rmtree(before, ignore_errors=True)
+            codes = {f"before ({args.before})": source_tree(args.before, before), **codes}
         base, folder = scratch / "base", scratch / "run" / "folder"
-        print(f"setup in {base} ...", flush=True)
-        command = [sys.executable, str(Path(__file__).resolve()), "--setup-in", str(folder),
-                   "--bootstrap-trials", str(args.bootstrap_trials)]
-        subprocess.run(command + (["--window-days", str(args.window_days)] if args.window_days else []),
-                       check=True, cwd=ROOT, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
-        shutil.copytree(folder, base, symlinks=True)
+        if not base.exists():
+            print(f"setup in {base} ...", flush=True)
+            command = [sys.executable, str(Path(__file__).resolve()), "--setup-in", str(folder),
+                       "--bootstrap-trials", str(args.bootstrap_trials)]
+            subprocess.run(command + (["--window-days", str(args.window_days)] if args.window_days else []),
+                           check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": "1"})
+            shutil.copytree(folder, base, symlinks=True)
         figures: dict = {"runs": {label: [] for label in codes}}
         for round_number in range(args.rounds):
             for label, code in codes.items():
@@ -237,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         RESULTS.write_text(json.dumps(figures, indent=2, default=str))
         print("\n".join(report(figures)))
     finally:
-        if args.keep:
+        if args.keep or args.scratch:
             print(f"kept {scratch}")
         else:
             shutil.rmtree(scratch, ignore_errors=True)
