@@ -145,6 +145,7 @@ def worker(folder: Path, window_days: int | None, profile: Path | None) -> dict:
 
 def source_tree(rev: str, into: Path) -> Path:
     """The project at git revision ``rev``, written out under ``into`` (code and config, no history)."""
+    shutil.rmtree(into, ignore_errors=True)
     into.mkdir(parents=True)
     archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev], check=True, capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
@@ -195,6 +196,7 @@ def report(figures: dict) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--before", default="HEAD", help="git revision compared against the working tree")
+    parser.add_argument("--after", help="a git revision measured instead of the working tree")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--window-days", type=int)
     parser.add_argument("--bootstrap-trials", type=int, default=2)
@@ -215,11 +217,9 @@ def main(argv: list[str] | None = None) -> int:
 
     scratch = args.scratch or Path(tempfile.mkdtemp(prefix="bench_training_job_"))
     try:
-        codes = {WORKING: ROOT}
+        codes = {WORKING: ROOT if not args.after else source_tree(args.after, scratch / "after")}
         if args.before:
-            before = scratch / f"before-{args.before}"
-            shutil.rmtree(before, ignore_errors=True)
-            codes = {f"before ({args.before})": source_tree(args.before, before), **codes}
+            codes = {f"before ({args.before})": source_tree(args.before, scratch / "before"), **codes}
         base, folder = scratch / "base", scratch / "run" / "folder"
         if not base.exists():
             print(f"setup in {base} ...", flush=True)
