@@ -63,10 +63,30 @@ def setup(folder: Path, window_days: int | None, trials: int) -> None:
         stop_server(settings.serving_dir)
 
 
-def worker(folder: Path, window_days: int | None, profile: Path | None) -> dict:
-    """One training job with the configured budget on ``folder``, then its baselines; runs in its own process."""
+FOLDER_ENV = "BENCH_TRAINING_JOB_FOLDER"
+
+
+def launched_training_job():
+    """The training job rebuilt from ``FOLDER_ENV`` in any process: what ``dg.reconstructable`` needs for a run
+    executed by the job's own executor, as a run the daemon launches is."""
+    from benchmarks.harness import benchmark_settings
+    from mlops_platform import names
+    from mlops_platform.defs import build_definitions
+
+    settings = benchmark_settings(Path(os.environ[FOLDER_ENV]), USECASE)
+    return build_definitions(settings).resolve_job_def(names.training_job(USECASE))
+
+
+def worker(folder: Path, window_days: int | None, profile: Path | None, launched: bool = False) -> dict:
+    """One training job with the configured budget on ``folder``, then its baselines; runs in its own process.
+
+    ``launched``: the run goes through the job's own executor (``dg.execute_job``), as a sensor's run does under
+    the daemon, instead of in-process as the replay runs it.
+    """
     import cProfile
     import pstats
+
+    import dagster as dg
 
     from benchmarks.harness import (
         LoadSampler,
@@ -98,7 +118,12 @@ def worker(folder: Path, window_days: int | None, profile: Path | None) -> dict:
         clock = time.perf_counter()
         if profiler:
             profiler.enable()
-        result = job.execute_in_process(instance=instance, raise_on_error=False, run_config=QUIET)
+        if launched:
+            os.environ[FOLDER_ENV] = str(folder)
+            result = dg.execute_job(dg.reconstructable(launched_training_job), instance, run_config=QUIET,
+                                    raise_on_error=False)
+        else:
+            result = job.execute_in_process(instance=instance, raise_on_error=False, run_config=QUIET)
         if profiler:
             profiler.disable()
         seconds = time.perf_counter() - clock
@@ -152,7 +177,8 @@ def source_tree(rev: str, into: Path) -> Path:
     return into
 
 
-def run_once(code: Path, folder: Path, base: Path, window_days: int | None, profile: Path | None) -> dict:
+def run_once(code: Path, folder: Path, base: Path, window_days: int | None, profile: Path | None,
+             launched: bool = False) -> dict:
     shutil.rmtree(folder, ignore_errors=True)
     shutil.copytree(base, folder, symlinks=True)
     out = folder.parent / "figures.json"
@@ -161,6 +187,8 @@ def run_once(code: Path, folder: Path, base: Path, window_days: int | None, prof
         command += ["--window-days", str(window_days)]
     if profile:
         command += ["--profile-to", str(profile)]
+    if launched:
+        command += ["--launched"]
     # The code under test first on the path: its mlops_platform, its config and its benchmarks.harness.
     env = {**os.environ, "PYTHONPATH": str(code), "PYTHONDONTWRITEBYTECODE": "1"}
     subprocess.run(command, check=True, env=env, cwd=code)
@@ -201,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window-days", type=int)
     parser.add_argument("--bootstrap-trials", type=int, default=2)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--launched", action="store_true",
+                        help="run the job through its own executor, as the daemon does (default: in-process)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (its setup is reusable)")
     parser.add_argument("--scratch", type=Path, help="a kept folder: its setup is reused, and it is kept")
     parser.add_argument("--setup-in", type=Path, help=argparse.SUPPRESS)
@@ -212,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         setup(args.setup_in, args.window_days, args.bootstrap_trials)
         return 0
     if args.worker:
-        args.out.write_text(json.dumps(worker(args.worker, args.window_days, args.profile_to), default=str))
+        args.out.write_text(json.dumps(worker(args.worker, args.window_days, args.profile_to, args.launched), default=str))
         return 0
 
     scratch = args.scratch or Path(tempfile.mkdtemp(prefix="bench_training_job_"))
@@ -234,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
                 profile = (scratch / "job.prof" if args.profile and label == WORKING and round_number == 0
                            else None)
                 print(f"round {round_number}: {label} ...", flush=True)
-                figures["runs"][label].append(run_once(code, folder, base, args.window_days, profile))
+                figures["runs"][label].append(run_once(code, folder, base, args.window_days, profile,
+                                                             args.launched))
                 RESULTS.write_text(json.dumps(figures, indent=2, default=str))
         reference = figures["runs"][WORKING][0]
         figures["same_decisions"] = {label: same(runs, reference) for label, runs in figures["runs"].items()}
