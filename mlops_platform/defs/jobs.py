@@ -55,8 +55,12 @@ def usecase_jobs(usecase: UseCaseConfig, assets: Sequence[dg.AssetsDefinition]
                         "features, scoring and monitoring) from the newest landed snapshot.")
     training = _keys(assets, ("training",))
     if training:
+        # In-process too: under the multiprocess executor each of its steps started a process that imported the
+        # platform and built the definitions again (benchmarks/results/RETRAINING.md, issue 16.3), and its two
+        # models could not train side by side anyway (each fits two trials at a time on the two cores).
         jobs[names.training_job(usecase.name)] = dg.define_asset_job(
             names.training_job(usecase.name), selection=dg.AssetSelection.assets(*training),
+            executor_def=dg.in_process_executor,
             description=f"Rebuild the {usecase.name} training set, train and register every model, gate each "
                         "against its champion (beats_champion) and promote the ones that pass, then redeploy the "
                         "serving endpoints: staging, its smoke_test, production.")
