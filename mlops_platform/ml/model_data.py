@@ -100,7 +100,7 @@ def held_out(frame: pd.DataFrame) -> pd.DataFrame:
 
 def held_out_frame(data: pa.Table, config: ModelConfig, features: Sequence[str],
                    order_by: Sequence[str] = ()) -> pd.DataFrame:
-    """``held_out(model_frame(data, ...))``, typing the test rows only (a twentieth of a 120-day window).
+    """``held_out(model_frame(data, ...))``, typing the test rows only (6 % of a 120-day window).
 
     The same frame: the rows are dropped, sorted and typed row by row, so doing it to the test rows alone gives the
     same rows in the same order with the same values (``mlops_platform_tests/training/test_model_data.py``).
