@@ -260,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
             shutil.copytree(folder, base, symlinks=True)
         figures: dict = {"runs": {label: [] for label in codes}}
         for round_number in range(args.rounds):
-            for label, code in codes.items():
+            # Each round reverses the order, so neither code always runs into what the other left behind.
+            for label, code in list(codes.items())[::-1 if round_number % 2 else 1]:
                 profile = (scratch / "job.prof" if args.profile and label == WORKING and round_number == 0
                            else None)
                 print(f"round {round_number}: {label} ...", flush=True)
