@@ -68,7 +68,8 @@ FOLDER_ENV = "BENCH_TRAINING_JOB_FOLDER"
 
 def launched_training_job():
     """The training job rebuilt from ``FOLDER_ENV`` in any process: what ``dg.reconstructable`` needs for a run
-    executed by the job's own executor, as a run the daemon launches is."""
+    executed by the job's own executor, as a run the daemon launches is. The configured window only:
+    ``--window-days`` does not reach the step processes."""
     from benchmarks.harness import benchmark_settings
     from mlops_platform import names
     from mlops_platform.defs import build_definitions
