@@ -167,3 +167,15 @@ def test_a_child_reports_its_own_peak_memory_not_its_parents() -> None:
     assert small.peak_rss_mb < 100
     assert large.peak_rss_mb > 200
     del held
+
+
+def test_the_training_job_bench_calls_any_difference_in_what_was_decided() -> None:
+    from benchmarks.bench_training_job import DECISIONS, same
+
+    decided = {"best_params": {"max_iter": 120}, "test_metrics": {"test_roc_auc": 0.61329}, "gate_passed": False,
+               "gate_candidate": {"roc_auc": 0.61329}, "gate_champion": {"roc_auc": 0.61287}, "champions": "1"}
+    reference = {"models": {"delay": decided}}
+    assert same([reference, reference], reference) == dict.fromkeys(DECISIONS, True)
+    for what, other in (("gate_candidate", {"roc_auc": 0.61330}), ("gate_passed", True), ("champions", "2")):
+        moved = {"models": {"delay": {**decided, what: other}}}
+        assert same([reference, moved], reference) == {name: name != what for name in DECISIONS}

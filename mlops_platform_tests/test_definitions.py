@@ -113,6 +113,12 @@ def test_evidently_s_full_page_is_in_no_job_and_materializes_from_the_ui_by_day(
             assert page not in job.asset_layer.selected_asset_keys, job.name
 
 
+def test_the_daily_and_training_jobs_run_their_steps_in_one_process(definitions):
+    """A process per step would import the platform and build the definitions again for every step."""
+    for job_name in (names.daily_job("flights"), names.training_job("flights")):
+        assert definitions.resolve_job_def(job_name).executor_def is dg.in_process_executor, job_name
+
+
 def test_the_code_location_autoloads_the_defs_folder_and_finds_the_whole_graph(settings, definitions):
     # What `dagster dev -w workspace.yaml`, `dg list defs` and `dg check defs` load (mlops_platform.definitions).
     from mlops_platform.definitions import defs

@@ -57,8 +57,12 @@ def usecase_jobs(usecase: UseCaseConfig, assets: Sequence[dg.AssetsDefinition]
                         "features, scoring and monitoring) from the newest landed snapshot.")
     training = _keys(assets, ("training",))
     if training:
+        # In-process too: under the multiprocess executor each step started a process that imported the platform
+        # again, and the two models trained side by side, four fits on two cores: a launched run took 2.1x the
+        # in-process one from the same state, with the same decisions (benchmarks/results/RETRAINING.md, section 5).
         jobs[names.training_job(usecase.name)] = dg.define_asset_job(
             names.training_job(usecase.name), selection=dg.AssetSelection.assets(*training),
+            executor_def=dg.in_process_executor,
             description=f"Rebuild the {usecase.name} training set, train and register every model, gate each "
                         "against its champion (beats_champion) and promote the ones that pass, then redeploy the "
                         "serving endpoints: staging, its smoke_test, production.")

@@ -156,3 +156,23 @@ def test_promoting_or_rolling_back_an_unknown_model_fails_loudly(registry):
         promote(client, "no_such_model")
     with pytest.raises(MlflowException, match="not found"):
         rollback(client, "no_such_model")
+
+
+def test_the_models_predict_on_one_openmp_thread_in_the_gate(module_registry, noise, classifier_frame, monkeypatch):
+    """Idle OpenMP threads spin on a loaded machine; the gate predicts on one, whatever its caller allows."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    config, model = noise
+    evaluate = mlflow.models.evaluate
+    seen = []
+
+    def counting(*args, **kwargs):
+        seen.append({pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "openmp"})
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(mlflow.models, "evaluate", counting)
+    with threadpool_limits(limits=2, user_api="openmp"):
+        evaluate_against_champion(module_registry.client(), config, model.registered_version,
+                                  held_out(classifier_frame), experiment_id=model.experiment_id)
+
+    assert seen == [{1}]

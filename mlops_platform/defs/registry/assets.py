@@ -15,7 +15,7 @@ from mlops_platform.defs import stages
 from mlops_platform.defs.training.assets import read_training_set
 from mlops_platform.features import feature_columns, row_keys
 from mlops_platform.ml.gate import CHAMPION, evaluate_against_champion, promote
-from mlops_platform.ml.model_data import held_out, model_frame
+from mlops_platform.ml.model_data import held_out_frame
 from mlops_platform.monitoring.alerts import PROMOTION, champion_moved_alert, gate_lost_alert
 from mlops_platform.resources.alerts import AlertSinks
 from mlops_platform.resources.mlflow import MlflowTracking
@@ -56,7 +56,7 @@ def _gate_check(usecase: UseCaseConfig, model_name: str, config: ModelConfig) ->
                        mlflow: MlflowTracking, alerts: AlertSinks) -> dg.AssetCheckResult:
         version, training_set_version = _latest_candidate(context, key)
         table, _ = read_training_set(warehouse, usecase, training_set_version)
-        rows = held_out(model_frame(table, config, feature_columns(usecase), row_keys(usecase)))
+        rows = held_out_frame(table, config, feature_columns(usecase), row_keys(usecase))
         experiment_id = mlflow.experiment_id(names.experiment(usecase.name, model_name))
         decision = evaluate_against_champion(mlflow.client(), config, version, rows, experiment_id=experiment_id)
         gate_metrics = list(config.gate)
