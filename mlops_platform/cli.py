@@ -155,7 +155,7 @@ def cmd_run(args: Args, settings: Settings) -> int:
     from mlops_platform.defs import build_definitions
     from mlops_platform.instance import persistent_instance
     from mlops_platform.monitoring.summary import write_replay_summary
-    from mlops_platform.replay import champions, layer_counts, replay
+    from mlops_platform.replay import champions, layer_counts, replay, succeeded
 
     disable_logging()
     usecase = _usecase(settings, args.usecase)
@@ -197,6 +197,8 @@ def cmd_run(args: Args, settings: Settings) -> int:
     print("\nrows per layer: " + ", ".join(f"{layer} {rows:,}" for layer, rows in counts.items()))
     print(f"checks: {passed} passed, {failed} failed; retraining runs: {sum(1 for o in outcomes if o.retraining)}")
     print(f"run time: {wall:.0f} s, {compute:.0f} s in steps, {wall - compute:.0f} s orchestration")
+    if failed_training := [str(o.day) for o in outcomes if o.success and o.errors]:
+        print(f"training failed after {', '.join(failed_training)} (errors above): the replay exits 1")
     for champion in champions(usecase, definitions):
         metrics = ", ".join(f"{name} {value:.4f}" for name, value in champion.metrics.items())
         print(f"  {champion.model}: champion version {champion.version or '-'}  {metrics}")
@@ -216,7 +218,7 @@ def cmd_run(args: Args, settings: Settings) -> int:
             report_for_day=report_for_day)
         print(f"summary: {summary}")
     print("\nopen the UI:  make ui   (then http://127.0.0.1:3000);  MLflow:  make mlflow-ui")
-    return 0 if all(o.success for o in outcomes) else 1
+    return 0 if succeeded(outcomes) else 1
 
 
 @cli.command("status", help="tables and their Delta versions, champions, latest drift day")

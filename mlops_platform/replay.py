@@ -210,6 +210,13 @@ class Replay:
         outcome.retraining = f"retrained ({reason}): {verdict}"
 
 
+def succeeded(outcomes: list[DayOutcome]) -> bool:
+    """Whether a replay went through: every daily run succeeded and no training run failed. A failed retraining
+    does not stop the days (the champion keeps scoring, as under the daemon), but the replay must not report success.
+    """
+    return all(outcome.success and not outcome.errors for outcome in outcomes)
+
+
 def replay(
     settings: Settings,
     usecase: UseCaseConfig,

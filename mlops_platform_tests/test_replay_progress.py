@@ -7,7 +7,7 @@ import datetime as dt
 import dagster as dg
 import pytest
 
-from mlops_platform.replay import ETA_WINDOW_DAYS, progress_after, replay
+from mlops_platform.replay import ETA_WINDOW_DAYS, DayOutcome, progress_after, replay, succeeded
 
 
 def test_the_estimate_is_the_days_left_at_the_pace_of_the_recent_days():
@@ -40,3 +40,13 @@ def test_each_replayed_day_carries_its_progress(settings, flights):
     assert [(p.done, p.left) for p in seen] == [(1, 2), (2, 1), (3, 0)]
     assert seen[-1].eta_seconds == 0.0 and seen[0].eta_seconds > 0
     assert seen[0].elapsed_seconds < seen[1].elapsed_seconds < seen[2].elapsed_seconds
+
+
+def test_a_failed_training_run_fails_the_replay_though_the_days_went_on():
+    day = dt.date(2013, 2, 4)
+    quiet = DayOutcome(day=day, success=True)
+    retraining_failed = DayOutcome(day=day, success=True, errors=["flights__serving__delay_staging: ServingError"])
+
+    assert succeeded([quiet, quiet])
+    assert not succeeded([quiet, retraining_failed])
+    assert not succeeded([DayOutcome(day=day, success=False)])
