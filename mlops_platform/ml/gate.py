@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from mlops_platform.ml.scoring import openmp_threads
 from mlops_platform.settings import MetricGate, ModelConfig
 
 if TYPE_CHECKING:
@@ -139,9 +140,7 @@ def evaluate_against_champion(
     threads spin, and on a loaded 2-core machine (load 6) the predictions on two threads took 11 of the 21 s of a
     job's two gates. A booster predicts each row on its own: the thread count changes the time, never a prediction.
     """
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=threads, user_api="openmp"):
+    with openmp_threads(threads):
         return _evaluate_against_champion(client, config, str(candidate_version), held_out,
                                           experiment_id=experiment_id)
 

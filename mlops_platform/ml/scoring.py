@@ -96,12 +96,19 @@ def load_alias(client: MlflowClient, config: ModelConfig, alias: str) -> tuple[S
     return load_version(config.registered_name, version), ScoredModel(config.registered_name, version)
 
 
+def openmp_threads(limit: int):
+    """Cap the OpenMP threads of the calling thread's fits and predictions at ``limit`` (a context manager): idle
+    OpenMP threads spin, so on a busy machine two threads made a booster's fit or predict several times slower than
+    one (``train_model`` says by how much). Training, the gate and batch scoring all go through here."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=limit, user_api="openmp")
+
+
 def predict(model: ServedModel, features: pd.DataFrame, *, threads: int = 1) -> np.ndarray:
     """The positive-class probability or the value per row of already typed ``features``, on at most ``threads``
     OpenMP threads (see :func:`score`)."""
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=threads, user_api="openmp"):
+    with openmp_threads(threads):
         return model.raw(features)
 
 

@@ -40,7 +40,6 @@ from sklearn.metrics import (
 )
 from sklearn.pipeline import Pipeline
 from sklearn.utils._param_validation import Interval
-from threadpoolctl import threadpool_limits
 
 from mlops_platform.ml import packaging
 from mlops_platform.ml.estimators import (
@@ -52,6 +51,7 @@ from mlops_platform.ml.estimators import (
     stops_early,
 )
 from mlops_platform.ml.model_data import TrainingLineage
+from mlops_platform.ml.scoring import openmp_threads
 from mlops_platform.ml.tuning import HyperoptTuner, OptunaTuner, Params, Trial, Tuner, TuningResult
 from mlops_platform.names import SPLIT, SPLITS
 from mlops_platform.settings import ModelConfig
@@ -311,7 +311,7 @@ def train_model(
     the 2-core one at load 12-17, 8-13 s on one, 135 s on two). The cores are used by fitting
     ``tuning.parallel_trials`` trials at a time instead.
     """
-    with threadpool_limits(limits=threads, user_api="openmp"):
+    with openmp_threads(threads):
         return _train(config, frame, list(features), experiment_id=experiment_id, lineage=lineage,
                       tuner=tuner or configured_tuner(config), run_name=run_name,
                       model_logger=model_logger, threads=threads)
@@ -412,7 +412,7 @@ def _train(config: ModelConfig, frame: pd.DataFrame, features: list[str], *, exp
             # The refit on train + validation has no held-out rows to stop on: it grows the trees the trial kept.
             trees = fits[_trial_key(params)].trees
             grown = {**params, **({"max_iter": trees} if trees is not None else {})}
-            with threadpool_limits(limits=threads, user_api="openmp"):
+            with openmp_threads(threads):
                 return build_pipeline(config, features, grown, tuning.seed).fit(refit_rows[features],
                                                                                 refit_rows[config.label])
 
@@ -422,7 +422,7 @@ def _train(config: ModelConfig, frame: pd.DataFrame, features: list[str], *, exp
         def objective(params: Params) -> float:
             # Called from the tuner's threads: OpenMP limits are per thread, and nothing here touches MLflow's
             # per-thread active run.
-            with threadpool_limits(limits=threads, user_api="openmp"):
+            with openmp_threads(threads):
                 pipeline = build_pipeline(config, features, params, tuning.seed)
                 train_x, train_y = splits.train[features], splits.train[config.label]
                 trees = None
