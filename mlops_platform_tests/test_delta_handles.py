@@ -149,3 +149,16 @@ def test_with_keeping_off_every_call_opens_its_own_handle_and_the_kept_ones_stay
         delta.HANDLES.keep = True
     with tables.latest("silver", "flights") as again:
         assert again is kept and again.version() == 1
+
+
+def test_a_read_takes_the_days_files_only_and_a_partitioned_tables_values_from_its_log(tables):
+    for day in DAYS[:4]:
+        tables.replace_days("silver", "flights", _rows(day, 3, value=day.day), _day(day))
+    one_day = tables.read("silver", "flights", days=_day(DAYS[2]))
+    assert one_day.column("dep_delay").to_pylist() == [3.0, 3.0, 3.0]
+
+    # A table written elsewhere with partitions: the partition column is in the log, not in the files.
+    write_deltalake(str(tables.path("silver", "partitioned")),
+                    pa.concat_tables([_rows(day, 2) for day in DAYS[:2]]), partition_by=["flight_date"])
+    read = tables.read("silver", "partitioned", days=_day(DAYS[1]))
+    assert read.column("flight_date").to_pylist() == [DAYS[1], DAYS[1]]

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import pyarrow as pa
+import pyarrow.dataset as pads
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 from pyarrow.parquet import filters_to_expression
@@ -54,6 +55,18 @@ def _pruning_predicate(conditions: Sequence[Filter]) -> list[Filter]:
     """``conditions`` as delta-rs' file pruning takes them: plain Python values, and ``=`` for equality."""
     return [(column, "=" if operator == "==" else operator, value.as_py() if isinstance(value, pa.Scalar) else value)
             for column, operator, value in conditions]
+
+
+def _dataset(table: DeltaTable, pruning: list[Filter] | None) -> pads.Dataset:
+    """The table's files that ``pruning`` keeps, as one Arrow dataset with the table's schema (files written before
+    a column was added read it as nulls). delta-rs's ``to_pyarrow_dataset`` makes a fragment per file, reading each
+    file's footer, ~1.7 ms a file: on tables with a file per day every read grew by the day (a replayed day's run took
+    1.5 s in January and 5.9 s at the end of June). Sound for what delta-rs writes (no deletion vectors, no column
+    mapping); a partitioned table, whose partition values live in the log, goes through delta-rs."""
+    if table.metadata().partition_columns:
+        return table.to_pyarrow_dataset(file_pruning_predicate=pruning)
+    return pads.dataset(table.file_uris(file_pruning_predicate=pruning), schema=pa.schema(table.schema().to_arrow()),
+                        format="parquet")
 
 
 def _commit_file(path: Path, version: int) -> Path:
@@ -221,10 +234,9 @@ class DeltaTables:
                                         f"{self.path(schema, table)}: materialize its asset first")
             # Reading the version a writer just committed (what checks do) is, most often, reading the latest one.
             at_latest = version is None or version == found.version()
-            dataset = found.to_pyarrow_dataset(file_pruning_predicate=pruning) if at_latest else None
+            dataset = _dataset(found, pruning) if at_latest else None
         if dataset is None:
-            dataset = DeltaTable(str(self.path(schema, table)), version=version).to_pyarrow_dataset(
-                file_pruning_predicate=pruning)
+            dataset = _dataset(DeltaTable(str(self.path(schema, table)), version=version), pruning)
         # The files are scanned outside the handle's lock: the dataset holds its own list of them.
         return dataset.to_table(columns=list(columns) if columns else None,
                                 filter=filters_to_expression(list(conditions)) if conditions else None)
