@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from deltalake import write_deltalake
+from deltalake import DeltaTable, write_deltalake
 
 from mlops_platform.storage import delta
 from mlops_platform.storage.delta import DeltaTables
@@ -162,3 +162,33 @@ def test_a_read_takes_the_days_files_only_and_a_partitioned_tables_values_from_i
                     pa.concat_tables([_rows(day, 2) for day in DAYS[:2]]), partition_by=["flight_date"])
     read = tables.read("silver", "partitioned", days=_day(DAYS[1]))
     assert read.column("flight_date").to_pylist() == [DAYS[1], DAYS[1]]
+
+
+def test_the_handles_file_pruning_keeps_what_delta_rs_keeps_and_follows_new_commits(tables):
+    """The handle prunes dates and integers by the add actions' statistics it keeps per version. Judged against
+    delta-rs's own pruning on a table with a file per day, a file of null dates, and a column that older files lack
+    (no statistics: kept); a commit after a read must show in the next read's files."""
+    for day in DAYS[:4]:
+        tables.replace_days("silver", "flights", _rows(day, 3), _day(day))
+    tables.append("silver", "flights", pa.table({"flight_date": pa.array([None, None], pa.date32()),
+                                                 "flight": pa.array([70, 80], pa.int64()),
+                                                 "dep_delay": pa.array([0.0, 0.0])}))
+    tables.write("silver", "flights", _rows(DAYS[4], 2).append_column("gate", pa.array([5, 9], pa.int32())),
+                 mode="append", allow_evolution=True)
+    path = str(tables.path("silver", "flights"))
+    probes = [("flight_date", operator, day) for day in (DAYS[0], DAYS[2], DAYS[4], DAYS[7])
+              for operator in ("=", "==", ">=", ">", "<=", "<")]
+    probes += [("flight", operator, value) for value in (0, 2, 75) for operator in ("=", ">", "<=")]
+    probes += [("gate", operator, value) for value in (4, 5, 9, 10) for operator in ("=", ">=", "<")]
+
+    for column, operator, value in probes:
+        ours = tables.file_uris("silver", "flights", [(column, operator, value)])
+        theirs = DeltaTable(path).file_uris(file_pruning_predicate=[(column, "=" if operator == "==" else operator,
+                                                                     value)])
+        assert sorted(ours) == sorted(theirs), (column, operator, value)
+    assert len(tables.file_uris("silver", "flights", [("flight_date", "=", DAYS[2])])) == 1
+    assert len(tables.file_uris("silver", "flights", [("gate", "=", 10)])) == 5  # the files older than the column
+
+    tables.replace_days("silver", "flights", _rows(DAYS[6], 4).append_column("gate", pa.array([1] * 4, pa.int32())),
+                        _day(DAYS[6]))
+    assert tables.read("silver", "flights", days=_day(DAYS[6])).num_rows == 4

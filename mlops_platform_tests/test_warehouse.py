@@ -12,6 +12,7 @@ from pathlib import Path
 import polars as pl
 import pyarrow as pa
 import pytest
+from deltalake import DeltaTable
 
 from mlops_platform.resources.warehouse import DayRange, DeltaWarehouse, SchemaEvolutionError
 
@@ -137,6 +138,32 @@ def test_merge_updates_matching_keys_and_inserts_new_ones(warehouse):
         (JAN[0], 0, 1.0), (JAN[0], 1, 50.0), (JAN[0], 2, 1.0), (JAN[0], 7, 70.0), (JAN[1], 1, 10.0),
     ]
     assert warehouse.row_count("features", "delays") == 5
+
+
+def test_a_merge_scans_only_the_files_its_rows_date_and_integer_keys_can_match(warehouse):
+    """A feature table merged day by day holds a file per day; a day's upsert must not scan the others (it scanned
+    every file, a cost that grew with the table). The string key alone prunes nothing: every file holds every
+    carrier."""
+    keys = ["carrier", "flight_date", "flight"]
+    for day in JAN[:6]:
+        warehouse.merge("features", "delays", _rows([day]).append_column("carrier", pa.array(["AA", "UA", "B6"])),
+                        keys)
+    update = pa.table({
+        "flight_date": pa.array([JAN[3], JAN[3], JAN[4], JAN[4]], pa.date32()),
+        "flight": pa.array([0, 1, 2, 40], pa.int64()),
+        "dep_delay": pa.array([9.0, 9.0, 9.0, 5.0], pa.float64()),
+        "carrier": pa.array(["AA", "UA", "B6", "DL"]),
+    })
+
+    warehouse.merge("features", "delays", update, keys)
+
+    metrics = DeltaTable(str(warehouse.tables.path("features", "delays"))).history(1)[0]["operationMetrics"]
+    assert metrics["num_target_files_scanned"] == 2
+    assert (metrics["num_target_rows_updated"], metrics["num_target_rows_inserted"]) == (3, 1)
+    merged = pl.from_arrow(warehouse.read("features", "delays")).sort("flight_date", "flight")
+    assert merged.filter(pl.col("dep_delay") != 1.0).select("carrier", "flight_date", "flight", "dep_delay").rows() == [
+        ("AA", JAN[3], 0, 9.0), ("UA", JAN[3], 1, 9.0), ("B6", JAN[4], 2, 9.0), ("DL", JAN[4], 40, 5.0)]
+    assert merged.height == 19
 
 
 def test_a_filtered_read_opens_only_the_files_its_filters_can_match(warehouse):

@@ -27,8 +27,10 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import unquote
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
@@ -57,16 +59,79 @@ def _pruning_predicate(conditions: Sequence[Filter]) -> list[Filter]:
             for column, operator, value in conditions]
 
 
-def _dataset(table: DeltaTable, pruning: list[Filter] | None) -> pads.Dataset:
-    """The table's files that ``pruning`` keeps, as one Arrow dataset with the table's schema (files written before
-    a column was added read it as nulls). delta-rs's ``to_pyarrow_dataset`` makes a fragment per file, reading each
-    file's footer, ~1.7 ms a file: on tables with a file per day every read grew by the day (a replayed day's run took
-    1.5 s in January and 5.9 s at the end of June). Sound for what delta-rs writes (no deletion vectors, no column
-    mapping); a partitioned table, whose partition values live in the log, goes through delta-rs."""
+def _dataset(table: DeltaTable, conditions: Sequence[Filter],
+             prune: Callable[[Sequence[Filter]], list[str]] | None = None) -> pads.Dataset:
+    """The table's files whose statistics allow a row meeting ``conditions`` (as ``prune`` finds them, else as
+    delta-rs does) as one Arrow dataset with the table's schema (files written before a column was added read it as nulls). delta-rs's
+    ``to_pyarrow_dataset`` makes a fragment per file, reading each file's footer, ~1.7 ms a file: on tables with a
+    file per day every read grew by the day (a replayed day's run took 1.5 s in January and 5.9 s at the end of June).
+    Sound for what delta-rs writes (no deletion vectors, no column mapping); a partitioned table, whose partition
+    values live in the log, goes through delta-rs."""
+    pruning = _pruning_predicate(conditions) if conditions else None
     if table.metadata().partition_columns:
         return table.to_pyarrow_dataset(file_pruning_predicate=pruning)
-    return pads.dataset(table.file_uris(file_pruning_predicate=pruning), schema=pa.schema(table.schema().to_arrow()),
-                        format="parquet")
+    files = prune(conditions) if prune else table.file_uris(file_pruning_predicate=pruning)
+    return pads.dataset(files, schema=pa.schema(table.schema().to_arrow()), format="parquet")
+
+
+def _may_match(files: pa.Table, conditions: Sequence[Filter]) -> pa.ChunkedArray | None:
+    """Which of ``files`` (the log's add actions, flattened) may hold a row meeting every condition, judged by their
+    min/max statistics; None when a condition is not one this judges exactly (then delta-rs prunes). Only dates and
+    integers: their statistics are exact, where timestamps' are cut to milliseconds and strings' to a prefix. A file
+    without statistics for the column is kept; one whose values there are all null is not."""
+    keep = pa.chunked_array([pa.array([True] * files.num_rows, pa.bool_())])
+    for column, operator, value in conditions:
+        if f"min.{column}" not in files.column_names or operator not in _COMPARISONS:
+            return None
+        low, high = files[f"min.{column}"], files[f"max.{column}"]
+        if not (pa.types.is_date(low.type) or pa.types.is_integer(low.type)):
+            return None
+        try:
+            bound = pa.scalar(value.as_py() if isinstance(value, pa.Scalar) else value, low.type)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+            return None
+        possible = pc.fill_null(_COMPARISONS[operator](low, high, bound), True)
+        # No comparison holds for a null, so a file of nulls alone in the column holds no match either.
+        only_nulls = pc.fill_null(pc.equal(files[f"null_count.{column}"], files["num_records"]), False)
+        keep = pc.and_(keep, pc.and_(possible, pc.invert(only_nulls)))
+    return keep
+
+
+def _holds(low: pa.ChunkedArray, high: pa.ChunkedArray, bound: pa.Scalar) -> pa.ChunkedArray:
+    return pc.and_(pc.less_equal(low, bound), pc.greater_equal(high, bound))
+
+
+# Whether a file whose values lie in [low, high] may hold a value meeting ``value OPERATOR bound``.
+_COMPARISONS: dict[str, Callable[[pa.ChunkedArray, pa.ChunkedArray, pa.Scalar], pa.ChunkedArray]] = {
+    "=": _holds,
+    "==": _holds,
+    ">=": lambda low, high, bound: pc.greater_equal(high, bound),
+    ">": lambda low, high, bound: pc.greater(high, bound),
+    "<=": lambda low, high, bound: pc.less_equal(low, bound),
+    "<": lambda low, high, bound: pc.less(low, bound),
+}
+
+
+def _sql_literal(value: object) -> str:
+    if isinstance(value, int):
+        return str(value)
+    return f"'{value.isoformat()}'"
+
+
+def _match_bounds(data: pa.Table, keys: Sequence[str]) -> list[str]:
+    """Conditions on the target that every row matching ``data`` on ``keys`` meets: each date, timestamp or integer
+    key within the source's range. They change no match, but let delta-rs skip the files outside the range by their
+    statistics; without them a merge scanned every file of the table (a file per day merged): 72-105 ms for a day's
+    rows on a feature table after six months, 22-47 ms with them."""
+    bounds = []
+    for key in keys:
+        kind = data.schema.field(key).type
+        if not (pa.types.is_date(kind) or pa.types.is_timestamp(kind) or pa.types.is_integer(kind)):
+            continue
+        low, high = (scalar.as_py() for scalar in pc.min_max(data.column(key)).values())
+        if low is not None:
+            bounds += [f"target.{key} >= {_sql_literal(low)}", f"target.{key} <= {_sql_literal(high)}"]
+    return bounds
 
 
 def _commit_file(path: Path, version: int) -> Path:
@@ -92,6 +157,8 @@ class _Handle:
         # The version this handle was last checked at, and the identity of that commit's file then.
         self.version = -1
         self.commit: tuple[int, int] | None = None
+        # That version's add actions with their statistics, read when a read first prunes by them.
+        self._files: pa.Table | None = None
 
     def latest(self) -> DeltaTable | None:
         """The table at its latest version, or None when there is none (a missing table is not kept)."""
@@ -115,10 +182,25 @@ class _Handle:
         self._checked()
         return self.table
 
+    def file_uris(self, conditions: Sequence[Filter]) -> list[str]:
+        """The latest version's files whose statistics allow a row meeting every condition. delta-rs prunes in
+        ~15 ms on a 31-column table of 181 files, growing with the files; the statistics kept here answer each
+        further read of the version in well under a millisecond."""
+        assert self.table is not None
+        if self.table.version() != self.version:
+            self._checked()
+        if self._files is None:
+            self._files = pa.table(self.table.get_add_actions(flatten=True))
+        keep = _may_match(self._files, conditions) if conditions else None
+        if keep is None:
+            return self.table.file_uris(file_pruning_predicate=_pruning_predicate(conditions) if conditions else None)
+        return [str(self.path / unquote(name)) for name in self._files.filter(keep).column("path").to_pylist()]
+
     def _checked(self) -> None:
         assert self.table is not None
         self.version = self.table.version()
         self.commit = _identity(_commit_file(self.path, self.version))
+        self._files = None
 
 
 class _Handles:
@@ -136,9 +218,17 @@ class _Handles:
     def latest(self, path: Path) -> Iterator[DeltaTable | None]:
         """The table at ``path`` at its latest version (None when there is none), for this thread alone until the
         block ends. Never time-travel it (``load_as_version``): open a ``DeltaTable`` of your own for that."""
+        with self.handle(path) as handle:
+            yield handle.table
+
+    @contextmanager
+    def handle(self, path: Path) -> Iterator[_Handle]:
+        """As :meth:`latest`, the handle itself (its ``table`` at the latest version, or None)."""
         path = path.absolute()
         if not self.keep:
-            yield _Handle(path).latest()
+            handle = _Handle(path)
+            handle.latest()
+            yield handle
             return
         with self._lock:
             handle = self._handles.get(path)
@@ -148,7 +238,8 @@ class _Handles:
             while len(self._handles) > self.capacity:
                 self._handles.popitem(last=False)
         with handle.lock:
-            yield handle.latest()
+            handle.latest()
+            yield handle
 
     def forget(self) -> None:
         """Drop every handle, without waiting for a lock: a forked child's copy of a lock may be held by a thread
@@ -224,19 +315,18 @@ class DeltaTables:
              version: int | None = None, filters: Sequence[Filter] = ()) -> pa.Table:
         """A table (some days of it, rows matching ``filters``, or as of an earlier version) as Arrow."""
         conditions = [*(days.as_filters() if days else []), *filters]
-        # The conditions prune twice: files whose min/max statistics rule them out are dropped while the log is
-        # read, before a fragment is made for each of the table's files (a daily table holds a file per day
-        # written), and the surviving files' rows are filtered exactly.
-        pruning = _pruning_predicate(conditions) if conditions else None
-        with self.latest(schema, table) as found:
+        # The conditions prune twice: files whose min/max statistics rule them out are not opened (a daily table
+        # holds a file per day written), and the surviving files' rows are filtered exactly.
+        with HANDLES.handle(self.path(schema, table)) as handle:
+            found = handle.table
             if found is None:
                 raise FileNotFoundError(f"table {self.full_name(schema, table)} does not exist at "
                                         f"{self.path(schema, table)}: materialize its asset first")
             # Reading the version a writer just committed (what checks do) is, most often, reading the latest one.
             at_latest = version is None or version == found.version()
-            dataset = _dataset(found, pruning) if at_latest else None
+            dataset = _dataset(found, conditions, handle.file_uris) if at_latest else None
         if dataset is None:
-            dataset = _dataset(DeltaTable(str(self.path(schema, table)), version=version), pruning)
+            dataset = _dataset(DeltaTable(str(self.path(schema, table)), version=version), conditions)
         # The files are scanned outside the handle's lock: the dataset holds its own list of them.
         return dataset.to_table(columns=list(columns) if columns else None,
                                 filter=filters_to_expression(list(conditions)) if conditions else None)
@@ -244,10 +334,8 @@ class DeltaTables:
     def file_uris(self, schema: str, table: str, filters: Sequence[Filter] = ()) -> list[str]:
         """The Parquet files of the current version (no deletion vectors: delta-rs writes none); with ``filters``,
         only those whose statistics do not rule out every row."""
-        with self.latest(schema, table) as found:
-            if found is None:
-                return []
-            return found.file_uris(file_pruning_predicate=_pruning_predicate(filters) if filters else None)
+        with HANDLES.handle(self.path(schema, table)) as handle:
+            return [] if handle.table is None else handle.file_uris(filters)
 
     def check_schema(self, schema: str, table: str, incoming: pa.Schema, *, allow_evolution: bool) -> None:
         if not allow_evolution:
@@ -273,7 +361,7 @@ class DeltaTables:
         if not self.exists(schema, table):
             return self.write(schema, table, data, mode="append", allow_evolution=False)
         self.check_schema(schema, table, data.schema, allow_evolution=False)
-        condition = " AND ".join(f"target.{key} = source.{key}" for key in keys)
+        condition = " AND ".join([*_match_bounds(data, keys), *(f"target.{key} = source.{key}" for key in keys)])
 
         def commit() -> int:
             with self.latest(schema, table) as found:
