@@ -56,6 +56,13 @@ def retraining_decision(
     return RetrainingDecision(True, "drift confirmed and guardrails clear")
 
 
+def window_reach(window: MonitoringWindow) -> int:
+    """How many days, the day itself included, a day's window can reach back: ``window.days`` when it asks for no
+    minimum of rows, else up to ``window.max_days`` (the rows per day decide). Monitoring reads this many days of
+    predictions: reading ``max_days`` for a one-day window grew each daily run until 90 days were scored."""
+    return window.max_days if window.min_rows else window.days
+
+
 def window_start(rows_per_day: Mapping[dt.date, int], day: dt.date, window: MonitoringWindow) -> dt.date:
     """The first day of ``day``'s monitoring window: at least ``window.days`` days ending at ``day``, extended back
     until they hold ``window.min_rows`` rows, but never beyond ``window.max_days`` days."""

@@ -76,7 +76,7 @@ def _monitoring_asset(usecase: UseCaseConfig, spec: MonitoringConfig) -> dg.Asse
     def monitoring(context: dg.AssetExecutionContext, warehouse: Warehouse, mlflow: MlflowTracking,
                    reports: ReportStore, alerts: AlertSinks):
         days = _monitored_days(context, date_column)
-        scored, per_day = inputs.scored_rows(warehouse, predictions, date_column, days, window.max_days)
+        scored, per_day = inputs.scored_rows(warehouse, predictions, date_column, days, window)
         served = inputs.served_records(warehouse, config.registered_name, days[0], days[-1], model.features)
         cache = ReferenceCache(reports.reference_cache(usecase.name, spec.model))
         results: dict[dt.date, DayResult] = {}

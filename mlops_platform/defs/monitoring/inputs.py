@@ -17,7 +17,7 @@ from mlops_platform.features import feature_columns, row_keys
 from mlops_platform.ml.scoring import feature_frame, load_version, predict
 from mlops_platform.monitoring import tables
 from mlops_platform.monitoring.day import MonitoredModel, Reference
-from mlops_platform.monitoring.decisions import quality_dropped_below, window_start
+from mlops_platform.monitoring.decisions import quality_dropped_below, window_reach, window_start
 from mlops_platform.monitoring.reference import ReferenceCache, cache_key
 from mlops_platform.monitoring.tables import DATASET_ROW, FEATURES_SCOPE
 from mlops_platform.resources.mlflow import MlflowTracking
@@ -64,11 +64,11 @@ def _predict(mlflow: MlflowTracking, model: MonitoredModel, version: str, featur
 
 
 def scored_rows(warehouse: Warehouse, predictions: names.TableName, date_column: str | None, days: list[dt.date],
-            max_days: int) -> tuple[pl.DataFrame, dict[dt.date, int]]:
-    """The predictions the run's days can look back on (all of a snapshot) and their rows per day."""
+                window: MonitoringWindow) -> tuple[pl.DataFrame, dict[dt.date, int]]:
+    """The predictions the run's days' windows can reach (all of a snapshot) and their rows per day."""
     if date_column is None:
         return pl.from_arrow(warehouse.read(*predictions)), {}
-    lookback = DayRange(date_column, days[0] - dt.timedelta(days=max_days - 1), days[-1])
+    lookback = DayRange(date_column, days[0] - dt.timedelta(days=window_reach(window) - 1), days[-1])
     scored = pl.from_arrow(warehouse.read(*predictions, days=lookback))
     return scored, dict(scored.group_by(date_column).len().iter_rows())
 

@@ -35,7 +35,7 @@ def render_day_reports(resources: Mapping[str, object], usecase: UseCaseConfig, 
     if not warehouse.exists(*predictions):
         raise FileNotFoundError(f"{warehouse.full_name(*predictions)} does not exist: score some days first")
     days = sorted(days)
-    scored, per_day = inputs.scored_rows(warehouse, predictions, date_column, days, spec.window.max_days)
+    scored, per_day = inputs.scored_rows(warehouse, predictions, date_column, days, spec.window)
     windows = {day: inputs.day_window(scored, per_day, date_column, day, spec.window) for day in days}
     if unscored := [day.isoformat() for day, window in windows.items() if window is None]:
         raise ValueError(f"{model.config.registered_name} scored nothing on {', '.join(unscored)}: no drift page "
