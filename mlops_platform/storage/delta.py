@@ -62,11 +62,11 @@ def _pruning_predicate(conditions: Sequence[Filter]) -> list[Filter]:
 def _dataset(table: DeltaTable, conditions: Sequence[Filter],
              prune: Callable[[Sequence[Filter]], list[str]] | None = None) -> pads.Dataset:
     """The table's files whose statistics allow a row meeting ``conditions`` (as ``prune`` finds them, else as
-    delta-rs does) as one Arrow dataset with the table's schema (files written before a column was added read it as nulls). delta-rs's
-    ``to_pyarrow_dataset`` makes a fragment per file, reading each file's footer, ~1.7 ms a file: on tables with a
-    file per day every read grew by the day (a replayed day's run took 1.5 s in January and 5.9 s at the end of June).
-    Sound for what delta-rs writes (no deletion vectors, no column mapping); a partitioned table, whose partition
-    values live in the log, goes through delta-rs."""
+    delta-rs does) as one Arrow dataset with the table's schema (files written before a column was added read it as
+    nulls). delta-rs's ``to_pyarrow_dataset`` makes a fragment per file, reading each file's footer, ~1.7 ms a file:
+    on tables with a file per day every read grew by the day (a replayed day's run took 1.5 s in January and 5.9 s at
+    the end of June). Sound for what delta-rs writes (no deletion vectors, no column mapping); a partitioned table,
+    whose partition values live in the log, goes through delta-rs."""
     pruning = _pruning_predicate(conditions) if conditions else None
     if table.metadata().partition_columns:
         return table.to_pyarrow_dataset(file_pruning_predicate=pruning)
